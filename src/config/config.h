@@ -1,0 +1,93 @@
+/* Configuration: LiteLLM-compatible YAML (model_list, litellm_params, model_info,
+ * general_settings) plus a `server:` section of switchboard's own.
+ *
+ * A LiteLLM config must load: unknown keys are warnings with file:line and are otherwise
+ * ignored. A value of the wrong type or out of range is an error with file:line. Any string
+ * value may be "os.environ/NAME", resolved at load time. Loading never prints: warnings and
+ * errors go to the caller's diagnostics callback, and the message never contains the value
+ * of a secret (api_key, master_key), only its key and position.
+ *
+ * The loaded struct is immutable and owned by the caller (sb_config_free). Thread-safe to
+ * read from any thread once loaded. */
+#ifndef SB_CONFIG_CONFIG_H
+#define SB_CONFIG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum sb_provider_kind {
+    SB_PROVIDER_OPENAI, /* "openai/<model>" and any OpenAI-compatible server via api_base */
+    SB_PROVIDER_AZURE,  /* "azure/<deployment>" */
+    /* Known LiteLLM prefixes whose dialects are not built yet: the config loads them, the
+     * deployment is marked disabled with a reason saying so. */
+    SB_PROVIDER_UNSUPPORTED,
+};
+
+struct sb_deployment {
+    char *model_name;         /* the public alias clients send */
+    char *litellm_model;      /* litellm_params.model as written, e.g. "openai/gpt-4o" */
+    enum sb_provider_kind provider;
+    char *provider_name;      /* the prefix: "openai", "azure", "groq", ... */
+    char *upstream_model;     /* after the prefix: "gpt-4o"; for azure the deployment name */
+    char *api_base;           /* NULL: the provider's default (openai: https://api.openai.com/v1) */
+    char *api_key;            /* NULL: none (e.g. a local vLLM) */
+    char *api_version;        /* azure */
+    double timeout_s;         /* total time for a non-streaming call; default 600 */
+    double stream_timeout_s;  /* longest silence inside a stream; default = timeout_s */
+    int max_retries;          /* default 0 */
+    int64_t rpm;              /* 0: unlimited */
+    int64_t tpm;
+    double weight;            /* default 1 */
+    char *model_info_json;    /* model_info serialized as JSON, or NULL */
+    bool disabled;            /* e.g. its os.environ/ variable is unset */
+    char *disabled_reason;    /* when disabled: why, without any secret value */
+    int line;                 /* line of the entry in the config file */
+};
+
+struct sb_server_config {
+    char *host;                 /* default "127.0.0.1"... see config.c */
+    int port;                   /* default 4000 */
+    int workers;                /* 0: number of online CPUs */
+    int64_t max_header_bytes;   /* default 16384 */
+    int64_t max_request_bytes;  /* from general_settings.max_request_size_mb; default 32 MiB */
+    int64_t max_response_bytes; /* upstream response body cap; default 64 MiB */
+    int64_t max_event_bytes;    /* one upstream SSE event; default 4 MiB */
+    int64_t header_timeout_ms;  /* default 10000 */
+    int64_t body_timeout_ms;    /* default 60000 */
+    int64_t idle_timeout_ms;    /* keep-alive idle; default 60000 */
+    int64_t drain_timeout_ms;   /* on SIGTERM; default 30000 */
+    int64_t connect_timeout_ms; /* upstream connect; default 10000 */
+    int64_t max_connections;    /* per worker; default 16384 */
+    char *access_log;           /* "stdout" (default), "stderr", "off", or a file path */
+    char *log_level;            /* "info" (default) */
+};
+
+struct sb_config {
+    char *path;                          /* the file it was loaded from, or the name given */
+    struct sb_deployment *deployments;
+    size_t n_deployments;
+    /* Distinct model_name values, in first-seen order, disabled ones included. */
+    char **model_names;
+    size_t n_model_names;
+    char *master_key;                    /* NULL: no auth (then loopback only) */
+    struct sb_server_config server;
+};
+
+enum sb_diag_level { SB_DIAG_WARNING, SB_DIAG_ERROR };
+/* `file` and `line` locate the problem (line 0: not tied to a line). */
+typedef void (*sb_config_diag_cb)(void *ud, enum sb_diag_level level, const char *file, int line,
+                                  const char *msg);
+
+/* Loads and validates. Returns 0 and sets *out, or -1 after reporting at least one error.
+ * `getenv_fn` resolves os.environ/NAME (NULL: getenv); tests pass their own. */
+int sb_config_load_file(const char *path, struct sb_config **out, sb_config_diag_cb diag,
+                        void *ud, const char *(*getenv_fn)(const char *));
+int sb_config_load_string(const char *yaml, size_t len, const char *name, struct sb_config **out,
+                          sb_config_diag_cb diag, void *ud, const char *(*getenv_fn)(const char *));
+void sb_config_free(struct sb_config *cfg);
+
+/* Index of `name` in cfg->model_names, or -1. */
+int sb_config_model_index(const struct sb_config *cfg, const char *name, size_t len);
+
+#endif

@@ -1,0 +1,186 @@
+#include "core/buf.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sb_buf_init(struct sb_buf *b, size_t max)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    b->max = max;
+}
+
+void sb_buf_free(struct sb_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+void sb_buf_reset(struct sb_buf *b)
+{
+    b->len = 0;
+    if (b->data)
+        b->data[0] = '\0';
+}
+
+int sb_buf_reserve(struct sb_buf *b, size_t extra)
+{
+    if (extra > b->max || b->len > b->max - extra)
+        return -E2BIG;
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    if (cap > b->max + 1)
+        cap = b->max + 1;
+    char *p = realloc(b->data, cap);
+    if (!p)
+        return -ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+int sb_buf_append(struct sb_buf *b, const void *p, size_t n)
+{
+    int rc = sb_buf_reserve(b, n);
+    if (rc)
+        return rc;
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+int sb_buf_append_str(struct sb_buf *b, const char *s)
+{
+    return sb_buf_append(b, s, strlen(s));
+}
+
+int sb_buf_append_char(struct sb_buf *b, char c)
+{
+    return sb_buf_append(b, &c, 1);
+}
+
+int sb_buf_append_u64(struct sb_buf *b, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return sb_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+int sb_buf_append_i64(struct sb_buf *b, int64_t v)
+{
+    if (v < 0) {
+        int rc = sb_buf_append_char(b, '-');
+        if (rc)
+            return rc;
+        return sb_buf_append_u64(b, (uint64_t)0 - (uint64_t)v);
+    }
+    return sb_buf_append_u64(b, (uint64_t)v);
+}
+
+int sb_buf_append_json_str(struct sb_buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    int rc = sb_buf_append_char(b, '"');
+    size_t run = 0; /* start of the pending run of bytes that need no escaping */
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = NULL;
+        char u[6];
+        switch (c) {
+        case '"': esc = "\\\""; break;
+        case '\\': esc = "\\\\"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\t': esc = "\\t"; break;
+        default:
+            if (c < 0x20) {
+                u[0] = '\\', u[1] = 'u', u[2] = '0', u[3] = '0';
+                u[4] = hex[c >> 4], u[5] = hex[c & 15];
+            }
+        }
+        if (!esc && c >= 0x20)
+            continue;
+        rc = sb_buf_append(b, s + run, i - run);
+        if (rc == 0)
+            rc = esc ? sb_buf_append_str(b, esc) : sb_buf_append(b, u, 6);
+        run = i + 1;
+    }
+    if (rc == 0)
+        rc = sb_buf_append(b, s + run, n - run);
+    if (rc == 0)
+        rc = sb_buf_append_char(b, '"');
+    return rc;
+}
+
+int sb_buf_vprintf(struct sb_buf *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    char small[256];
+    int n = vsnprintf(small, sizeof small, fmt, ap2);
+    va_end(ap2);
+    if (n < 0)
+        return -EINVAL;
+    if ((size_t)n < sizeof small)
+        return sb_buf_append(b, small, (size_t)n);
+    int rc = sb_buf_reserve(b, (size_t)n);
+    if (rc)
+        return rc;
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+int sb_buf_printf(struct sb_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = sb_buf_vprintf(b, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+void sb_buf_consume(struct sb_buf *b, size_t n)
+{
+    if (n >= b->len) {
+        sb_buf_reset(b);
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+    b->data[b->len] = '\0';
+}
+
+char *sb_buf_take(struct sb_buf *b, size_t *len)
+{
+    char *p = b->data;
+    if (len)
+        *len = b->len;
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    return p;
+}
+
+void sb_buf_swap(struct sb_buf *a, struct sb_buf *b)
+{
+    struct sb_buf t = *a;
+    *a = *b;
+    *b = t;
+}

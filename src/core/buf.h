@@ -1,0 +1,46 @@
+/* Bounded, growable byte buffer: the only buffer type the data path uses.
+ *
+ * Every buffer has a hard maximum (`max`) fixed at init. An append that would pass it fails
+ * with -E2BIG and leaves the buffer unchanged, so a size chosen by a client or a provider can
+ * never grow memory without bound; callers turn -E2BIG into 413, 431 or 502. Allocation
+ * failure returns -ENOMEM. The data is always NUL-terminated past `len` once anything has
+ * been appended (the NUL is not counted), so it can be handed to functions that want C
+ * strings. Not thread-safe; a buffer belongs to one owner. */
+#ifndef SB_CORE_BUF_H
+#define SB_CORE_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct sb_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    size_t max;
+};
+
+void sb_buf_init(struct sb_buf *b, size_t max);
+void sb_buf_free(struct sb_buf *b);
+/* Empties the buffer but keeps its allocation. */
+void sb_buf_reset(struct sb_buf *b);
+/* Ensures room for `extra` more bytes (plus the NUL). */
+int sb_buf_reserve(struct sb_buf *b, size_t extra);
+int sb_buf_append(struct sb_buf *b, const void *p, size_t n);
+int sb_buf_append_str(struct sb_buf *b, const char *s);
+int sb_buf_append_char(struct sb_buf *b, char c);
+int sb_buf_append_u64(struct sb_buf *b, uint64_t v);
+int sb_buf_append_i64(struct sb_buf *b, int64_t v);
+/* Appends `n` bytes as a JSON string literal, quotes included. Invalid UTF-8 is passed
+ * through byte for byte; control characters are escaped. */
+int sb_buf_append_json_str(struct sb_buf *b, const char *s, size_t n);
+int sb_buf_printf(struct sb_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int sb_buf_vprintf(struct sb_buf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+/* Drops the first `n` bytes (n <= len). */
+void sb_buf_consume(struct sb_buf *b, size_t n);
+/* Hands the allocation to the caller (who frees it with free()) and empties the buffer. */
+char *sb_buf_take(struct sb_buf *b, size_t *len);
+void sb_buf_swap(struct sb_buf *a, struct sb_buf *b);
+
+#endif

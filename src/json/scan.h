@@ -1,0 +1,99 @@
+/* Zero-copy JSON scanner and splicer for the pass-through path (RFC 8259).
+ *
+ * The gateway must read a few fields of a request or response (`model`, `stream`,
+ * `stream_options`, `usage`) and rewrite one or two, without building a tree and without
+ * re-serializing the rest: bytes it does not need to change go out exactly as they came.
+ * Values are located as byte spans into the caller's buffer.
+ *
+ * sb_json_validate() is a complete RFC 8259 validator (strings checked for escapes and
+ * control characters and UTF-8 validity, numbers by the grammar, nesting bounded by
+ * max_depth); the other functions assume a document that passed it and never read outside
+ * [0, n) even if it did not. Thread-safe, no allocation except into a caller's sb_buf. */
+#ifndef SB_JSON_SCAN_H
+#define SB_JSON_SCAN_H
+
+#include "core/buf.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum sb_json_type {
+    SB_JSON_INVALID = 0,
+    SB_JSON_OBJECT,
+    SB_JSON_ARRAY,
+    SB_JSON_STRING,
+    SB_JSON_NUMBER,
+    SB_JSON_TRUE,
+    SB_JSON_FALSE,
+    SB_JSON_NULL,
+};
+
+/* [start, end) in the document; for strings the span includes the quotes. */
+struct sb_json_span {
+    size_t start;
+    size_t end;
+    enum sb_json_type type;
+};
+
+struct sb_json_member {
+    struct sb_json_span key;   /* the key string, quotes included */
+    struct sb_json_span value;
+};
+
+#define SB_JSON_NOT_FOUND  (-1)
+#define SB_JSON_DUPLICATE  (-2) /* the key occurs more than once in that object */
+#define SB_JSON_BAD        (-3) /* malformed input or wrong type */
+
+/* 0 if s[0..n) is exactly one JSON value with optional surrounding whitespace; SB_JSON_BAD
+ * otherwise (including nesting deeper than max_depth). */
+int sb_json_validate(const char *s, size_t n, int max_depth);
+
+/* The span of the document's root value (leading/trailing whitespace excluded). */
+int sb_json_root(const char *s, size_t n, struct sb_json_span *out);
+
+/* Finds `key` among the members of the object `obj` (a span of type SB_JSON_OBJECT). Keys
+ * are compared after unescaping, so "mo\u0064el" matches "model". Returns 0 and fills *out,
+ * SB_JSON_NOT_FOUND, SB_JSON_DUPLICATE if the key occurs twice (a request with two `model`
+ * keys is ambiguous and must be refused), or SB_JSON_BAD. */
+int sb_json_object_get(const char *s, size_t n, const struct sb_json_span *obj, const char *key,
+                       struct sb_json_member *out);
+
+/* Follows a dotted path of object keys from `obj` ("usage.prompt_tokens_details.cached_tokens").
+ * Same results as sb_json_object_get; a path through a non-object is SB_JSON_NOT_FOUND. */
+int sb_json_path(const char *s, size_t n, const struct sb_json_span *obj, const char *path,
+                 struct sb_json_span *out);
+
+/* Array iteration: *pos starts at 0; each call fills *elem with the next element and returns
+ * 0, or returns SB_JSON_NOT_FOUND after the last one. */
+int sb_json_array_next(const char *s, size_t n, const struct sb_json_span *arr, size_t *pos,
+                       struct sb_json_span *elem);
+/* Number of elements, or SB_JSON_BAD. */
+int sb_json_array_len(const char *s, size_t n, const struct sb_json_span *arr);
+
+/* Unescapes a string value into out[0..cap) (NUL-terminated); -E2BIG-like failure
+ * (SB_JSON_BAD) if it does not fit or is not a string. *len gets the unescaped length
+ * (without NUL); \u escapes become UTF-8, surrogate pairs combined, lone surrogates U+FFFD. */
+int sb_json_string_copy(const char *s, size_t n, const struct sb_json_span *v, char *out,
+                        size_t cap, size_t *len);
+/* Compares a string value, after unescaping, with a C string. */
+bool sb_json_string_eq(const char *s, size_t n, const struct sb_json_span *v, const char *str);
+/* An integer value (no fraction, no exponent, in range); SB_JSON_BAD otherwise. */
+int sb_json_int64(const char *s, size_t n, const struct sb_json_span *v, int64_t *out);
+int sb_json_bool(const char *s, size_t n, const struct sb_json_span *v, bool *out);
+
+/* Splicing: each appends a new document to `out` built from s[0..n) with one change; the
+ * bytes outside the change are copied unchanged. */
+/* Replaces the bytes of `span` with repl[0..repl_len). */
+int sb_json_splice(const char *s, size_t n, const struct sb_json_span *span, const char *repl,
+                   size_t repl_len, struct sb_buf *out);
+/* Removes member `m` of object `obj`, with the comma that separates it from a neighbour, so
+ * the result stays valid JSON. */
+int sb_json_remove_member(const char *s, size_t n, const struct sb_json_span *obj,
+                          const struct sb_json_member *m, struct sb_buf *out);
+/* Adds a member at the end of object `obj`; `member` is raw JSON text such as
+ * "\"stream_options\":{\"include_usage\":true}". Adds the comma when the object has members. */
+int sb_json_append_member(const char *s, size_t n, const struct sb_json_span *obj,
+                          const char *member, size_t member_len, struct sb_buf *out);
+
+#endif
