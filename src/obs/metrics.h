@@ -62,17 +62,28 @@ struct sb_metrics_sample {
 
 struct sb_metrics;
 
-/* `model_names` is copied. */
+/* `model_names` is copied (a NULL entry is the empty alias). One shard per worker, each a
+ * separate cache-line-aligned block. Returns NULL on allocation failure, nworkers < 1 or
+ * > 4096, n_models > 100000, or n_models > 0 with NULL names. Call from one thread before any
+ * worker starts; free only after every worker and renderer is done. */
 struct sb_metrics *sb_metrics_new(int nworkers, char *const *model_names, size_t n_models);
 void sb_metrics_free(struct sb_metrics *m);
 
-/* Worker-thread calls: `worker` is that thread's index and only it may use that shard. */
+/* Worker-thread calls: `worker` is that thread's index and only it may use that shard. Each is a
+ * handful of relaxed atomic adds, no locks, no allocation. An out-of-range worker (or kind) is
+ * ignored; an out-of-range model counts as unknown (model=""), an out-of-range route as
+ * "other". Durations that are negative or NaN count as 0. Tokens are added when > 0. ttft is
+ * recorded when >= 0; overhead (total - upstream, at least 0) when upstream_s >= 0. Each shard
+ * tells apart at most 64 distinct status codes; further new codes count as status 0. */
 void sb_metrics_observe(struct sb_metrics *m, int worker, const struct sb_metrics_sample *s);
 void sb_metrics_upstream_error(struct sb_metrics *m, int worker, int model,
                                enum sb_upstream_error_kind kind);
 void sb_metrics_inflight(struct sb_metrics *m, int worker, int delta);
 
-/* Any thread: appends the whole exposition to out. */
+/* Any thread, concurrently with the workers and other renderers: appends the whole exposition
+ * to out. Series with a zero value are left out, except build_info and in_flight. Returns 0,
+ * -EINVAL for NULL arguments, or -E2BIG / -ENOMEM from out, in which case out is left as it
+ * was (never a partial exposition). */
 int sb_metrics_render(struct sb_metrics *m, struct sb_buf *out);
 
 #endif
