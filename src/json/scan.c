@@ -1,0 +1,881 @@
+#include "json/scan.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+
+#define ONES  0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Nonzero if some byte of w is zero (exact as a yes/no answer; the flagged bit positions
+ * may include false ones above a true zero, which only sends us to the slow path). */
+static inline uint64_t has_zero_byte(uint64_t w)
+{
+    return (w - ONES) & ~w & HIGHS;
+}
+
+/* Nonzero if the 8 bytes may hold a byte a string scan must look at: '"', '\\', a control
+ * character (< 0x20) or a non-ASCII byte. */
+static inline uint64_t string_special(uint64_t w)
+{
+    return (w & HIGHS) | has_zero_byte(w ^ (ONES * '"')) | has_zero_byte(w ^ (ONES * '\\')) |
+           ((w - ONES * 0x20) & ~w & HIGHS);
+}
+
+static inline bool is_ws(unsigned char c)
+{
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+static inline size_t skip_ws(const unsigned char *p, size_t i, size_t end)
+{
+    while (i < end && is_ws(p[i]))
+        i++;
+    return i;
+}
+
+static inline bool is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static int hex_val(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Four hex digits at p[i..i+4), or -1. The caller checked the bounds. */
+static long hex4(const unsigned char *p, size_t i)
+{
+    long v = 0;
+    for (size_t k = 0; k < 4; k++) {
+        int h = hex_val(p[i + k]);
+        if (h < 0)
+            return -1;
+        v = (v << 4) | h;
+    }
+    return v;
+}
+
+/* ---- Validation ---------------------------------------------------------------------- */
+
+/* UTF-8 sequence starting at p[i] (a byte >= 0x80), per RFC 3629 / Unicode Table 3-7: no
+ * overlongs, no UTF-16 surrogates, nothing above U+10FFFF. Returns its length or 0. */
+static size_t check_utf8(const unsigned char *p, size_t i, size_t n)
+{
+    unsigned char c = p[i];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else {
+        return 0;
+    }
+    if (n - i < len)
+        return 0;
+    if (p[i + 1] < lo || p[i + 1] > hi)
+        return 0;
+    for (size_t k = 2; k < len; k++)
+        if (p[i + k] < 0x80 || p[i + k] > 0xBF)
+            return 0;
+    return len;
+}
+
+/* p[*pi] is the opening quote. On success *pi is just past the closing quote. */
+static bool check_string(const unsigned char *p, size_t n, size_t *pi)
+{
+    size_t i = *pi + 1;
+    for (;;) {
+        while (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (string_special(w))
+                break;
+            i += 8;
+        }
+        if (i >= n)
+            return false;
+        unsigned char c = p[i];
+        if (c == '"') {
+            *pi = i + 1;
+            return true;
+        }
+        if (c == '\\') {
+            if (n - i < 2)
+                return false;
+            switch (p[i + 1]) {
+            case '"':
+            case '\\':
+            case '/':
+            case 'b':
+            case 'f':
+            case 'n':
+            case 'r':
+            case 't':
+                i += 2;
+                break;
+            case 'u':
+                /* Lone surrogate escapes are grammatical (RFC 8259 section 8.2), so they
+                 * pass here; sb_json_string_copy turns them into U+FFFD. */
+                if (n - i < 6 || hex4(p, i + 2) < 0)
+                    return false;
+                i += 6;
+                break;
+            default:
+                return false;
+            }
+        } else if (c < 0x20) {
+            return false;
+        } else if (c < 0x80) {
+            i++;
+        } else {
+            size_t len = check_utf8(p, i, n);
+            if (!len)
+                return false;
+            i += len;
+        }
+    }
+}
+
+/* RFC 8259 section 6: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)? */
+static bool check_number(const unsigned char *p, size_t n, size_t *pi)
+{
+    size_t i = *pi;
+    if (p[i] == '-')
+        i++;
+    if (i >= n)
+        return false;
+    if (p[i] == '0') {
+        i++;
+    } else if (p[i] >= '1' && p[i] <= '9') {
+        while (i < n && is_digit(p[i]))
+            i++;
+    } else {
+        return false;
+    }
+    if (i < n && p[i] == '.') {
+        i++;
+        if (i >= n || !is_digit(p[i]))
+            return false;
+        while (i < n && is_digit(p[i]))
+            i++;
+    }
+    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        if (i < n && (p[i] == '+' || p[i] == '-'))
+            i++;
+        if (i >= n || !is_digit(p[i]))
+            return false;
+        while (i < n && is_digit(p[i]))
+            i++;
+    }
+    *pi = i;
+    return true;
+}
+
+static bool check_literal(const unsigned char *p, size_t n, size_t *pi, const char *lit, size_t len)
+{
+    if (n - *pi < len || memcmp(p + *pi, lit, len) != 0)
+        return false;
+    *pi += len;
+    return true;
+}
+
+/* One pass, no recursion: the only state is a bit per open container (1 = object). */
+int sb_json_validate(const char *s, size_t n, int max_depth)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    uint64_t kinds[SB_JSON_MAX_DEPTH / 64];
+    size_t depth = 0;
+    size_t limit = max_depth < 0 ? 0 : (size_t)max_depth;
+    if (limit > SB_JSON_MAX_DEPTH)
+        limit = SB_JSON_MAX_DEPTH;
+    if (!s)
+        return SB_JSON_BAD;
+    size_t i = skip_ws(p, 0, n);
+
+value:
+    if (i >= n)
+        return SB_JSON_BAD;
+    switch (p[i]) {
+    case '{':
+        if (depth >= limit)
+            return SB_JSON_BAD;
+        kinds[depth / 64] |= 1ULL << (depth % 64);
+        depth++;
+        i = skip_ws(p, i + 1, n);
+        if (i < n && p[i] == '}') {
+            i++;
+            depth--;
+            goto after;
+        }
+        goto key;
+    case '[':
+        if (depth >= limit)
+            return SB_JSON_BAD;
+        kinds[depth / 64] &= ~(1ULL << (depth % 64));
+        depth++;
+        i = skip_ws(p, i + 1, n);
+        if (i < n && p[i] == ']') {
+            i++;
+            depth--;
+            goto after;
+        }
+        goto value;
+    case '"':
+        if (!check_string(p, n, &i))
+            return SB_JSON_BAD;
+        goto after;
+    case '-':
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+    case '8':
+    case '9':
+        if (!check_number(p, n, &i))
+            return SB_JSON_BAD;
+        goto after;
+    case 't':
+        if (!check_literal(p, n, &i, "true", 4))
+            return SB_JSON_BAD;
+        goto after;
+    case 'f':
+        if (!check_literal(p, n, &i, "false", 5))
+            return SB_JSON_BAD;
+        goto after;
+    case 'n':
+        if (!check_literal(p, n, &i, "null", 4))
+            return SB_JSON_BAD;
+        goto after;
+    default:
+        return SB_JSON_BAD;
+    }
+
+key:
+    if (i >= n || p[i] != '"' || !check_string(p, n, &i))
+        return SB_JSON_BAD;
+    i = skip_ws(p, i, n);
+    if (i >= n || p[i] != ':')
+        return SB_JSON_BAD;
+    i = skip_ws(p, i + 1, n);
+    goto value;
+
+after:
+    if (depth == 0) {
+        i = skip_ws(p, i, n);
+        return i == n ? 0 : SB_JSON_BAD;
+    }
+    i = skip_ws(p, i, n);
+    if (i >= n)
+        return SB_JSON_BAD;
+    if (kinds[(depth - 1) / 64] & (1ULL << ((depth - 1) % 64))) {
+        if (p[i] == ',') {
+            i = skip_ws(p, i + 1, n);
+            goto key;
+        }
+        if (p[i] != '}')
+            return SB_JSON_BAD;
+    } else {
+        if (p[i] == ',') {
+            i = skip_ws(p, i + 1, n);
+            goto value;
+        }
+        if (p[i] != ']')
+            return SB_JSON_BAD;
+    }
+    i++;
+    depth--;
+    goto after;
+}
+
+/* ---- Skipping (no validation, never past `end`) ------------------------------------- */
+
+/* p[i] is the opening quote. Returns the index just past the closing quote, or 0 if the
+ * string is not closed before `end`. *esc tells whether it holds a backslash. */
+static size_t skip_string(const unsigned char *p, size_t i, size_t end, bool *esc)
+{
+    bool seen = false;
+    i++;
+    for (;;) {
+        while (end - i >= 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (has_zero_byte(w ^ (ONES * '"')) | has_zero_byte(w ^ (ONES * '\\')))
+                break;
+            i += 8;
+        }
+        if (i >= end)
+            return 0;
+        if (p[i] == '"') {
+            if (esc)
+                *esc = seen;
+            return i + 1;
+        }
+        if (p[i] == '\\') {
+            seen = true;
+            if (end - i < 2)
+                return 0;
+            i += 2;
+        } else {
+            i++;
+        }
+    }
+}
+
+static enum sb_json_type type_of(unsigned char c)
+{
+    switch (c) {
+    case '{':
+        return SB_JSON_OBJECT;
+    case '[':
+        return SB_JSON_ARRAY;
+    case '"':
+        return SB_JSON_STRING;
+    case 't':
+        return SB_JSON_TRUE;
+    case 'f':
+        return SB_JSON_FALSE;
+    case 'n':
+        return SB_JSON_NULL;
+    default:
+        return (c == '-' || is_digit(c)) ? SB_JSON_NUMBER : SB_JSON_INVALID;
+    }
+}
+
+/* The value starting at p[i]: fills *out and returns 0, or SB_JSON_BAD if it cannot be
+ * delimited before `end`. Containers are matched by counting brackets, which is exact on a
+ * validated document and merely bounded on anything else. */
+static int skip_value(const unsigned char *p, size_t i, size_t end, struct sb_json_span *out)
+{
+    if (i >= end)
+        return SB_JSON_BAD;
+    enum sb_json_type t = type_of(p[i]);
+    size_t j = i;
+    switch (t) {
+    case SB_JSON_STRING:
+        j = skip_string(p, i, end, NULL);
+        if (!j)
+            return SB_JSON_BAD;
+        break;
+    case SB_JSON_OBJECT:
+    case SB_JSON_ARRAY: {
+        size_t depth = 0;
+        for (;;) {
+            if (j >= end)
+                return SB_JSON_BAD;
+            unsigned char c = p[j];
+            if (c == '"') {
+                j = skip_string(p, j, end, NULL);
+                if (!j)
+                    return SB_JSON_BAD;
+                continue;
+            }
+            j++;
+            if (c == '{' || c == '[') {
+                depth++;
+            } else if (c == '}' || c == ']') {
+                if (--depth == 0)
+                    break;
+            }
+        }
+        break;
+    }
+    case SB_JSON_NUMBER:
+        while (j < end && (is_digit(p[j]) || p[j] == '-' || p[j] == '+' || p[j] == '.' ||
+                           p[j] == 'e' || p[j] == 'E'))
+            j++;
+        break;
+    case SB_JSON_TRUE:
+    case SB_JSON_NULL:
+        if (end - i < 4)
+            return SB_JSON_BAD;
+        if (memcmp(p + i, t == SB_JSON_TRUE ? "true" : "null", 4) != 0)
+            return SB_JSON_BAD;
+        j = i + 4;
+        break;
+    case SB_JSON_FALSE:
+        if (end - i < 5 || memcmp(p + i, "false", 5) != 0)
+            return SB_JSON_BAD;
+        j = i + 5;
+        break;
+    default:
+        return SB_JSON_BAD;
+    }
+    out->start = i;
+    out->end = j;
+    out->type = t;
+    return 0;
+}
+
+int sb_json_root(const char *s, size_t n, struct sb_json_span *out)
+{
+    if (!s || !out)
+        return SB_JSON_BAD;
+    const unsigned char *p = (const unsigned char *)s;
+    return skip_value(p, skip_ws(p, 0, n), n, out);
+}
+
+/* A span of the given type that lies inside the document and is delimited as that type
+ * says; everything below relies on this before touching the bytes. */
+static bool span_is(const char *s, size_t n, const struct sb_json_span *v, enum sb_json_type t)
+{
+    if (!s || !v || v->type != t || v->start >= v->end || v->end > n)
+        return false;
+    unsigned char a = (unsigned char)s[v->start], z = (unsigned char)s[v->end - 1];
+    switch (t) {
+    case SB_JSON_OBJECT:
+        return v->end - v->start >= 2 && a == '{' && z == '}';
+    case SB_JSON_ARRAY:
+        return v->end - v->start >= 2 && a == '[' && z == ']';
+    case SB_JSON_STRING:
+        return v->end - v->start >= 2 && a == '"' && z == '"';
+    default:
+        return true;
+    }
+}
+
+/* ---- Objects ------------------------------------------------------------------------- */
+
+struct member_iter {
+    const unsigned char *p;
+    size_t i;
+    size_t end; /* index of the closing brace */
+    bool first;
+};
+
+static bool iter_init(struct member_iter *it, const char *s, size_t n,
+                      const struct sb_json_span *obj)
+{
+    if (!span_is(s, n, obj, SB_JSON_OBJECT))
+        return false;
+    it->p = (const unsigned char *)s;
+    it->i = obj->start + 1;
+    it->end = obj->end - 1;
+    it->first = true;
+    return true;
+}
+
+/* 1 and the next member, 0 at the end, or SB_JSON_BAD. */
+static int iter_next(struct member_iter *it, struct sb_json_member *m, bool *key_esc)
+{
+    const unsigned char *p = it->p;
+    size_t i = skip_ws(p, it->i, it->end);
+    if (i >= it->end)
+        return 0;
+    if (!it->first) {
+        if (p[i] != ',')
+            return SB_JSON_BAD;
+        i = skip_ws(p, i + 1, it->end);
+    }
+    if (i >= it->end || p[i] != '"')
+        return SB_JSON_BAD;
+    size_t k = skip_string(p, i, it->end, key_esc);
+    if (!k)
+        return SB_JSON_BAD;
+    m->key.start = i;
+    m->key.end = k;
+    m->key.type = SB_JSON_STRING;
+    i = skip_ws(p, k, it->end);
+    if (i >= it->end || p[i] != ':')
+        return SB_JSON_BAD;
+    i = skip_ws(p, i + 1, it->end);
+    if (skip_value(p, i, it->end, &m->value) != 0)
+        return SB_JSON_BAD;
+    it->i = m->value.end;
+    it->first = false;
+    return 1;
+}
+
+/* Decodes one unit of string content at p[*pi] (a raw byte or one escape, a surrogate pair
+ * counting as one) into u[], and returns its length, or 0 if the escape is cut short. */
+static size_t decode_unit(const unsigned char *p, size_t *pi, size_t end, unsigned char u[4])
+{
+    size_t i = *pi;
+    if (p[i] != '\\') {
+        u[0] = p[i];
+        *pi = i + 1;
+        return 1;
+    }
+    if (end - i < 2)
+        return 0;
+    unsigned char e = p[i + 1];
+    switch (e) {
+    case 'b':
+        u[0] = '\b';
+        break;
+    case 'f':
+        u[0] = '\f';
+        break;
+    case 'n':
+        u[0] = '\n';
+        break;
+    case 'r':
+        u[0] = '\r';
+        break;
+    case 't':
+        u[0] = '\t';
+        break;
+    case 'u':
+        break;
+    default:
+        u[0] = e; /* '"', '\\', '/' (anything else cannot pass validation) */
+        break;
+    }
+    if (e != 'u') {
+        *pi = i + 2;
+        return 1;
+    }
+    if (end - i < 6)
+        return 0;
+    long cp = hex4(p, i + 2);
+    if (cp < 0)
+        return 0;
+    i += 6;
+    if (cp >= 0xD800 && cp <= 0xDBFF) {
+        long lo = -1;
+        if (end - i >= 6 && p[i] == '\\' && p[i + 1] == 'u')
+            lo = hex4(p, i + 2);
+        if (lo >= 0xDC00 && lo <= 0xDFFF) {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            i += 6;
+        } else {
+            cp = 0xFFFD;
+        }
+    } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+        cp = 0xFFFD;
+    }
+    *pi = i;
+    if (cp < 0x80) {
+        u[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        u[0] = (unsigned char)(0xC0 | (cp >> 6));
+        u[1] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        u[0] = (unsigned char)(0xE0 | (cp >> 12));
+        u[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        u[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    u[0] = (unsigned char)(0xF0 | (cp >> 18));
+    u[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    u[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    u[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* String content p[a..b) (quotes excluded), unescaped, equals str[0..len). */
+static bool content_eq(const unsigned char *p, size_t a, size_t b, bool esc, const char *str,
+                       size_t len)
+{
+    if (!esc)
+        return b - a == len && memcmp(p + a, str, len) == 0;
+    const unsigned char *q = (const unsigned char *)str;
+    size_t j = 0;
+    while (a < b) {
+        unsigned char u[4];
+        size_t k = decode_unit(p, &a, b, u);
+        if (!k || len - j < k || memcmp(u, q + j, k) != 0)
+            return false;
+        j += k;
+    }
+    return j == len;
+}
+
+static int object_get_n(const char *s, size_t n, const struct sb_json_span *obj, const char *key,
+                        size_t key_len, struct sb_json_member *out)
+{
+    struct member_iter it;
+    if (!key || !iter_init(&it, s, n, obj))
+        return SB_JSON_BAD;
+    bool found = false;
+    struct sb_json_member m, hit = {0};
+    bool esc;
+    int rc;
+    while ((rc = iter_next(&it, &m, &esc)) == 1) {
+        if (!content_eq(it.p, m.key.start + 1, m.key.end - 1, esc, key, key_len))
+            continue;
+        /* Any later occurrence makes the lookup ambiguous, so there is no early return. */
+        if (found)
+            return SB_JSON_DUPLICATE;
+        found = true;
+        hit = m;
+    }
+    if (rc < 0)
+        return rc;
+    if (!found)
+        return SB_JSON_NOT_FOUND;
+    if (out)
+        *out = hit;
+    return 0;
+}
+
+int sb_json_object_get(const char *s, size_t n, const struct sb_json_span *obj, const char *key,
+                       struct sb_json_member *out)
+{
+    if (!key)
+        return SB_JSON_BAD;
+    return object_get_n(s, n, obj, key, strlen(key), out);
+}
+
+int sb_json_path(const char *s, size_t n, const struct sb_json_span *obj, const char *path,
+                 struct sb_json_span *out)
+{
+    if (!s || !obj || !path || !*path)
+        return SB_JSON_BAD;
+    struct sb_json_span cur = *obj;
+    const char *seg = path;
+    for (;;) {
+        const char *dot = strchr(seg, '.');
+        size_t len = dot ? (size_t)(dot - seg) : strlen(seg);
+        if (len == 0)
+            return SB_JSON_BAD;
+        if (cur.type != SB_JSON_OBJECT)
+            return SB_JSON_NOT_FOUND;
+        struct sb_json_member m;
+        int rc = object_get_n(s, n, &cur, seg, len, &m);
+        if (rc != 0)
+            return rc;
+        cur = m.value;
+        if (!dot)
+            break;
+        seg = dot + 1;
+    }
+    if (out)
+        *out = cur;
+    return 0;
+}
+
+/* ---- Arrays -------------------------------------------------------------------------- */
+
+int sb_json_array_next(const char *s, size_t n, const struct sb_json_span *arr, size_t *pos,
+                       struct sb_json_span *elem)
+{
+    if (!pos || !elem || !span_is(s, n, arr, SB_JSON_ARRAY))
+        return SB_JSON_BAD;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t end = arr->end - 1;
+    size_t i;
+    if (*pos == 0) {
+        i = skip_ws(p, arr->start + 1, end);
+        if (i >= end)
+            return SB_JSON_NOT_FOUND;
+    } else {
+        if (*pos <= arr->start || *pos > end)
+            return SB_JSON_BAD;
+        i = skip_ws(p, *pos, end);
+        if (i >= end)
+            return SB_JSON_NOT_FOUND;
+        if (p[i] != ',')
+            return SB_JSON_BAD;
+        i = skip_ws(p, i + 1, end);
+    }
+    if (skip_value(p, i, end, elem) != 0)
+        return SB_JSON_BAD;
+    *pos = elem->end;
+    return 0;
+}
+
+int sb_json_array_len(const char *s, size_t n, const struct sb_json_span *arr)
+{
+    size_t pos = 0;
+    struct sb_json_span e;
+    int count = 0, rc;
+    while ((rc = sb_json_array_next(s, n, arr, &pos, &e)) == 0) {
+        if (count == INT_MAX)
+            return SB_JSON_BAD;
+        count++;
+    }
+    return rc == SB_JSON_NOT_FOUND ? count : SB_JSON_BAD;
+}
+
+/* ---- Scalars ------------------------------------------------------------------------- */
+
+int sb_json_string_copy(const char *s, size_t n, const struct sb_json_span *v, char *out,
+                        size_t cap, size_t *len)
+{
+    if (!out || cap == 0)
+        return SB_JSON_BAD;
+    out[0] = '\0';
+    if (!span_is(s, n, v, SB_JSON_STRING))
+        return SB_JSON_BAD;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = v->start + 1, b = v->end - 1, j = 0;
+    while (i < b) {
+        unsigned char u[4];
+        size_t k = decode_unit(p, &i, b, u);
+        /* j + k must leave room for the NUL. */
+        if (!k || cap - 1 - j < k) {
+            out[0] = '\0';
+            return SB_JSON_BAD;
+        }
+        memcpy(out + j, u, k);
+        j += k;
+    }
+    out[j] = '\0';
+    if (len)
+        *len = j;
+    return 0;
+}
+
+bool sb_json_string_eq(const char *s, size_t n, const struct sb_json_span *v, const char *str)
+{
+    if (!str || !span_is(s, n, v, SB_JSON_STRING))
+        return false;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t a = v->start + 1, b = v->end - 1;
+    bool esc = memchr(p + a, '\\', b - a) != NULL;
+    return content_eq(p, a, b, esc, str, strlen(str));
+}
+
+int sb_json_int64(const char *s, size_t n, const struct sb_json_span *v, int64_t *out)
+{
+    if (!out || !span_is(s, n, v, SB_JSON_NUMBER))
+        return SB_JSON_BAD;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = v->start, end = v->end;
+    bool neg = false;
+    if (p[i] == '-') {
+        neg = true;
+        i++;
+    }
+    if (i >= end || (p[i] == '0' && end - i > 1))
+        return SB_JSON_BAD;
+    uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    uint64_t acc = 0;
+    for (; i < end; i++) {
+        if (!is_digit(p[i]))
+            return SB_JSON_BAD;
+        unsigned d = p[i] - '0';
+        if (acc > (limit - d) / 10)
+            return SB_JSON_BAD;
+        acc = acc * 10 + d;
+    }
+    if (neg)
+        *out = acc == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)acc;
+    else
+        *out = (int64_t)acc;
+    return 0;
+}
+
+int sb_json_bool(const char *s, size_t n, const struct sb_json_span *v, bool *out)
+{
+    if (!out || !s || !v || v->start >= v->end || v->end > n)
+        return SB_JSON_BAD;
+    size_t len = v->end - v->start;
+    if (v->type == SB_JSON_TRUE && len == 4 && memcmp(s + v->start, "true", 4) == 0) {
+        *out = true;
+        return 0;
+    }
+    if (v->type == SB_JSON_FALSE && len == 5 && memcmp(s + v->start, "false", 5) == 0) {
+        *out = false;
+        return 0;
+    }
+    return SB_JSON_BAD;
+}
+
+/* ---- Splicing ------------------------------------------------------------------------ */
+
+/* out += s[0..a) ins1 ins2 s[b..n), reserved up front so a failure leaves out as it
+ * was. */
+static int emit(const char *s, size_t n, size_t a, size_t b, const char *ins1, size_t len1,
+                const char *ins2, size_t len2, struct sb_buf *out)
+{
+    if (!out || a > b || b > n)
+        return SB_JSON_BAD;
+    size_t total = a;
+    if (len1 > SIZE_MAX - total)
+        return -E2BIG;
+    total += len1;
+    if (len2 > SIZE_MAX - total)
+        return -E2BIG;
+    total += len2;
+    if (n - b > SIZE_MAX - total)
+        return -E2BIG;
+    total += n - b;
+    int rc = sb_buf_reserve(out, total);
+    if (rc)
+        return rc;
+    sb_buf_append(out, s, a);
+    sb_buf_append(out, ins1, len1);
+    sb_buf_append(out, ins2, len2);
+    sb_buf_append(out, s + b, n - b);
+    return 0;
+}
+
+int sb_json_splice(const char *s, size_t n, const struct sb_json_span *span, const char *repl,
+                   size_t repl_len, struct sb_buf *out)
+{
+    if (!s || !span || (!repl && repl_len))
+        return SB_JSON_BAD;
+    return emit(s, n, span->start, span->end, repl, repl_len, NULL, 0, out);
+}
+
+int sb_json_remove_member(const char *s, size_t n, const struct sb_json_span *obj,
+                          const struct sb_json_member *m, struct sb_buf *out)
+{
+    struct member_iter it;
+    if (!m || !iter_init(&it, s, n, obj))
+        return SB_JSON_BAD;
+    struct sb_json_member cur, prev = {0};
+    bool have_prev = false;
+    int rc;
+    while ((rc = iter_next(&it, &cur, NULL)) == 1) {
+        if (cur.key.start != m->key.start || cur.value.end != m->value.end) {
+            prev = cur;
+            have_prev = true;
+            continue;
+        }
+        if (have_prev) /* middle or last: from the end of the previous value */
+            return emit(s, n, prev.value.end, cur.value.end, NULL, 0, NULL, 0, out);
+        struct sb_json_member next;
+        rc = iter_next(&it, &next, NULL);
+        if (rc < 0)
+            return rc;
+        if (rc == 1) /* first of several: up to the next key */
+            return emit(s, n, cur.key.start, next.key.start, NULL, 0, NULL, 0, out);
+        /* the only member: the object becomes {} */
+        return emit(s, n, obj->start + 1, obj->end - 1, NULL, 0, NULL, 0, out);
+    }
+    return rc < 0 ? rc : SB_JSON_NOT_FOUND;
+}
+
+int sb_json_append_member(const char *s, size_t n, const struct sb_json_span *obj,
+                          const char *member, size_t member_len, struct sb_buf *out)
+{
+    if (!member || !span_is(s, n, obj, SB_JSON_OBJECT))
+        return SB_JSON_BAD;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t at = obj->end - 1;
+    while (at > obj->start + 1 && is_ws(p[at - 1]))
+        at--;
+    /* Right after the last value (or the brace), so whitespace before '}' stays put. */
+    bool empty = at == obj->start + 1;
+    return emit(s, n, at, at, empty ? "" : ",", empty ? 0 : 1, member, member_len, out);
+}
