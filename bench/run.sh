@@ -1,0 +1,579 @@
+#!/usr/bin/env bash
+# switchboard benchmark: the same wrk load through nginx (the floor) and through switchboard,
+# both in front of the project's fake provider, on this machine. Prints a Markdown table and
+# writes it to bench/results/latest.md. See bench/README.md for what each figure means.
+#
+#   bench/run.sh [BUILD_DIR]        (default: build, the release build; `make bench` calls it)
+#
+# Knobs (environment): BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2),
+# BENCH_FAKE_THREADS (1), BENCH_TTFB_COUNT (300), BENCH_IDLE_CONNS (10000),
+# BENCH_KEEP_TMP=1 (keep the temp dir with configs and logs),
+# BENCH_STUB_UPSTREAM=1 (plumbing check: a fixed-reply nginx replaces the fake provider and
+# switchboard is skipped when it is not built).
+#
+# Exit status: 0 when every process started and no request failed; 1 otherwise.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+BUILD=${1:-build}
+case $BUILD in
+/*) ;;
+*) BUILD=$ROOT/$BUILD ;;
+esac
+
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-2}
+FAKE_THREADS=${BENCH_FAKE_THREADS:-1}
+TTFB_COUNT=${BENCH_TTFB_COUNT:-300}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+STUB=${BENCH_STUB_UPSTREAM:-0}
+WORKERS=2
+SLOW_MS=50
+DRIP_MS=10
+MASTER_KEY=sk-bench-master
+PROVIDER_KEY=sk-bench-provider
+WRK_THREADS=2
+
+SB_BIN=$BUILD/switchboard
+FAKE_BIN=$BUILD/fake-provider
+RESULTS_DIR=$BENCH/results
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() {
+    printf '[bench] error: %s\n' "$*" >&2
+    exit 1
+}
+
+for tool in wrk nginx cc curl ss awk; do
+    command -v "$tool" >/dev/null || die "$tool is not installed"
+done
+[ -x "$SB_BIN" ] || [ "$STUB" = 1 ] || die "$SB_BIN not found: build first (make build)"
+[ -x "$FAKE_BIN" ] || [ "$STUB" = 1 ] || die "$FAKE_BIN not found: build first (make build)"
+NGINX_BIN=$(command -v nginx)
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sb-bench.XXXXXX")
+STARTED=() # every background process this script started, stopped in cleanup
+FAILURES=()
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local pid i
+    for pid in "${STARTED[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${STARTED[@]}"; do
+        for i in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    if [ "${BENCH_KEEP_TMP:-0}" = 1 ]; then
+        log "temp dir kept: $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+# A free port from [base, base+500), below the ephemeral range so wrk's client ports never
+# collide with it.
+pick_port() {
+    local p
+    for p in $(seq "$1" $(($1 + 499))); do
+        if [ -z "$(ss -Htln "sport = :$p")" ]; then
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port in $1..$(($1 + 499))"
+}
+
+# wait_for_line FILE REGEX PID WHAT: until FILE has a line matching REGEX, at most 15 s.
+wait_for_line() {
+    local i
+    for i in $(seq 1 150); do
+        grep -Eq "$2" "$1" 2>/dev/null && return 0
+        kill -0 "$3" 2>/dev/null || {
+            tail -n 20 "$1" >&2 || true
+            die "$4 exited during start-up"
+        }
+        sleep 0.1
+    done
+    tail -n 20 "$1" >&2 || true
+    die "$4 did not report ready within 15 s"
+}
+
+wait_for_port() {
+    local i
+    for i in $(seq 1 150); do
+        [ -n "$(ss -Htln "sport = :$1")" ] && return 0
+        kill -0 "$2" 2>/dev/null || die "$3 exited during start-up"
+        sleep 0.1
+    done
+    die "$3 is not listening on port $1 after 15 s"
+}
+
+# Sum of utime+stime (clock ticks) over the given pids. Fields 14 and 15 of /proc/PID/stat,
+# counted after the parenthesised command name, which may itself hold spaces.
+cpu_ticks() {
+    local pid total=0 v
+    for pid in "$@"; do
+        v=$(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}') || die "process $pid is gone"
+        total=$((total + v))
+    done
+    echo "$total"
+}
+
+# status_kib FIELD PID...: sum of a /proc/PID/status field (VmHWM, VmRSS) in KiB.
+status_kib() {
+    local field=$1 pid total=0 v
+    shift
+    for pid in "$@"; do
+        v=$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status") || die "process $pid is gone"
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# Resets VmHWM to the current RSS (Linux >= 4.0, needs to own the process), so each scenario
+# reports its own peak. Without it the figure is the peak since start; the table says so.
+HWM_RESETS=1
+reset_hwm() {
+    local pid
+    for pid in "$@"; do
+        echo 5 2>/dev/null >"/proc/$pid/clear_refs" || HWM_RESETS=0
+    done
+}
+
+# A chat-completions body of about 1 KB: a system and a user message, as a client would send.
+make_body() { # model stream-flag file
+    local stream=""
+    [ "$2" = 1 ] && stream='"stream":true,'
+    printf '{"model":"%s",%s"messages":[{"role":"system","content":"%s"},{"role":"user","content":"%s"}],"temperature":0.2,"max_tokens":128}' \
+        "$1" "$stream" \
+        "You are a careful assistant for an operations team. Answer in plain English, keep each answer under five sentences, cite the runbook section when one applies, and say so when you are not sure. Never invent command output; when a command is needed, show it on its own line." \
+        "Our gateway sits in front of three model providers and one of them started returning 429 responses about twenty minutes ago. The dashboards show the retry rate climbing on the two healthy providers as well, and p99 latency for streaming requests has doubled. Which metrics should I look at first to tell whether the healthy providers are slowing down on their own, or whether our retries are what is overloading them? Please list them in the order you would check them, say what each one would show, and tell me which alert thresholds you would change first so that this does not page the on-call engineer twice." \
+        >"$3"
+}
+
+# ---------------------------------------------------------------------------------------------
+# set-up
+
+ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -Sn)
+IDLE_SKIP=""
+if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -lt $((IDLE_CONNS + 512)) ]; then
+    IDLE_SKIP="open-file limit is $NOFILE (hard $(ulimit -Hn)); $((IDLE_CONNS + 512)) needed"
+fi
+[ "$NOFILE" = unlimited ] && NOFILE=1048576
+
+log "temp dir $TMP"
+cc -O2 -std=c17 -Wall -Wextra -D_GNU_SOURCE -o "$TMP/bench_client" "$BENCH/bench_client.c" ||
+    die "cannot compile bench/bench_client.c"
+
+make_body bench 0 "$TMP/body.json"
+make_body bench 1 "$TMP/body-stream.json"
+make_body bench-slow 0 "$TMP/body-slow.json"
+make_body bench-drip 1 "$TMP/body-drip.json"
+
+FAKE_PORT=$(pick_port 21000)
+NGINX_PORT=$(pick_port 22000)
+SB_PORT=$(pick_port 23000)
+
+# The upstream.
+if [ "$STUB" = 1 ]; then
+    cat >"$TMP/stub.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $TMP/stub.pid;
+error_log $TMP/stub-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    client_body_temp_path $TMP/stub-body;
+    server {
+        listen 127.0.0.1:$FAKE_PORT;
+        location / {
+            default_type application/json;
+            return 200 '{"id":"chatcmpl-stub","object":"chat.completion","created":1,"model":"gpt-fake","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the stub."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}}';
+        }
+    }
+}
+EOF
+    "$NGINX_BIN" -p "$TMP" -c "$TMP/stub.conf" -e "$TMP/stub-error.log" >"$TMP/fake.log" 2>&1 &
+    FAKE_PID=$!
+    STARTED+=("$FAKE_PID")
+    wait_for_port "$FAKE_PORT" "$FAKE_PID" "stub upstream"
+    FAKE_PIDS=("$FAKE_PID" $(pgrep -P "$FAKE_PID"))
+    log "stub upstream (nginx, fixed reply) on 127.0.0.1:$FAKE_PORT"
+else
+    "$FAKE_BIN" --port "$FAKE_PORT" --threads "$FAKE_THREADS" --quiet >"$TMP/fake.log" 2>&1 &
+    FAKE_PID=$!
+    STARTED+=("$FAKE_PID")
+    wait_for_line "$TMP/fake.log" "fake-provider listening on" "$FAKE_PID" "fake-provider"
+    FAKE_PIDS=("$FAKE_PID")
+    log "fake-provider ($FAKE_THREADS thread(s)) on 127.0.0.1:$FAKE_PORT"
+fi
+
+# The floor: nginx.
+sed -e "s|@TMP@|$TMP|g" -e "s|@WORKERS@|$WORKERS|g" -e "s|@NOFILE@|$NOFILE|g" \
+    -e "s|@WORKER_CONNECTIONS@|$((IDLE_CONNS + 2048))|g" -e "s|@FAKE_PORT@|$FAKE_PORT|g" \
+    -e "s|@PORT@|$NGINX_PORT|g" -e "s|@SLOW_MS@|$SLOW_MS|g" -e "s|@DRIP_MS@|$DRIP_MS|g" \
+    -e "s|sk-bench-provider|$PROVIDER_KEY|g" \
+    "$BENCH/nginx.conf.in" >"$TMP/nginx.conf"
+"$NGINX_BIN" -t -q -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" ||
+    die "generated nginx.conf is invalid"
+"$NGINX_BIN" -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" >"$TMP/nginx.out" 2>&1 &
+NGINX_PID=$!
+STARTED+=("$NGINX_PID")
+wait_for_port "$NGINX_PORT" "$NGINX_PID" "nginx"
+for _ in $(seq 1 50); do
+    mapfile -t NGINX_WORKERS < <(pgrep -P "$NGINX_PID")
+    [ "${#NGINX_WORKERS[@]}" -ge "$WORKERS" ] && break
+    sleep 0.1
+done
+[ "${#NGINX_WORKERS[@]}" -eq "$WORKERS" ] || die "nginx started ${#NGINX_WORKERS[@]} workers, expected $WORKERS"
+STARTED+=("${NGINX_WORKERS[@]}")
+log "nginx (master $NGINX_PID, workers ${NGINX_WORKERS[*]}) on 127.0.0.1:$NGINX_PORT"
+
+PROXIES=(nginx)
+if [ -x "$SB_BIN" ]; then
+    PROXIES+=(switchboard)
+    cat >"$TMP/switchboard.yaml" <<EOF
+model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/gpt-fake
+      api_base: http://127.0.0.1:$FAKE_PORT/v1
+      api_key: $PROVIDER_KEY
+  - model_name: bench-slow
+    litellm_params:
+      model: openai/gpt-fake
+      api_base: http://127.0.0.1:$FAKE_PORT/_f/delay_ms=$SLOW_MS/v1
+      api_key: $PROVIDER_KEY
+  - model_name: bench-drip
+    litellm_params:
+      model: openai/gpt-fake
+      api_base: http://127.0.0.1:$FAKE_PORT/_f/drip_ms=$DRIP_MS/v1
+      api_key: $PROVIDER_KEY
+general_settings:
+  master_key: $MASTER_KEY
+server:
+  host: 127.0.0.1
+  port: $SB_PORT
+  workers: $WORKERS
+  access_log: $TMP/switchboard-access.log
+EOF
+    "$SB_BIN" --check-config "$TMP/switchboard.yaml" >"$TMP/check-config.log" 2>&1 || {
+        cat "$TMP/check-config.log" >&2
+        die "switchboard rejected the generated config"
+    }
+    "$SB_BIN" --config "$TMP/switchboard.yaml" >"$TMP/switchboard.out" 2>"$TMP/switchboard.err" &
+    SB_PID=$!
+    STARTED+=("$SB_PID")
+    wait_for_line "$TMP/switchboard.err" '"msg": ?"listening on ' "$SB_PID" "switchboard"
+    sleep 0.5
+    SB_IDLE_RSS=$(status_kib VmRSS "$SB_PID")
+    log "switchboard (pid $SB_PID) on 127.0.0.1:$SB_PORT, idle RSS $SB_IDLE_RSS KiB"
+else
+    log "switchboard is not built; measuring the nginx floor only"
+fi
+NGINX_IDLE_RSS=$(status_kib VmRSS "${NGINX_WORKERS[@]}")
+
+declare -A PORT=([nginx]=$NGINX_PORT [switchboard]=$SB_PORT)
+declare -A CPU_PIDS HWM_PIDS
+CPU_PIDS[nginx]="$NGINX_PID ${NGINX_WORKERS[*]}"
+HWM_PIDS[nginx]="${NGINX_WORKERS[*]}"
+CPU_PIDS[switchboard]=${SB_PID:-}
+HWM_PIDS[switchboard]=${SB_PID:-}
+
+# Each proxy must answer the exact requests the load will send before any load starts.
+probe() { # proxy path body
+    local code
+    code=$(curl -sS -o "$TMP/probe.out" -w '%{http_code}' --max-time 10 \
+        -H "Authorization: Bearer $MASTER_KEY" -H 'Content-Type: application/json' \
+        --data-binary "@$3" "http://127.0.0.1:${PORT[$1]}$2") || code=000
+    if [ "$code" != 200 ]; then
+        head -c 600 "$TMP/probe.out" >&2 2>/dev/null || true
+        die "probe of $1 $2 ($(basename "$3")) answered $code"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# scenarios: id, label, connections, body, nginx path, switchboard path
+
+SCENARIOS=(ns16 ns64 ns256 st64 slow256)
+declare -A S_LABEL=([ns16]="non-stream, 16 conns" [ns64]="non-stream, 64 conns"
+    [ns256]="non-stream, 256 conns" [st64]="stream, 64 conns"
+    [slow256]="upstream +${SLOW_MS} ms, 256 conns")
+declare -A S_CONNS=([ns16]=16 [ns64]=64 [ns256]=256 [st64]=64 [slow256]=256)
+declare -A S_BODY=([ns16]=body.json [ns64]=body.json [ns256]=body.json [st64]=body-stream.json
+    [slow256]=body-slow.json)
+declare -A S_PATH_nginx=([ns16]=/v1/chat/completions [ns64]=/v1/chat/completions
+    [ns256]=/v1/chat/completions [st64]=/stream/v1/chat/completions
+    [slow256]=/slow/v1/chat/completions)
+declare -A S_PATH_switchboard=([ns16]=/v1/chat/completions [ns64]=/v1/chat/completions
+    [ns256]=/v1/chat/completions [st64]=/v1/chat/completions [slow256]=/v1/chat/completions)
+
+scenario_path() { # proxy scenario
+    local -n paths="S_PATH_$1"
+    echo "${paths[$2]}"
+}
+
+for proxy in "${PROXIES[@]}"; do
+    for s in ns16 st64 slow256; do
+        probe "$proxy" "$(scenario_path "$proxy" "$s")" "$TMP/${S_BODY[$s]}"
+    done
+done
+log "probes answered 200 through every proxy"
+
+declare -A R # R[scenario,proxy,field]
+CLK_TCK=$(getconf CLK_TCK)
+
+# wrk_once OUT CONNS SECONDS URL BODY [--latency]: runs wrk, bounded, and checks its summary.
+wrk_once() {
+    local out=$1 conns=$2 secs=$3 url=$4 body=$5
+    shift 5
+    BENCH_BODY=$body BENCH_KEY=$MASTER_KEY timeout -k 5 $((secs + 30)) \
+        wrk -t"$WRK_THREADS" -c"$conns" -d"${secs}s" --timeout 5s "$@" -s "$BENCH/post.lua" \
+        "$url" >"$out" 2>&1 || {
+        cat "$out" >&2
+        die "wrk failed against $url"
+    }
+    grep -q '^WRK ' "$out" || {
+        cat "$out" >&2
+        die "wrk printed no summary for $url"
+    }
+}
+
+# wrk_field OUT NAME: one key=value from the WRK summary line.
+wrk_field() {
+    awk -v k="$2" '/^WRK / {for (i = 2; i <= NF; i++) {split($i, kv, "="); if (kv[1] == k) print kv[2]}}' "$1"
+}
+
+wrk_errors() { # OUT -> "N details"
+    awk '/^WRK / {t = 0; d = ""; for (i = 2; i <= NF; i++) {split($i, kv, "=");
+        if (kv[1] ~ /^err_/ && kv[2] > 0) {t += kv[2]; d = d " " substr(kv[1], 5) "=" kv[2]}}
+        print t d}' "$1"
+}
+
+run_scenario() { # scenario proxy
+    local s=$1 proxy=$2 conns=${S_CONNS[$1]} body=$TMP/${S_BODY[$1]}
+    local url="http://127.0.0.1:${PORT[$proxy]}$(scenario_path "$proxy" "$s")"
+    local cpu_pids hwm_pids c0 c1 f0 f1 errs out=$TMP/wrk-$s-$proxy.txt
+    read -r -a cpu_pids <<<"${CPU_PIDS[$proxy]}"
+    read -r -a hwm_pids <<<"${HWM_PIDS[$proxy]}"
+
+    wrk_once "$TMP/wrk-$s-$proxy-warmup.txt" "$conns" "$WARMUP" "$url" "$body"
+    errs=$(wrk_errors "$TMP/wrk-$s-$proxy-warmup.txt")
+    [ "${errs%% *}" = 0 ] || FAILURES+=("$s via $proxy (warm-up):${errs#* }")
+
+    reset_hwm "${hwm_pids[@]}"
+    c0=$(cpu_ticks "${cpu_pids[@]}")
+    f0=$(cpu_ticks "${FAKE_PIDS[@]}")
+    wrk_once "$out" "$conns" "$DURATION" "$url" "$body" --latency
+    c1=$(cpu_ticks "${cpu_pids[@]}")
+    f1=$(cpu_ticks "${FAKE_PIDS[@]}")
+    R[$s,$proxy,hwm]=$(status_kib VmHWM "${hwm_pids[@]}")
+
+    local req dur
+    req=$(wrk_field "$out" requests)
+    dur=$(wrk_field "$out" duration_us)
+    [ "$req" -gt 0 ] || die "no request completed in $s via $proxy"
+    R[$s,$proxy,rps]=$(awk -v r="$req" -v d="$dur" 'BEGIN {printf "%.0f", r / (d / 1e6)}')
+    R[$s,$proxy,p50]=$(wrk_field "$out" p50_us)
+    R[$s,$proxy,p99]=$(wrk_field "$out" p99_us)
+    R[$s,$proxy,cpu]=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v r="$req" 'BEGIN {printf "%.1f", t * 1e6 / hz / r}')
+    R[$s,$proxy,fakecpu]=$(awk -v t=$((f1 - f0)) -v hz="$CLK_TCK" -v r="$req" 'BEGIN {printf "%.1f", t * 1e6 / hz / r}')
+    errs=$(wrk_errors "$out")
+    R[$s,$proxy,errors]=${errs%% *}
+    [ "${errs%% *}" = 0 ] || FAILURES+=("$s via $proxy:${errs#* }")
+    log "$(printf '%-28s %-11s %8s req/s  p50 %6s us  p99 %6s us  cpu %6s us/req  errors %s' \
+        "${S_LABEL[$s]}" "$proxy" "${R[$s,$proxy,rps]}" "${R[$s,$proxy,p50]}" \
+        "${R[$s,$proxy,p99]}" "${R[$s,$proxy,cpu]}" "${R[$s,$proxy,errors]}")"
+    kill -0 "${cpu_pids[0]}" 2>/dev/null || die "$proxy died during $s"
+}
+
+for s in "${SCENARIOS[@]}"; do
+    for proxy in "${PROXIES[@]}"; do
+        run_scenario "$s" "$proxy"
+    done
+done
+
+# ---------------------------------------------------------------------------------------------
+# time to first byte of a stream, sequential requests on one keep-alive connection
+
+declare -A TTFB_PATH=([nginx]=/drip/v1/chat/completions [switchboard]=/v1/chat/completions)
+for proxy in "${PROXIES[@]}"; do
+    out=$TMP/ttfb-$proxy.txt
+    if ! timeout -k 5 120 "$TMP/bench_client" ttfb --port "${PORT[$proxy]}" \
+        --path "${TTFB_PATH[$proxy]}" --body "$TMP/body-drip.json" --auth "$MASTER_KEY" \
+        --count "$TTFB_COUNT" --warmup 20 >"$out" 2>"$out.err"; then
+        head -n 5 "$out.err" >&2
+        FAILURES+=("ttfb via $proxy: $(cat "$out")")
+    fi
+    R[ttfb,$proxy,p50]=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^p50_us=/) print substr($i, 8)}' "$out")
+    R[ttfb,$proxy,p99]=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^p99_us=/) print substr($i, 8)}' "$out")
+    log "stream TTFB via $proxy: $(cat "$out")"
+done
+
+# ---------------------------------------------------------------------------------------------
+# idle keep-alive connections: RSS growth per connection
+
+IDLE_PIDS=()
+idle_cost() { # proxy -> sets R[idle,proxy,kib]
+    local proxy=$1 pids before after cpid line i
+    read -r -a pids <<<"${HWM_PIDS[$proxy]}"
+    before=$(status_kib VmRSS "${pids[@]}")
+    "$TMP/bench_client" idle --port "${PORT[$proxy]}" --path /health/liveliness \
+        --count "$IDLE_CONNS" >"$TMP/idle-$proxy.txt" 2>"$TMP/idle-$proxy.err" &
+    cpid=$!
+    STARTED+=("$cpid")
+    line=""
+    for i in $(seq 1 600); do
+        line=$(grep '^idle ' "$TMP/idle-$proxy.txt" 2>/dev/null || true)
+        [ -n "$line" ] && break
+        kill -0 "$cpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$line" ]; then
+        FAILURES+=("idle connections via $proxy: the client did not finish opening them")
+    else
+        sleep 1 # let the proxy finish the last requests and settle
+        after=$(status_kib VmRSS "${pids[@]}")
+        R[idle,$proxy,kib]=$(awk -v a="$after" -v b="$before" -v n="$IDLE_CONNS" 'BEGIN {printf "%.2f", (a - b) / n}')
+        R[idle,$proxy,total]=$((after - before))
+        case $line in
+        *" failed=0") ;;
+        *) FAILURES+=("idle connections via $proxy: $line ($(head -n 1 "$TMP/idle-$proxy.err"))") ;;
+        esac
+        log "idle keep-alive via $proxy: $line, RSS $before -> $after KiB (${R[idle,$proxy,kib]} KiB/conn)"
+    fi
+    kill -TERM "$cpid" 2>/dev/null || true
+    wait "$cpid" 2>/dev/null || true
+    sleep 1 # the proxy closes its side before the next measurement
+}
+if [ -n "$IDLE_SKIP" ]; then
+    log "skipping the idle-connection test: $IDLE_SKIP"
+else
+    for proxy in "${PROXIES[@]}"; do
+        idle_cost "$proxy"
+    done
+fi
+
+for proxy in "${PROXIES[@]}"; do
+    read -r -a pids <<<"${CPU_PIDS[$proxy]}"
+    kill -0 "${pids[0]}" 2>/dev/null || FAILURES+=("$proxy exited before the end of the run")
+done
+
+# ---------------------------------------------------------------------------------------------
+# the table
+
+fmt_ms() { awk -v u="$1" 'BEGIN {printf (u < 10000 ? "%.2f" : "%.1f"), u / 1000}'; }
+fmt_mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+fmt_int() { awk -v n="$1" 'BEGIN {s = sprintf("%d", n); r = ""; while (length(s) > 3) {r = "," substr(s, length(s) - 2) r; s = substr(s, 1, length(s) - 3)} print s r}'; }
+ratio() { # sb nginx
+    awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2f×", a / b}'
+}
+cell() { # value sb-raw nginx-raw proxy
+    if [ "$4" = switchboard ]; then
+        printf '%s (%s)' "$1" "$(ratio "$2" "$3")"
+    else
+        printf '%s' "$1"
+    fi
+}
+
+{
+    echo "## switchboard vs nginx floor"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)," \
+        "$(nproc) cores ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo))," \
+        "$(uname -r). wrk -t$WRK_THREADS, ${WARMUP} s warm-up + ${DURATION} s per run;" \
+        "$WORKERS proxy workers; fake-provider --threads $FAKE_THREADS."
+    [ "$STUB" = 1 ] && echo "**Plumbing check only: the upstream is a fixed-reply nginx stub, not the fake provider.**"
+    echo "Everything (load generator, proxy, upstream) shares the same cores: compare ratios, not absolutes."
+    echo "Switchboard rows show the ratio to the nginx row above (req/s: higher is better; the rest: lower is better)."
+    echo
+    echo "| scenario | proxy | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
+    for s in "${SCENARIOS[@]}"; do
+        first=1
+        for proxy in "${PROXIES[@]}"; do
+            label=""
+            [ "$first" = 1 ] && label=${S_LABEL[$s]}
+            first=0
+            echo "| $label | $proxy" \
+                "| $(cell "$(fmt_int "${R[$s,$proxy,rps]}")" "${R[$s,$proxy,rps]}" "${R[$s,nginx,rps]}" "$proxy")" \
+                "| $(cell "$(fmt_ms "${R[$s,$proxy,p50]}")" "${R[$s,$proxy,p50]}" "${R[$s,nginx,p50]}" "$proxy")" \
+                "| $(cell "$(fmt_ms "${R[$s,$proxy,p99]}")" "${R[$s,$proxy,p99]}" "${R[$s,nginx,p99]}" "$proxy")" \
+                "| $(cell "${R[$s,$proxy,cpu]}" "${R[$s,$proxy,cpu]}" "${R[$s,nginx,cpu]}" "$proxy")" \
+                "| $(cell "$(fmt_mib "${R[$s,$proxy,hwm]}")" "${R[$s,$proxy,hwm]}" "${R[$s,nginx,hwm]}" "$proxy") |"
+        done
+    done
+    echo
+    echo "Stream time to first byte ($TTFB_COUNT sequential streaming requests on one keep-alive" \
+        "connection, upstream events ${DRIP_MS} ms apart; request written → first SSE byte received):"
+    echo
+    echo "| proxy | TTFB p50 ms | TTFB p99 ms |"
+    echo "|---|---:|---:|"
+    for proxy in "${PROXIES[@]}"; do
+        p50=${R[ttfb,$proxy,p50]:-}
+        p99=${R[ttfb,$proxy,p99]:-}
+        echo "| $proxy" \
+            "| $(cell "$(awk -v u="${p50:-0}" 'BEGIN {printf "%.3f", u / 1000}')" "$p50" "${R[ttfb,nginx,p50]:-}" "$proxy")" \
+            "| $(cell "$(awk -v u="${p99:-0}" 'BEGIN {printf "%.3f", u / 1000}')" "$p99" "${R[ttfb,nginx,p99]:-}" "$proxy") |"
+    done
+    echo
+    echo "Memory:"
+    echo
+    echo "| proxy | RSS right after start MiB | RSS per idle keep-alive connection KiB ($IDLE_CONNS connections) |"
+    echo "|---|---:|---:|"
+    for proxy in "${PROXIES[@]}"; do
+        if [ "$proxy" = switchboard ]; then idle_rss=$SB_IDLE_RSS; else idle_rss=$NGINX_IDLE_RSS; fi
+        if [ -n "$IDLE_SKIP" ]; then
+            per="skipped: $IDLE_SKIP"
+        else
+            per=$(cell "${R[idle,$proxy,kib]:-n/a}" "${R[idle,$proxy,kib]:-}" "${R[idle,nginx,kib]:-}" "$proxy")
+        fi
+        echo "| $proxy | $(cell "$(fmt_mib "$idle_rss")" "$idle_rss" "$NGINX_IDLE_RSS" "$proxy") | $per |"
+    done
+    echo
+    echo "nginx: CPU is master + workers, RSS is the sum over its $WORKERS workers; access log on, one JSON line per request to a file, as switchboard's."
+    [ "$HWM_RESETS" = 1 ] || echo "Peak RSS could not be reset between scenarios: each figure is the peak since start."
+    fake_cpu=""
+    for s in "${SCENARIOS[@]}"; do
+        for proxy in "${PROXIES[@]}"; do
+            fake_cpu="$fake_cpu $s/$proxy=${R[$s,$proxy,fakecpu]}"
+        done
+    done
+    echo "Upstream (fake-provider) CPU µs/req, for reference:$fake_cpu."
+    if [ "${#FAILURES[@]}" -gt 0 ]; then
+        echo
+        echo "**Errors:**"
+        for f in "${FAILURES[@]}"; do
+            echo "- $f"
+        done
+    fi
+} >"$TMP/table.md"
+
+mkdir -p "$RESULTS_DIR"
+cp "$TMP/table.md" "$RESULTS_DIR/latest.md"
+cat "$TMP/table.md"
+log "table written to ${RESULTS_DIR#"$ROOT"/}/latest.md"
+
+if [ "${#FAILURES[@]}" -gt 0 ]; then
+    log "${#FAILURES[@]} failure(s):"
+    for f in "${FAILURES[@]}"; do
+        log "  $f"
+    done
+    exit 1
+fi
