@@ -565,10 +565,16 @@ cell() { # value sb-raw nginx-raw proxy
     fi
 } >"$TMP/table.md"
 
-mkdir -p "$RESULTS_DIR"
+mkdir -p "$RESULTS_DIR/latest-raw"
 cp "$TMP/table.md" "$RESULTS_DIR/latest.md"
+# The raw wrk/client output and the generated configs, for reading a surprising figure later.
+rm -f "$RESULTS_DIR/latest-raw/"*
+for f in "$TMP"/wrk-*.txt "$TMP"/ttfb-*.txt "$TMP"/idle-*.txt "$TMP"/idle-*.err "$TMP/nginx.conf" \
+    "$TMP/switchboard.yaml" "$TMP/nginx-error.log" "$TMP/switchboard.err"; do
+    [ -f "$f" ] && cp "$f" "$RESULTS_DIR/latest-raw/"
+done
 cat "$TMP/table.md"
-log "table written to ${RESULTS_DIR#"$ROOT"/}/latest.md"
+log "table written to ${RESULTS_DIR#"$ROOT"/}/latest.md (raw output in latest-raw/)"
 
 if [ "${#FAILURES[@]}" -gt 0 ]; then
     log "${#FAILURES[@]} failure(s):"
