@@ -71,6 +71,21 @@ static int parse_content_length(const char *p, size_t n, int64_t *out)
     return 0;
 }
 
+/* Host = uri-host [ ":" port ] (RFC 9110 §7.2); RFC 9112 §3.2 requires 400 for an invalid
+ * one. Checked by character class only: enough to refuse spaces, paths, userinfo and lists. */
+static bool host_valid(const char *p, size_t n)
+{
+    static const char extra[] = "-._~%!$&'()*+,;=[]:";
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+            continue;
+        if (c == '\0' || !memchr(extra, c, sizeof extra - 1))
+            return false;
+    }
+    return true;
+}
+
 /* Connection = #connection-option (RFC 9110 §7.6.1): a comma list, empty elements allowed. */
 static void scan_connection(const char *p, size_t n, bool *close, bool *keep)
 {
@@ -238,8 +253,11 @@ static int parse_head(const char *buf, size_t start, size_t end, struct sb_http_
 
         switch (name_n) {
         case 4:
-            if (SPAN_IS(name, name_n, "host"))
+            if (SPAN_IS(name, name_n, "host")) {
+                if (!host_valid(h->value.p, h->value.n))
+                    return SB_HTTP_E_BAD;
                 hosts++;
+            }
             break;
         case 6:
             if (SPAN_IS(name, name_n, "expect")) {

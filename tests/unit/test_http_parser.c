@@ -466,6 +466,19 @@ static void test_refuse_two_hosts(void **state)
     assert_int_equal(parse("GET / HTTP/1.0\r\nHost: a\r\nHOST: b\r\n\r\n"), SB_HTTP_E_BAD);
 }
 
+static void test_host_value(void **state)
+{
+    (void)state;
+    assert_true(parse("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n") > 0);
+    assert_true(parse("GET / HTTP/1.1\r\nHost: my_gw.example-1.com\r\n\r\n") > 0);
+    /* empty is allowed: a target without authority (RFC 9112 §3.2) */
+    assert_true(parse("GET / HTTP/1.1\r\nHost:\r\n\r\n") > 0);
+    assert_int_equal(parse("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), SB_HTTP_E_BAD);
+    assert_int_equal(parse("GET / HTTP/1.1\r\nHost: gw/x\r\n\r\n"), SB_HTTP_E_BAD);
+    assert_int_equal(parse("GET / HTTP/1.1\r\nHost: u@gw\r\n\r\n"), SB_HTTP_E_BAD);
+    assert_int_equal(parse("GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n"), SB_HTTP_E_BAD);
+}
+
 static void test_too_many_headers(void **state)
 {
     (void)state;
@@ -850,6 +863,7 @@ int main(void)
         cmocka_unit_test(test_refuse_bad_target),
         cmocka_unit_test(test_refuse_missing_host),
         cmocka_unit_test(test_refuse_two_hosts),
+        cmocka_unit_test(test_host_value),
         cmocka_unit_test(test_too_many_headers),
         cmocka_unit_test(test_head_limit),
         cmocka_unit_test(test_every_prefix_again),
