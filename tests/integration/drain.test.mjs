@@ -57,7 +57,7 @@ test('SIGTERM during a slow stream: stream completes, new connections refused, e
   const c = await RawConn.open(gw.port);
   await c.write(
     rawRequest('POST', '/v1/chat/completions', {
-      body: '{"model":"slow","stream":true,"stream_options":{"include_usage":true},"messages":[]}',
+      body: '{"model":"slow","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}',
     }),
   );
   await c.until(() => c.data.includes('data: '), 10000, 'the first event');
@@ -75,7 +75,7 @@ test('SIGTERM during a slow stream: stream completes, new connections refused, e
     const r = await idle.readResponse(3000);
     assert.equal(r.status, 503, r.text);
     t.diagnostic(`readiness while draining: ${r.status} ${r.text}`);
-    await idle.write(rawRequest('POST', '/v1/chat/completions', { body: '{"model":"demo","messages":[]}' }));
+    await idle.write(rawRequest('POST', '/v1/chat/completions', { body: '{"model":"demo","messages":[{"role":"user","content":"hi"}]}' }));
     const p = await idle.readResponse(3000);
     assert.equal(p.status, 503, p.text);
     assert.equal(p.json?.error?.code, 'shutting_down', p.text);

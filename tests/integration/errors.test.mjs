@@ -90,14 +90,14 @@ test('400 invalid_json: not JSON, not an object, truncated, empty', async () => 
 });
 
 test('400 missing_model with param "model"', async () => {
-  for (const body of ['{"messages":[]}', '{}', '{"metadata":{"model":"demo"}}']) {
+  for (const body of ['{"messages":[{"role":"user","content":"hi"}]}', '{}', '{"metadata":{"model":"demo"}}']) {
     const res = await stack.gw.call('/v1/chat/completions', { body });
     assertEnvelope(res, 400, 'invalid_request_error', 'missing_model', 'model');
   }
 });
 
 test('400 invalid_json for two model keys', async () => {
-  for (const body of ['{"model":"demo","model":"demo","messages":[]}', '{"model":"demo","messages":[],"model":"other"}']) {
+  for (const body of ['{"model":"demo","model":"demo","messages":[{"role":"user","content":"hi"}]}', '{"model":"demo","messages":[{"role":"user","content":"hi"}],"model":"other"}']) {
     const res = await stack.gw.call('/v1/chat/completions', { body });
     assertEnvelope(res, 400, 'invalid_request_error', 'invalid_json');
   }
@@ -105,7 +105,7 @@ test('400 invalid_json for two model keys', async () => {
 
 test('404 model_not_found with param "model"', async () => {
   for (const path of ['/v1/chat/completions', '/v1/embeddings', '/v1/completions']) {
-    const res = await stack.gw.call(path, { body: '{"model":"no-such-model","messages":[],"input":"x","prompt":"x"}' });
+    const res = await stack.gw.call(path, { body: '{"model":"no-such-model","messages":[{"role":"user","content":"hi"}],"input":"x","prompt":"x"}' });
     assertEnvelope(res, 404, 'invalid_request_error', 'model_not_found', 'model');
   }
 });

@@ -40,7 +40,7 @@ async function expectSingle400(name, bytes) {
   assert.equal(r.rest.length, 0, `${name}: nothing after the response`);
 }
 
-const body = '{"model":"demo","messages":[]}';
+const body = '{"model":"demo","messages":[{"role":"user","content":"hi"}]}';
 
 test('CL + TE together: one 400, connection closed', async () => {
   const chunked = `${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`;

@@ -57,7 +57,7 @@ test('access log line for a chat request: id, route, model, status, tokens, late
 
 test('access log line for a stream counts the usage chunk tokens', async () => {
   const res = await stack.gw.call('/v1/chat/completions', {
-    body: '{"model":"streamy","stream":true,"messages":[]}',
+    body: '{"model":"streamy","stream":true,"messages":[{"role":"user","content":"hi"}]}',
     headers: { 'x-request-id': 'obs-rid-stream' },
   });
   assert.equal(res.status, 200);
@@ -73,7 +73,7 @@ test('access log line for a stream counts the usage chunk tokens', async () => {
 
 test('access log line for an error request', async () => {
   const res = await stack.gw.call('/v1/chat/completions', {
-    body: '{"model":"nope","messages":[]}',
+    body: '{"model":"nope","messages":[{"role":"user","content":"hi"}]}',
     headers: { 'x-request-id': 'obs-rid-404' },
   });
   assert.equal(res.status, 404);
@@ -85,8 +85,8 @@ test('x-request-id: client value echoed, generated when absent, replaced when un
   const given = await stack.gw.call('/health/liveliness', { headers: { 'x-request-id': 'abc-123_XYZ.~' } });
   assert.equal(given.headers.get('x-request-id'), 'abc-123_XYZ.~');
 
-  const a = await stack.gw.call('/v1/chat/completions', { body: '{"model":"demo","messages":[]}' });
-  const b = await stack.gw.call('/v1/chat/completions', { body: '{"model":"demo","messages":[]}' });
+  const a = await stack.gw.call('/v1/chat/completions', { body: '{"model":"demo","messages":[{"role":"user","content":"hi"}]}' });
+  const b = await stack.gw.call('/v1/chat/completions', { body: '{"model":"demo","messages":[{"role":"user","content":"hi"}]}' });
   const ida = a.headers.get('x-request-id');
   const idb = b.headers.get('x-request-id');
   assert.ok(ida && idb, 'generated ids present');
@@ -136,7 +136,7 @@ test('/metrics counts requests per route, model and status', async () => {
   const labels = { route: 'chat_completions', model: 'other', status: '200' };
   const n0 = metricValue(before.text, 'switchboard_requests_total', labels) ?? 0;
   for (let i = 0; i < 3; i++) {
-    const r = await stack.gw.call('/v1/chat/completions', { body: '{"model":"other","messages":[]}' });
+    const r = await stack.gw.call('/v1/chat/completions', { body: '{"model":"other","messages":[{"role":"user","content":"hi"}]}' });
     assert.equal(r.status, 200);
   }
   const m = await stack.gw.call('/metrics', { key: null });

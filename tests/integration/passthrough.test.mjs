@@ -34,7 +34,7 @@ test('chat response body is byte-identical to the provider fixture', async () =>
 test('raw bytes on the wire: framing is valid and the body is the fixture', async () => {
   const c = await RawConn.open(stack.gw.port);
   try {
-    await c.write(rawRequest('POST', '/v1/chat/completions', { body: '{"model":"raw","messages":[]}' }));
+    await c.write(rawRequest('POST', '/v1/chat/completions', { body: '{"model":"raw","messages":[{"role":"user","content":"hi"}]}' }));
     const r = await c.readResponse(10000);
     assert.equal(r.status, 200);
     assert.ok(r.body.equals(fixture('openai/chat_text_raw_bytes.response.json')));
@@ -45,7 +45,7 @@ test('raw bytes on the wire: framing is valid and the body is the fixture', asyn
 });
 
 test('a response the provider writes one byte at a time is still byte-identical', async () => {
-  const res = await stack.gw.call('/v1/chat/completions', { body: '{"model":"split","messages":[]}' });
+  const res = await stack.gw.call('/v1/chat/completions', { body: '{"model":"split","messages":[{"role":"user","content":"hi"}]}' });
   assert.equal(res.status, 200);
   assert.ok(res.buf.equals(fixture('openai/chat_text_raw_bytes.response.json')));
 });

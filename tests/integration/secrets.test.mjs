@@ -64,7 +64,7 @@ async function directBody(directives, path = '/chat/completions') {
   const res = await fetch(`${fake.base(directives)}${path}`, {
     method: 'POST',
     headers: { authorization: `Bearer ${CANARY}`, 'content-type': 'application/json' },
-    body: '{"model":"gpt-fake","messages":[]}',
+    body: '{"model":"gpt-fake","messages":[{"role":"user","content":"hi"}]}',
   });
   return res.text();
 }
@@ -87,47 +87,47 @@ for (const [model, status, directives] of [
   });
 
   test(`provider ${status} echoing the key, stream request: key redacted`, async () => {
-    const r = await rawCall('/v1/chat/completions', `{"model":"${model}","stream":true,"messages":[]}`);
+    const r = await rawCall('/v1/chat/completions', `{"model":"${model}","stream":true,"messages":[{"role":"user","content":"hi"}]}`);
     assert.equal(r.status, status, r.text);
     assertNoCanary(r, `${model} stream`);
   });
 }
 
 test('provider rejecting the key (key= directive) with echo: redacted', async () => {
-  const r = await rawCall('/v1/chat/completions', '{"model":"cwrongkey","messages":[]}');
+  const r = await rawCall('/v1/chat/completions', '{"model":"cwrongkey","messages":[{"role":"user","content":"hi"}]}');
   assert.ok(r.status >= 400, `status ${r.status}`);
   assertNoCanary(r, 'cwrongkey');
 });
 
 test('connection refused: 502 without the key', async () => {
-  const r = await rawCall('/v1/chat/completions', '{"model":"crefused","messages":[]}');
+  const r = await rawCall('/v1/chat/completions', '{"model":"crefused","messages":[{"role":"user","content":"hi"}]}');
   assert.equal(r.status, 502, r.text);
   assertNoCanary(r, 'crefused');
-  const s = await rawCall('/v1/chat/completions', '{"model":"crefused","stream":true,"messages":[]}');
+  const s = await rawCall('/v1/chat/completions', '{"model":"crefused","stream":true,"messages":[{"role":"user","content":"hi"}]}');
   assert.equal(s.status, 502, s.text);
   assertNoCanary(s, 'crefused stream');
 });
 
 test('timeout: 504 without the key', async () => {
-  const r = await rawCall('/v1/chat/completions', '{"model":"ctimeout","messages":[]}');
+  const r = await rawCall('/v1/chat/completions', '{"model":"ctimeout","messages":[{"role":"user","content":"hi"}]}');
   assert.equal(r.status, 504, r.text);
   assertNoCanary(r, 'ctimeout');
 });
 
 test('timeout inside a stream: no key in the stream', async () => {
-  const r = await rawCall('/v1/chat/completions', '{"model":"ctimeout","stream":true,"messages":[]}');
+  const r = await rawCall('/v1/chat/completions', '{"model":"ctimeout","stream":true,"messages":[{"role":"user","content":"hi"}]}');
   assert.ok([200, 504].includes(r.status), `status ${r.status}`);
   assertNoCanary(r, 'ctimeout stream');
 });
 
 test('malformed provider reply: 502 without the key', async () => {
-  const r = await rawCall('/v1/chat/completions', '{"model":"cmalformed","messages":[]}');
+  const r = await rawCall('/v1/chat/completions', '{"model":"cmalformed","messages":[{"role":"user","content":"hi"}]}');
   assert.equal(r.status, 502, r.text);
   assertNoCanary(r, 'cmalformed');
 });
 
 test('stream cut mid-way: error event without the key', async () => {
-  const r = await rawCall('/v1/chat/completions', '{"model":"ccut","stream":true,"messages":[]}');
+  const r = await rawCall('/v1/chat/completions', '{"model":"ccut","stream":true,"messages":[{"role":"user","content":"hi"}]}');
   assert.equal(r.status, 200);
   assertNoCanary(r, 'ccut');
 });

@@ -146,7 +146,7 @@ test('tool-call stream: usage chunk removed when not asked, kept when asked', as
 
 test('stream through fetch: content-type and the joined text', async () => {
   const res = await stack.gw.call('/v1/chat/completions', {
-    body: '{"model":"st-text","stream":true,"messages":[]}',
+    body: '{"model":"st-text","stream":true,"messages":[{"role":"user","content":"hi"}]}',
   });
   assert.equal(res.status, 200);
   assert.match(String(res.headers.get('content-type')), /^text\/event-stream/);

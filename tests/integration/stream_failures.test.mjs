@@ -25,7 +25,7 @@ after(async () => {
 async function stream(model) {
   const c = await RawConn.open(stack.gw.port);
   try {
-    await c.write(rawRequest('POST', '/v1/chat/completions', { body: `{"model":"${model}","stream":true,"messages":[]}` }));
+    await c.write(rawRequest('POST', '/v1/chat/completions', { body: `{"model":"${model}","stream":true,"messages":[{"role":"user","content":"hi"}]}` }));
     const r = await c.readResponse(20000);
     return { r, closedAfter: c.closed };
   } finally {
@@ -102,7 +102,7 @@ test('provider in-stream error event reaches the client as an error event', asyn
 test('the gateway keeps serving after a failed stream', async (t) => {
   let c = await RawConn.open(stack.gw.port);
   try {
-    await c.write(rawRequest('POST', '/v1/chat/completions', { body: '{"model":"cut3","stream":true,"messages":[]}' }));
+    await c.write(rawRequest('POST', '/v1/chat/completions', { body: '{"model":"cut3","stream":true,"messages":[{"role":"user","content":"hi"}]}' }));
     const a = await c.readResponse(20000);
     assert.equal(a.status, 200);
     assert.equal(a.complete, true);
@@ -112,7 +112,7 @@ test('the gateway keeps serving after a failed stream', async (t) => {
       c.destroy();
       c = await RawConn.open(stack.gw.port);
     }
-    await c.write(rawRequest('POST', '/v1/chat/completions', { body: '{"model":"ok","stream":true,"messages":[]}' }));
+    await c.write(rawRequest('POST', '/v1/chat/completions', { body: '{"model":"ok","stream":true,"messages":[{"role":"user","content":"hi"}]}' }));
     const b = await c.readResponse(20000);
     assert.equal(b.status, 200);
     assert.deepEqual(sseData(b.text), textEvents);

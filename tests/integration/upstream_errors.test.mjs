@@ -64,7 +64,7 @@ test('503 with Retry-After passed through', async () => {
 });
 
 test('a stream request answered with 429 gets the 429 (nothing was sent yet)', async () => {
-  const res = await stack.gw.call('/v1/chat/completions', { body: '{"model":"r429","stream":true,"messages":[]}' });
+  const res = await stack.gw.call('/v1/chat/completions', { body: '{"model":"r429","stream":true,"messages":[{"role":"user","content":"hi"}]}' });
   assert.equal(res.status, 429);
   assert.equal(res.headers.get('retry-after'), '3');
   assert.ok(res.json?.error, res.text);

@@ -86,7 +86,7 @@ test('client key sent as x-api-key or api-key is not forwarded either', async ()
   for (const h of ['x-api-key', 'api-key']) {
     const { res, rec } = await sendAndRecord(
       '/v1/chat/completions',
-      '{"model":"demo","messages":[]}',
+      '{"model":"demo","messages":[{"role":"user","content":"hi"}]}',
       { [h]: MASTER_KEY },
       null,
     );
@@ -97,7 +97,7 @@ test('client key sent as x-api-key or api-key is not forwarded either', async ()
 });
 
 test('a generated x-request-id is sent upstream and returned to the client', async () => {
-  const { res, rec } = await sendAndRecord('/v1/chat/completions', '{"model":"demo","messages":[]}');
+  const { res, rec } = await sendAndRecord('/v1/chat/completions', '{"model":"demo","messages":[{"role":"user","content":"hi"}]}');
   assert.equal(res.status, 200, res.text);
   const rid = res.headers.get('x-request-id');
   assert.ok(rid && rid.length > 0, 'x-request-id in the response');
@@ -117,25 +117,25 @@ test('stream:true without stream_options gets include_usage appended as the last
 });
 
 test('stream:true that already asks for include_usage is forwarded unchanged', async () => {
-  const sent = '{"model":"demo","stream":true,"stream_options":{"include_usage":true},"messages":[]}';
+  const sent = '{"model":"demo","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}';
   const { res, rec } = await sendAndRecord('/v1/chat/completions', sent);
   assert.equal(res.status, 200, res.text);
   assert.equal(
     recordedBody(rec).toString('utf8'),
-    '{"model":"gpt-fake","stream":true,"stream_options":{"include_usage":true},"messages":[]}',
+    '{"model":"gpt-fake","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}',
   );
 });
 
 test('non-stream request gets no stream_options added', async () => {
-  const sent = '{"model":"demo","stream":false,"messages":[]}';
+  const sent = '{"model":"demo","stream":false,"messages":[{"role":"user","content":"hi"}]}';
   const { rec } = await sendAndRecord('/v1/chat/completions', sent);
-  assert.equal(recordedBody(rec).toString('utf8'), '{"model":"gpt-fake","stream":false,"messages":[]}');
+  assert.equal(recordedBody(rec).toString('utf8'), '{"model":"gpt-fake","stream":false,"messages":[{"role":"user","content":"hi"}]}');
 });
 
 test('path suffix is appended to api_base for each endpoint, with or without /v1', async () => {
   const cases = [
-    ['/v1/chat/completions', '{"model":"demo","messages":[]}', '/v1/chat/completions'],
-    ['/chat/completions', '{"model":"demo","messages":[]}', '/v1/chat/completions'],
+    ['/v1/chat/completions', '{"model":"demo","messages":[{"role":"user","content":"hi"}]}', '/v1/chat/completions'],
+    ['/chat/completions', '{"model":"demo","messages":[{"role":"user","content":"hi"}]}', '/v1/chat/completions'],
     ['/v1/completions', '{"model":"demo","prompt":"x"}', '/v1/completions'],
     ['/completions', '{"model":"demo","prompt":"x"}', '/v1/completions'],
     ['/v1/embeddings', '{"model":"demo","input":"x"}', '/v1/embeddings'],
