@@ -41,9 +41,10 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/
 fi
 
 # npm packages for the end-to-end and integration tests (the official SDKs as clients).
-if [ -f tests/e2e/package.json ]; then
-  if [ ! -d tests/e2e/node_modules ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules ]; then
-    echo "install-deps: npm ci in tests/e2e"
-    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+if [ -f tests/package.json ]; then
+  if [ ! -d tests/node_modules ] || [ tests/package-lock.json -nt tests/node_modules ]; then
+    echo "install-deps: npm ci in tests/"
+    (cd tests && npm ci --no-audit --no-fund --loglevel=error)
+    touch tests/node_modules
   fi
 fi

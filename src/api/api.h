@@ -1,0 +1,95 @@
+/* The API layer: the gateway's shared state and its request handlers.
+ *
+ * struct sb_gateway is built once from a loaded config and is read-only afterwards, so every
+ * worker reads it without locks; each worker has its own struct sb_gw_worker (upstream
+ * client, access-log batch, counters). */
+#ifndef SB_API_API_H
+#define SB_API_API_H
+
+#include "config/config.h"
+#include "core/buf.h"
+#include "core/error.h"
+#include "http/server.h"
+#include "obs/metrics.h"
+#include "providers/provider.h"
+#include "upstream/upstream.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+struct sb_model_group {
+    int *deployments; /* enabled deployments of this alias, indexes into cfg->deployments */
+    size_t n;
+    const char *unavailable_reason; /* when n == 0: why (from a disabled deployment) */
+};
+
+struct sb_gateway {
+    const struct sb_config *cfg;
+    struct sb_metrics *metrics;
+    struct sb_provider_target *targets; /* one per deployment; zeroed for disabled ones */
+    struct sb_model_group *groups;      /* one per cfg->model_names entry */
+    char *models_json;                  /* the GET /v1/models body */
+    size_t models_json_len;
+    time_t started;
+    int access_fd; /* -1: off */
+    bool access_fd_owned;
+    pthread_mutex_t access_lock;
+    struct sb_server *server;
+};
+
+struct sb_gw_worker {
+    struct sb_gateway *gw;
+    struct sb_worker *w;
+    int index;
+    struct sb_upstream *up;
+    struct sb_buf access_log;
+    uint32_t rr;
+    uint64_t rng;
+};
+
+int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nworkers);
+void sb_gateway_free(struct sb_gateway *gw);
+
+/* Server callbacks (sb_server_opts.on_request etc.; ud = the gateway). */
+void sb_gateway_on_request(struct sb_exchange *x);
+void sb_gateway_worker_start(struct sb_worker *w);
+void sb_gateway_worker_stop(struct sb_worker *w);
+
+/* Everything the access log and metrics record for one exchange. */
+struct sb_request_record {
+    enum sb_route route;
+    int model; /* alias index or -1 */
+    const struct sb_deployment *dep;
+    const char *request_id;
+    const char *error_code; /* the gateway's own error code, or NULL */
+    bool stream;
+    int64_t tokens_in, tokens_out, tokens_cached, tokens_reasoning; /* -1: unknown */
+    uint64_t upstream_start_ns, upstream_end_ns;                    /* 0: no upstream call */
+    double upstream_ttfb_s;
+};
+
+struct sb_proxy;
+
+/* Per-exchange state of the API layer (x->hdata); freed when the exchange ends. */
+struct sb_api_req {
+    struct sb_gw_worker *gw_w;
+    struct sb_exchange *x;
+    struct sb_request_record rec;
+    struct sb_proxy *proxy; /* set while a proxied call is under way */
+    char request_id[132];
+    char rid_header[160]; /* "x-request-id: ...\r\n" */
+    size_t rid_header_len;
+};
+
+/* The proxy for chat/completions, completions and embeddings. */
+void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep);
+/* Stops the proxied call (client gone) and frees its state. */
+void sb_proxy_abort(struct sb_api_req *r);
+
+/* Responds with a gateway error in the OpenAI envelope; the code lands in the access log. */
+void sb_api_fail(struct sb_api_req *r, int status, const char *type, const char *code,
+                 const char *param, const char *msg);
+
+#endif

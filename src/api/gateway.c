@@ -1,0 +1,543 @@
+#include "api/api.h"
+
+#include "core/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- setup */
+
+static int build_models_json(struct sb_gateway *gw)
+{
+    struct sb_buf b;
+    sb_buf_init(&b, 64u << 20);
+    int rc = sb_buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
+    bool first = true;
+    for (size_t i = 0; i < gw->cfg->n_model_names && rc == 0; i++) {
+        if (gw->groups[i].n == 0)
+            continue;
+        const char *name = gw->cfg->model_names[i];
+        rc = sb_buf_append_str(&b, first ? "{\"id\":" : ",{\"id\":");
+        rc = rc ? rc : sb_buf_append_json_str(&b, name, strlen(name));
+        rc = rc ? rc
+                : sb_buf_printf(
+                      &b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"switchboard\"}",
+                      (long long)gw->started);
+        first = false;
+    }
+    rc = rc ? rc : sb_buf_append_str(&b, "]}");
+    if (rc) {
+        sb_buf_free(&b);
+        return -1;
+    }
+    gw->models_json = sb_buf_take(&b, &gw->models_json_len);
+    return 0;
+}
+
+static int open_access_log(struct sb_gateway *gw)
+{
+    const char *dest = gw->cfg->server.access_log ? gw->cfg->server.access_log : "stdout";
+    gw->access_fd_owned = false;
+    if (strcmp(dest, "off") == 0) {
+        gw->access_fd = -1;
+    } else if (strcmp(dest, "stdout") == 0) {
+        gw->access_fd = STDOUT_FILENO;
+    } else if (strcmp(dest, "stderr") == 0) {
+        gw->access_fd = STDERR_FILENO;
+    } else {
+        gw->access_fd = open(dest, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (gw->access_fd < 0) {
+            sb_error("cannot open access log %s: %s", dest, strerror(errno));
+            return -1;
+        }
+        gw->access_fd_owned = true;
+    }
+    return 0;
+}
+
+int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nworkers)
+{
+    memset(gw, 0, sizeof *gw);
+    gw->cfg = cfg;
+    gw->started = time(NULL);
+    gw->access_fd = -1;
+    pthread_mutex_init(&gw->access_lock, NULL);
+    gw->metrics = sb_metrics_new(nworkers, cfg->model_names, cfg->n_model_names);
+    gw->targets = calloc(cfg->n_deployments ? cfg->n_deployments : 1, sizeof *gw->targets);
+    gw->groups = calloc(cfg->n_model_names ? cfg->n_model_names : 1, sizeof *gw->groups);
+    if (!gw->metrics || !gw->targets || !gw->groups)
+        goto fail;
+    for (size_t i = 0; i < cfg->n_model_names; i++) {
+        gw->groups[i].deployments = calloc(cfg->n_deployments, sizeof(int));
+        if (!gw->groups[i].deployments)
+            goto fail;
+    }
+    for (size_t i = 0; i < cfg->n_deployments; i++) {
+        const struct sb_deployment *d = &cfg->deployments[i];
+        int g = sb_config_model_index(cfg, d->model_name, strlen(d->model_name));
+        if (g < 0)
+            continue;
+        struct sb_model_group *grp = &gw->groups[g];
+        if (d->disabled) {
+            if (!grp->unavailable_reason)
+                grp->unavailable_reason = d->disabled_reason;
+            sb_info("model %s (%s): disabled: %s", d->model_name, d->litellm_model,
+                    d->disabled_reason ? d->disabled_reason : "disabled");
+            continue;
+        }
+        char err[256];
+        if (sb_provider_prepare(d, &gw->targets[i], err, sizeof err) != 0) {
+            sb_error("model %s (%s): %s", d->model_name, d->litellm_model, err);
+            goto fail;
+        }
+        if (d->max_retries > 0)
+            sb_warn("model %s: max_retries is not applied yet (retries and fallbacks arrive with "
+                    "the router)",
+                    d->model_name);
+        if (d->rpm > 0 || d->tpm > 0)
+            sb_warn("model %s: rpm/tpm limits are not enforced yet", d->model_name);
+        grp->deployments[grp->n++] = (int)i;
+    }
+    if (build_models_json(gw) != 0 || open_access_log(gw) != 0)
+        goto fail;
+    return 0;
+fail:
+    sb_gateway_free(gw);
+    return -1;
+}
+
+void sb_gateway_free(struct sb_gateway *gw)
+{
+    if (gw->targets)
+        for (size_t i = 0; i < gw->cfg->n_deployments; i++)
+            sb_provider_target_free(&gw->targets[i]);
+    free(gw->targets);
+    if (gw->groups)
+        for (size_t i = 0; i < gw->cfg->n_model_names; i++)
+            free(gw->groups[i].deployments);
+    free(gw->groups);
+    free(gw->models_json);
+    if (gw->metrics)
+        sb_metrics_free(gw->metrics);
+    if (gw->access_fd_owned)
+        close(gw->access_fd);
+    pthread_mutex_destroy(&gw->access_lock);
+    memset(gw, 0, sizeof *gw);
+}
+
+/* ---------------------------------------------------------------- workers */
+
+static void flush_access_log(struct sb_worker *w)
+{
+    struct sb_gw_worker *gw_w = sb_worker_data(w);
+    struct sb_buf *b = &gw_w->access_log;
+    if (!b->len)
+        return;
+    /* One write per loop iteration, not per request; the lock keeps batches from two
+     * workers from interleaving on a pipe. */
+    pthread_mutex_lock(&gw_w->gw->access_lock);
+    size_t off = 0;
+    while (off < b->len) {
+        ssize_t n = write(gw_w->gw->access_fd, b->data + off, b->len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* the log is best effort: a full disk must not stop the gateway */
+        off += (size_t)n;
+    }
+    pthread_mutex_unlock(&gw_w->gw->access_lock);
+    sb_buf_reset(b);
+}
+
+void sb_gateway_worker_start(struct sb_worker *w)
+{
+    struct sb_gateway *gw = sb_worker_ud(w);
+    struct sb_gw_worker *gw_w = calloc(1, sizeof *gw_w);
+    if (!gw_w)
+        abort(); /* a small fixed allocation at startup */
+    gw_w->gw = gw;
+    gw_w->w = w;
+    gw_w->index = sb_worker_index(w);
+    gw_w->up = sb_upstream_new(sb_worker_loop(w), 1024);
+    if (!gw_w->up)
+        abort();
+    sb_buf_init(&gw_w->access_log, 16u << 20);
+    if (getrandom(&gw_w->rng, sizeof gw_w->rng, 0) != sizeof gw_w->rng)
+        gw_w->rng = (uint64_t)time(NULL) ^ ((uint64_t)gw_w->index << 32);
+    gw_w->rng |= 1;
+    sb_worker_set_data(w, gw_w);
+    sb_worker_set_flush_hook(w, flush_access_log);
+}
+
+void sb_gateway_worker_stop(struct sb_worker *w)
+{
+    struct sb_gw_worker *gw_w = sb_worker_data(w);
+    flush_access_log(w);
+    sb_upstream_close(gw_w->up);
+    sb_buf_free(&gw_w->access_log);
+    sb_worker_set_flush_hook(w, NULL);
+    sb_worker_set_data(w, NULL);
+    free(gw_w);
+}
+
+/* ---------------------------------------------------------------- recording */
+
+static double ns_to_s(uint64_t ns)
+{
+    return (double)ns / 1e9;
+}
+
+static void log_json_field(struct sb_buf *b, const char *name, const char *v)
+{
+    sb_buf_printf(b, ",\"%s\":", name);
+    if (v)
+        sb_buf_append_json_str(b, v, strlen(v));
+    else
+        sb_buf_append_str(b, "null");
+}
+
+static void log_tokens(struct sb_buf *b, const char *name, int64_t v)
+{
+    if (v < 0)
+        sb_buf_printf(b, ",\"%s\":null", name);
+    else
+        sb_buf_printf(b, ",\"%s\":%lld", name, (long long)v);
+}
+
+static void record(struct sb_api_req *r, bool aborted)
+{
+    struct sb_gw_worker *gw_w = r->gw_w;
+    struct sb_exchange *x = r->x;
+    const struct sb_request_record *rec = &r->rec;
+    uint64_t now = uv_hrtime();
+    int status = aborted && !x->finished ? 499 : x->status;
+    double total = ns_to_s(now - x->t_start_ns);
+    double upstream =
+        rec->upstream_start_ns
+            ? ns_to_s((rec->upstream_end_ns ? rec->upstream_end_ns : now) - rec->upstream_start_ns)
+            : -1;
+    double ttfb =
+        rec->stream && x->t_first_byte_ns ? ns_to_s(x->t_first_byte_ns - x->t_start_ns) : -1;
+    struct sb_metrics_sample s = {
+        .route = rec->route,
+        .model = rec->model,
+        .status = status,
+        .total_s = total,
+        .upstream_s = upstream,
+        .ttft_s = ttfb,
+        .tokens_in = rec->tokens_in,
+        .tokens_out = rec->tokens_out,
+    };
+    sb_metrics_observe(gw_w->gw->metrics, gw_w->index, &s);
+    if (gw_w->gw->access_fd < 0)
+        return;
+
+    struct sb_buf *b = &gw_w->access_log;
+    size_t mark = b->len;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[40];
+    size_t w = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + w, sizeof when - w, ".%03ldZ", ts.tv_nsec / 1000000);
+    const struct sb_deployment *d = rec->dep;
+    const char *model = rec->model >= 0 ? gw_w->gw->cfg->model_names[rec->model] : NULL;
+    int rc = sb_buf_printf(b, "{\"ts\":\"%s\"", when);
+    log_json_field(b, "request_id", r->request_id);
+    sb_buf_append_str(b, ",\"method\":");
+    sb_buf_append_json_str(b, x->req.method.p, x->req.method.n);
+    sb_buf_append_str(b, ",\"path\":");
+    sb_buf_append_json_str(b, x->req.path.p, x->req.path.n < 256 ? x->req.path.n : 256);
+    log_json_field(b, "route", sb_route_name(rec->route));
+    log_json_field(b, "model", model);
+    log_json_field(b, "provider", d ? d->provider_name : NULL);
+    log_json_field(b, "deployment", d ? d->litellm_model : NULL);
+    sb_buf_printf(b, ",\"status\":%d,\"stream\":%s", status, rec->stream ? "true" : "false");
+    sb_buf_printf(b, ",\"latency_ms\":%.3f", total * 1e3);
+    if (upstream >= 0)
+        sb_buf_printf(b, ",\"upstream_ms\":%.3f,\"overhead_ms\":%.3f", upstream * 1e3,
+                      (total > upstream ? total - upstream : 0) * 1e3);
+    else
+        sb_buf_append_str(b, ",\"upstream_ms\":null,\"overhead_ms\":null");
+    if (rec->upstream_ttfb_s >= 0 && rec->upstream_start_ns)
+        sb_buf_printf(b, ",\"upstream_ttfb_ms\":%.3f", rec->upstream_ttfb_s * 1e3);
+    if (ttfb >= 0)
+        sb_buf_printf(b, ",\"ttfb_ms\":%.3f", ttfb * 1e3);
+    log_tokens(b, "tokens_in", rec->tokens_in);
+    log_tokens(b, "tokens_out", rec->tokens_out);
+    log_tokens(b, "tokens_cached", rec->tokens_cached);
+    log_tokens(b, "tokens_reasoning", rec->tokens_reasoning);
+    sb_buf_printf(b, ",\"bytes_in\":%llu,\"bytes_out\":%llu", (unsigned long long)x->bytes_in,
+                  (unsigned long long)x->bytes_out);
+    log_json_field(b, "error",
+                   rec->error_code ? rec->error_code : (aborted ? "client_closed" : NULL));
+    rc = sb_buf_append_str(b, "}\n");
+    if (rc != 0)
+        b->len = mark; /* the batch is full: drop this line rather than write half of it */
+}
+
+/* ---------------------------------------------------------------- responses */
+
+void sb_api_fail(struct sb_api_req *r, int status, const char *type, const char *code,
+                 const char *param, const char *msg)
+{
+    struct sb_error e;
+    sb_error_set(&e, status, type, code, param, "%s", msg);
+    r->rec.error_code = code;
+    sb_http_respond_error(r->x, &e, r->rid_header, r->rid_header_len);
+}
+
+static void on_end(struct sb_exchange *x, bool aborted)
+{
+    struct sb_api_req *r = x->hdata;
+    if (r->proxy)
+        sb_proxy_abort(r);
+    record(r, aborted);
+    free(r);
+}
+
+static bool valid_request_id(const char *p, size_t n)
+{
+    if (n == 0 || n > 128)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
+static void make_request_id(struct sb_api_req *r)
+{
+    const struct sb_http_str *h = sb_http_header_get(&r->x->req, "x-request-id");
+    if (h && valid_request_id(h->p, h->n)) {
+        memcpy(r->request_id, h->p, h->n);
+        r->request_id[h->n] = '\0';
+    } else {
+        /* xorshift64*: unique enough for correlation; not a secret. */
+        static const char hex[] = "0123456789abcdef";
+        memcpy(r->request_id, "req_", 4);
+        for (int half = 0; half < 2; half++) {
+            uint64_t v = r->gw_w->rng;
+            v ^= v >> 12, v ^= v << 25, v ^= v >> 27;
+            r->gw_w->rng = v;
+            v *= 0x2545F4914F6CDD1DULL;
+            for (int i = 0; i < 16; i++)
+                r->request_id[4 + half * 16 + i] = hex[(v >> (i * 4)) & 15];
+        }
+        r->request_id[36] = '\0';
+    }
+    int n = snprintf(r->rid_header, sizeof r->rid_header, "x-request-id: %s\r\n", r->request_id);
+    r->rid_header_len = n > 0 && (size_t)n < sizeof r->rid_header ? (size_t)n : 0;
+}
+
+static bool authorized(const struct sb_gateway *gw, const struct sb_http_request *req)
+{
+    const char *key = gw->cfg->master_key;
+    if (!key)
+        return true;
+    size_t klen = strlen(key);
+    const struct sb_http_str *h = sb_http_header_get(req, "authorization");
+    struct sb_http_str given = {NULL, 0};
+    if (h) {
+        if (h->n > 7 && strncasecmp(h->p, "Bearer ", 7) == 0) {
+            given.p = h->p + 7;
+            given.n = h->n - 7;
+            while (given.n && *given.p == ' ')
+                given.p++, given.n--;
+        }
+    } else if ((h = sb_http_header_get(req, "x-api-key")) != NULL ||
+               (h = sb_http_header_get(req, "api-key")) != NULL) {
+        given = *h;
+    }
+    if (!given.p || given.n != klen)
+        return false;
+    return CRYPTO_memcmp(given.p, key, klen) == 0;
+}
+
+static bool path_is(const struct sb_http_str *path, const char *want)
+{
+    size_t n = strlen(want);
+    if (path->n == n && memcmp(path->p, want, n) == 0)
+        return true;
+    /* Every API path is also served without the /v1 prefix, as LiteLLM does. */
+    return n > 3 && memcmp(want, "/v1", 3) == 0 && path->n == n - 3 &&
+           memcmp(path->p, want + 3, n - 3) == 0;
+}
+
+static bool method_is(const struct sb_http_request *req, const char *m)
+{
+    size_t n = strlen(m);
+    return req->method.n == n && memcmp(req->method.p, m, n) == 0;
+}
+
+static void method_not_allowed(struct sb_api_req *r, const char *allow)
+{
+    char hdr[320];
+    int n = snprintf(hdr, sizeof hdr, "%sAllow: %s\r\n", r->rid_header, allow);
+    struct sb_error e;
+    sb_error_set(&e, 405, "invalid_request_error", "method_not_allowed", NULL,
+                 "Method %.*s is not allowed on this route; use %s.", (int)r->x->req.method.n,
+                 r->x->req.method.p, allow);
+    r->rec.error_code = "method_not_allowed";
+    sb_http_respond_error(r->x, &e, hdr, n > 0 && (size_t)n < sizeof hdr ? (size_t)n : 0);
+}
+
+static void serve_models(struct sb_api_req *r, const struct sb_http_str *path)
+{
+    struct sb_gateway *gw = r->gw_w->gw;
+    const char *p = path->p;
+    size_t n = path->n;
+    if (n >= 3 && memcmp(p, "/v1", 3) == 0)
+        p += 3, n -= 3;
+    /* "/models" or "/models/{id}" */
+    if (n == 7) {
+        sb_http_respond(r->x, 200, "application/json", r->rid_header, r->rid_header_len,
+                        gw->models_json, gw->models_json_len);
+        return;
+    }
+    const char *id = p + 8;
+    size_t idn = n - 8;
+    int g = sb_config_model_index(gw->cfg, id, idn);
+    if (g < 0 || gw->groups[g].n == 0) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "The model '%.*s' does not exist.", (int)(idn < 200 ? idn : 200),
+                 id);
+        sb_api_fail(r, 404, "invalid_request_error", "model_not_found", "model", msg);
+        return;
+    }
+    r->rec.model = g;
+    struct sb_buf b;
+    sb_buf_init(&b, 8192);
+    int rc = sb_buf_append_str(&b, "{\"id\":");
+    rc = rc ? rc
+            : sb_buf_append_json_str(&b, gw->cfg->model_names[g], strlen(gw->cfg->model_names[g]));
+    rc = rc ? rc
+            : sb_buf_printf(&b,
+                            ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"switchboard\"}",
+                            (long long)gw->started);
+    if (rc)
+        sb_api_fail(r, 500, "api_error", "internal_error", NULL, "Out of memory.");
+    else
+        sb_http_respond(r->x, 200, "application/json", r->rid_header, r->rid_header_len, b.data,
+                        b.len);
+    sb_buf_free(&b);
+}
+
+void sb_gateway_on_request(struct sb_exchange *x)
+{
+    struct sb_gw_worker *gw_w = sb_worker_data(x->worker);
+    struct sb_gateway *gw = gw_w->gw;
+    struct sb_api_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        struct sb_error e;
+        sb_error_set(&e, 500, "api_error", "internal_error", NULL, "Out of memory.");
+        sb_http_close_after(x);
+        sb_http_respond_error(x, &e, NULL, 0);
+        return;
+    }
+    r->gw_w = gw_w;
+    r->x = x;
+    r->rec.model = -1;
+    r->rec.route = SB_ROUTE_OTHER;
+    r->rec.tokens_in = r->rec.tokens_out = r->rec.tokens_cached = r->rec.tokens_reasoning = -1;
+    r->rec.upstream_ttfb_s = -1;
+    x->hdata = r;
+    x->on_end = on_end;
+    make_request_id(r);
+    r->rec.request_id = r->request_id;
+
+    const struct sb_http_request *req = &x->req;
+    const struct sb_http_str *path = &req->path;
+
+    if (path_is(path, "/health/liveliness") || path_is(path, "/health/liveness")) {
+        r->rec.route = SB_ROUTE_HEALTH;
+        static const char body[] = "\"I'm alive!\"";
+        sb_http_respond(x, 200, "application/json", r->rid_header, r->rid_header_len, body,
+                        sizeof body - 1);
+        return;
+    }
+    if (path_is(path, "/health/readiness") || path_is(path, "/health")) {
+        r->rec.route = SB_ROUTE_HEALTH;
+        if (sb_worker_draining(x->worker)) {
+            static const char body[] = "{\"status\":\"draining\"}";
+            sb_http_respond(x, 503, "application/json", r->rid_header, r->rid_header_len, body,
+                            sizeof body - 1);
+            return;
+        }
+        char body[256];
+        int n = snprintf(body, sizeof body,
+                         "{\"status\":\"healthy\",\"version\":\"%s\",\"models\":%zu}", SB_VERSION,
+                         gw->cfg->n_model_names);
+        sb_http_respond(x, 200, "application/json", r->rid_header, r->rid_header_len, body,
+                        (size_t)n);
+        return;
+    }
+    if (path_is(path, "/metrics")) {
+        r->rec.route = SB_ROUTE_METRICS;
+        struct sb_buf b;
+        sb_buf_init(&b, 64u << 20);
+        if (sb_metrics_render(gw->metrics, &b) != 0)
+            sb_api_fail(r, 500, "api_error", "internal_error", NULL, "Metrics too large.");
+        else
+            sb_http_respond(x, 200, "text/plain; version=0.0.4; charset=utf-8", r->rid_header,
+                            r->rid_header_len, b.data, b.len);
+        sb_buf_free(&b);
+        return;
+    }
+
+    enum sb_route route = SB_ROUTE_OTHER;
+    enum sb_endpoint ep = SB_EP_CHAT;
+    bool models = false;
+    if (path_is(path, "/v1/chat/completions")) {
+        route = SB_ROUTE_CHAT;
+        ep = SB_EP_CHAT;
+    } else if (path_is(path, "/v1/completions")) {
+        route = SB_ROUTE_COMPLETIONS;
+        ep = SB_EP_COMPLETIONS;
+    } else if (path_is(path, "/v1/embeddings")) {
+        route = SB_ROUTE_EMBEDDINGS;
+        ep = SB_EP_EMBEDDINGS;
+    } else if (path_is(path, "/v1/models") ||
+               ((path->n > 11 && memcmp(path->p, "/v1/models/", 11) == 0) ||
+                (path->n > 8 && memcmp(path->p, "/models/", 8) == 0))) {
+        route = SB_ROUTE_MODELS;
+        models = true;
+    }
+    r->rec.route = route;
+    if (route == SB_ROUTE_OTHER) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "Unknown route %.*s %.*s.",
+                 (int)(req->method.n < 16 ? req->method.n : 16), req->method.p,
+                 (int)(path->n < 200 ? path->n : 200), path->p);
+        sb_api_fail(r, 404, "invalid_request_error", "not_found", NULL, msg);
+        return;
+    }
+    if (models ? !method_is(req, "GET") : !method_is(req, "POST")) {
+        method_not_allowed(r, models ? "GET" : "POST");
+        return;
+    }
+    if (!authorized(gw, req)) {
+        sb_api_fail(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+                    "Missing or invalid API key. Send it as 'Authorization: Bearer <key>'.");
+        return;
+    }
+    if (sb_worker_draining(x->worker)) {
+        sb_api_fail(r, 503, "api_error", "shutting_down", NULL,
+                    "The gateway is shutting down; retry on another instance.");
+        return;
+    }
+    if (models) {
+        serve_models(r, path);
+        return;
+    }
+    sb_proxy_handle(r, ep);
+}

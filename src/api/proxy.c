@@ -1,0 +1,606 @@
+/* The pass-through proxy for OpenAI-dialect endpoints (chat/completions, completions,
+ * embeddings) to OpenAI-compatible providers.
+ *
+ * The client's body goes upstream byte for byte with two splices at most: the `model` value
+ * becomes the deployment's model, and a streaming request gets
+ * stream_options.include_usage = true so the gateway always learns the usage (DESIGN.md:
+ * "streamed usage billed as zero" is a failure of other gateways). When the client did not
+ * ask for usage itself, the usage chunk and the "usage":null members are removed again
+ * before the stream reaches it. */
+#include "api/api.h"
+
+#include "core/log.h"
+#include "http/sse.h"
+#include "json/scan.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JSON_MAX_DEPTH 128
+
+struct sb_proxy {
+    struct sb_api_req *r;
+    struct sb_exchange *x;
+    const struct sb_provider_target *target;
+    struct sb_transfer *t;
+    struct sb_buf url;
+    struct sb_buf body; /* the upstream request body */
+    struct sb_buf resp; /* non-streaming response body */
+    struct sb_buf ev;   /* scratch for one rewritten event */
+    struct sb_sse_parser sse;
+    struct curl_slist rid_node; /* x-request-id, prepended to the target's static headers */
+    char rid_line[160];
+    char content_type[128];
+    char retry_after[64];
+    char retry_after_ms[64];
+    int status;
+    bool stream;             /* the client asked for a stream */
+    bool client_wants_usage; /* ... with stream_options.include_usage */
+    bool streaming;          /* the response to the client is a stream now */
+    bool stream_failed;      /* an error event was sent */
+    bool too_large;
+};
+
+/* ---------------------------------------------------------------- usage */
+
+static int64_t get_int(const char *s, size_t n, const struct sb_json_span *obj, const char *path)
+{
+    struct sb_json_span v;
+    int64_t out;
+    if (sb_json_path(s, n, obj, path, &v) != 0 || sb_json_int64(s, n, &v, &out) != 0)
+        return -1;
+    return out;
+}
+
+/* Reads an OpenAI usage object into the record (OpenAI's prompt_tokens includes cached
+ * input, and completion_tokens includes reasoning). */
+static void read_usage(struct sb_request_record *rec, const char *s, size_t n,
+                       const struct sb_json_span *usage)
+{
+    if (usage->type != SB_JSON_OBJECT)
+        return;
+    int64_t in = get_int(s, n, usage, "prompt_tokens");
+    int64_t out = get_int(s, n, usage, "completion_tokens");
+    if (in >= 0)
+        rec->tokens_in = in;
+    if (out >= 0)
+        rec->tokens_out = out;
+    else if (in >= 0)
+        rec->tokens_out = 0; /* embeddings have no completion tokens */
+    int64_t cached = get_int(s, n, usage, "prompt_tokens_details.cached_tokens");
+    int64_t reasoning = get_int(s, n, usage, "completion_tokens_details.reasoning_tokens");
+    if (cached >= 0)
+        rec->tokens_cached = cached;
+    if (reasoning >= 0)
+        rec->tokens_reasoning = reasoning;
+}
+
+/* ---------------------------------------------------------------- finishing */
+
+static void proxy_free(struct sb_proxy *p)
+{
+    sb_buf_free(&p->url);
+    sb_buf_free(&p->body);
+    sb_buf_free(&p->resp);
+    sb_buf_free(&p->ev);
+    sb_sse_parser_free(&p->sse);
+    free(p);
+}
+
+static void detach(struct sb_proxy *p)
+{
+    p->r->proxy = NULL;
+    proxy_free(p);
+}
+
+void sb_proxy_abort(struct sb_api_req *r)
+{
+    struct sb_proxy *p = r->proxy;
+    if (p->t)
+        sb_transfer_cancel(p->t);
+    p->t = NULL;
+    detach(p);
+}
+
+static void count_upstream_error(struct sb_proxy *p, enum sb_upstream_error_kind kind)
+{
+    struct sb_gw_worker *gw_w = p->r->gw_w;
+    sb_metrics_upstream_error(gw_w->gw->metrics, gw_w->index, p->r->rec.model, kind);
+}
+
+/* Replaces every occurrence of the deployment's key in an upstream body before it reaches the
+ * client: some providers quote the key they were given in their error messages. */
+static void redact_key(struct sb_proxy *p)
+{
+    const char *key = p->target->d->api_key;
+    if (!key)
+        return;
+    size_t klen = strlen(key);
+    if (klen < 4 || p->resp.len < klen)
+        return;
+    static const char mask[] = "[redacted]";
+    char *hit;
+    size_t from = 0;
+    while ((hit = memmem(p->resp.data + from, p->resp.len - from, key, klen)) != NULL) {
+        size_t at = (size_t)(hit - p->resp.data);
+        struct sb_buf out;
+        sb_buf_init(&out, p->resp.max);
+        if (sb_buf_append(&out, p->resp.data, at) || sb_buf_append_str(&out, mask) ||
+            sb_buf_append(&out, hit + klen, p->resp.len - at - klen)) {
+            /* Could not rebuild: blank the key in place instead, which cannot fail. */
+            sb_buf_free(&out);
+            memset(hit, '*', klen);
+            from = at + klen;
+            continue;
+        }
+        sb_buf_free(&p->resp);
+        p->resp = out;
+        from = at + sizeof mask - 1;
+    }
+}
+
+static void stream_error_event(struct sb_proxy *p, const char *code, const char *msg)
+{
+    if (p->stream_failed)
+        return;
+    p->stream_failed = true;
+    p->r->rec.error_code = code;
+    struct sb_error e;
+    sb_error_set(&e, 502, "api_error", code, NULL, "%s", msg);
+    struct sb_buf json, ev;
+    sb_buf_init(&json, 4096);
+    sb_buf_init(&ev, 8192);
+    if (sb_error_render_openai(&e, &json) == 0 &&
+        sb_sse_write(&ev, NULL, 0, json.data, json.len) == 0)
+        sb_http_stream_write(p->x, ev.data, ev.len);
+    sb_buf_free(&json);
+    sb_buf_free(&ev);
+}
+
+/* ---------------------------------------------------------------- stream events */
+
+/* One upstream event: read usage, drop or trim what the client did not ask for, forward. */
+static int on_event(void *ud, const struct sb_sse_event *ev)
+{
+    struct sb_proxy *p = ud;
+    if (p->stream_failed)
+        return 1;
+    struct sb_buf *out = &p->ev;
+    sb_buf_reset(out);
+    if (ev->is_comment) {
+        /* Keep-alive comments (DeepSeek, OpenRouter, vLLM) keep idle clients connected. */
+        if (sb_buf_append_char(out, ':') || sb_buf_append(out, ev->data, ev->data_len) ||
+            sb_buf_append(out, "\n\n", 2))
+            return 1;
+        return sb_http_stream_write(p->x, out->data, out->len) ? 1 : 0;
+    }
+    const char *s = ev->data;
+    size_t n = ev->data_len;
+    if (n == 6 && memcmp(s, "[DONE]", 6) == 0)
+        return sb_http_stream_write(p->x, "data: [DONE]\n\n", 14) ? 1 : 0;
+
+    struct sb_json_span root;
+    if (sb_json_validate(s, n, JSON_MAX_DEPTH) != 0 || sb_json_root(s, n, &root) != 0 ||
+        root.type != SB_JSON_OBJECT) {
+        count_upstream_error(p, SB_UPERR_PROTOCOL);
+        stream_error_event(p, "upstream_invalid_response",
+                           "The provider sent an event that is not a JSON object.");
+        return 1;
+    }
+    const char *data = s;
+    size_t data_len = n;
+    struct sb_json_member usage;
+    int urc = sb_json_object_get(s, n, &root, "usage", &usage);
+    if (urc == 0 && usage.value.type == SB_JSON_OBJECT)
+        read_usage(&p->r->rec, s, n, &usage.value);
+    struct sb_buf trimmed;
+    sb_buf_init(&trimmed, p->sse.max_event_bytes);
+    if (urc == 0 && !p->client_wants_usage) {
+        if (usage.value.type == SB_JSON_OBJECT) {
+            /* The final usage chunk exists only because the gateway asked for it. */
+            struct sb_json_member choices;
+            if (sb_json_object_get(s, n, &root, "choices", &choices) == 0 &&
+                choices.value.type == SB_JSON_ARRAY &&
+                sb_json_array_len(s, n, &choices.value) == 0) {
+                sb_buf_free(&trimmed);
+                return 0;
+            }
+        }
+        if (usage.value.type == SB_JSON_NULL &&
+            sb_json_remove_member(s, n, &root, &usage, &trimmed) == 0) {
+            data = trimmed.data;
+            data_len = trimmed.len;
+        }
+    }
+    int rc = 0;
+    if (sb_sse_write(out, ev->event_len ? ev->event : NULL, ev->event_len, data, data_len) != 0 ||
+        sb_http_stream_write(p->x, out->data, out->len) != 0)
+        rc = 1;
+    sb_buf_free(&trimmed);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- transfer callbacks */
+
+static void on_status(void *ud, int status)
+{
+    struct sb_proxy *p = ud;
+    p->status = status;
+    struct sb_request_record *rec = &p->r->rec;
+    rec->upstream_ttfb_s = (double)(uv_hrtime() - rec->upstream_start_ns) / 1e9;
+}
+
+static void copy_header(char *dst, size_t cap, const char *v, size_t n)
+{
+    if (n >= cap)
+        n = cap - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c < 0x20 || c == 0x7f) { /* never let a provider inject header lines */
+            n = i;
+            break;
+        }
+    }
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+}
+
+static void on_header(void *ud, const char *name, size_t nlen, const char *v, size_t vlen)
+{
+    struct sb_proxy *p = ud;
+    if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0)
+        copy_header(p->content_type, sizeof p->content_type, v, vlen);
+    else if (nlen == 11 && strncasecmp(name, "retry-after", 11) == 0)
+        copy_header(p->retry_after, sizeof p->retry_after, v, vlen);
+    else if (nlen == 14 && strncasecmp(name, "retry-after-ms", 14) == 0)
+        copy_header(p->retry_after_ms, sizeof p->retry_after_ms, v, vlen);
+}
+
+static bool is_event_stream(const char *ct)
+{
+    return strncasecmp(ct, "text/event-stream", 17) == 0;
+}
+
+static void on_drain(struct sb_exchange *x)
+{
+    struct sb_api_req *r = x->hdata;
+    if (r->proxy && r->proxy->t)
+        sb_transfer_resume(r->proxy->t);
+}
+
+static size_t on_body(void *ud, const char *data, size_t len)
+{
+    struct sb_proxy *p = ud;
+    struct sb_exchange *x = p->x;
+    bool stream_now = p->stream && p->status == 200 && is_event_stream(p->content_type);
+    if (!stream_now) {
+        if (sb_buf_append(&p->resp, data, len) != 0) {
+            p->too_large = true;
+            return 0;
+        }
+        return len;
+    }
+    if (p->stream_failed)
+        return len; /* drain and ignore the rest; the transfer ends with the client's stream */
+    /* Backpressure: a slow client pauses the provider instead of growing our buffer. */
+    if (sb_http_pending(x) > SB_HTTP_HIGH_WATER) {
+        x->want_drain = true;
+        return SB_UP_PAUSE;
+    }
+    if (!p->streaming) {
+        p->streaming = true;
+        char hdr[256];
+        int hn = snprintf(hdr, sizeof hdr, "Cache-Control: no-cache\r\n%s", p->r->rid_header);
+        sb_http_stream_start(x, 200, "text/event-stream; charset=utf-8", hdr,
+                             hn > 0 && (size_t)hn < sizeof hdr ? (size_t)hn : 0);
+    }
+    int rc = sb_sse_parser_feed(&p->sse, data, len, on_event, p);
+    if (rc == SB_SSE_E_TOO_BIG) {
+        count_upstream_error(p, SB_UPERR_PROTOCOL);
+        stream_error_event(p, "upstream_response_too_large",
+                           "The provider sent a stream event larger than the configured maximum.");
+    }
+    return len;
+}
+
+static void finish_stream(struct sb_proxy *p, int result)
+{
+    if (result != SB_UP_OK && !p->stream_failed) {
+        if (result == SB_UP_E_TIMEOUT) {
+            count_upstream_error(p, SB_UPERR_TIMEOUT);
+            stream_error_event(p, "upstream_timeout",
+                               "The provider stopped sending before the stream was complete "
+                               "(stream_timeout).");
+        } else {
+            count_upstream_error(p, SB_UPERR_PROTOCOL);
+            stream_error_event(p, "upstream_stream_cut",
+                               "The provider's stream ended before it was complete.");
+        }
+    } else if (sb_sse_parser_end(&p->sse) && !p->stream_failed) {
+        count_upstream_error(p, SB_UPERR_PROTOCOL);
+        stream_error_event(p, "upstream_stream_cut",
+                           "The provider's stream ended in the middle of an event.");
+    }
+    sb_http_stream_end(p->x);
+}
+
+static void finish_plain(struct sb_proxy *p, int result)
+{
+    struct sb_api_req *r = p->r;
+    if (result != SB_UP_OK) {
+        if (p->too_large) {
+            count_upstream_error(p, SB_UPERR_PROTOCOL);
+            sb_api_fail(r, 502, "api_error", "upstream_response_too_large", NULL,
+                        "The provider's response is larger than the configured maximum.");
+        } else if (result == SB_UP_E_TIMEOUT) {
+            count_upstream_error(p, SB_UPERR_TIMEOUT);
+            sb_api_fail(r, 504, "api_error", "upstream_timeout", NULL,
+                        "The provider did not answer in time.");
+        } else if (result == SB_UP_E_CONNECT) {
+            count_upstream_error(p, SB_UPERR_CONNECT);
+            sb_api_fail(r, 502, "api_error", "upstream_unavailable", NULL,
+                        "Could not connect to the provider.");
+        } else {
+            count_upstream_error(p, SB_UPERR_PROTOCOL);
+            sb_api_fail(r, 502, "api_error", "upstream_protocol_error", NULL,
+                        "The provider's response was malformed or cut short.");
+        }
+        return;
+    }
+    int status = p->status ? p->status : 502;
+    bool ok = status >= 200 && status < 300;
+    if (ok) {
+        struct sb_json_span root;
+        if (sb_json_validate(p->resp.data ? p->resp.data : "", p->resp.len, JSON_MAX_DEPTH) != 0 ||
+            sb_json_root(p->resp.data, p->resp.len, &root) != 0) {
+            count_upstream_error(p, SB_UPERR_PROTOCOL);
+            sb_api_fail(r, 502, "api_error", "upstream_invalid_response", NULL,
+                        "The provider's response is not valid JSON.");
+            return;
+        }
+        struct sb_json_member usage;
+        if (root.type == SB_JSON_OBJECT &&
+            sb_json_object_get(p->resp.data, p->resp.len, &root, "usage", &usage) == 0)
+            read_usage(&r->rec, p->resp.data, p->resp.len, &usage.value);
+    } else {
+        count_upstream_error(p, status >= 500 ? SB_UPERR_STATUS_5XX : SB_UPERR_STATUS_4XX);
+        redact_key(p);
+    }
+    char hdr[512];
+    struct sb_buf h = {.data = hdr, .len = 0, .cap = sizeof hdr, .max = sizeof hdr - 1};
+    sb_buf_append(&h, r->rid_header, r->rid_header_len);
+    if (!ok && p->retry_after[0])
+        sb_buf_printf(&h, "Retry-After: %s\r\n", p->retry_after);
+    if (!ok && p->retry_after_ms[0])
+        sb_buf_printf(&h, "retry-after-ms: %s\r\n", p->retry_after_ms);
+    sb_http_respond(p->x, status, p->content_type[0] ? p->content_type : "application/json", h.data,
+                    h.len, p->resp.data, p->resp.len);
+}
+
+static void on_done(void *ud, int result, const char *detail)
+{
+    struct sb_proxy *p = ud;
+    struct sb_api_req *r = p->r;
+    p->t = NULL;
+    r->rec.upstream_end_ns = uv_hrtime();
+    if (result != SB_UP_OK)
+        sb_debug("request %s: upstream failed: %s", r->request_id, detail);
+    if (p->streaming)
+        finish_stream(p, result);
+    else
+        finish_plain(p, result);
+    detach(p);
+}
+
+/* ---------------------------------------------------------------- request */
+
+struct edit {
+    size_t at, end; /* replace [at, end) */
+    const char *text;
+    size_t len;
+};
+
+/* Applies non-overlapping edits, sorted by position, in one pass. */
+static int apply_edits(const char *s, size_t n, struct edit *e, int ne, struct sb_buf *out)
+{
+    for (int i = 1; i < ne; i++) /* insertion sort: at most three edits */
+        for (int j = i; j > 0 && e[j].at < e[j - 1].at; j--) {
+            struct edit t = e[j];
+            e[j] = e[j - 1];
+            e[j - 1] = t;
+        }
+    size_t pos = 0;
+    for (int i = 0; i < ne; i++) {
+        if (e[i].at < pos)
+            return -1;
+        if (sb_buf_append(out, s + pos, e[i].at - pos) || sb_buf_append(out, e[i].text, e[i].len))
+            return -1;
+        pos = e[i].end;
+    }
+    return sb_buf_append(out, s + pos, n - pos);
+}
+
+static bool object_is_empty(const char *s, const struct sb_json_span *obj)
+{
+    size_t i = obj->start + 1;
+    while (i < obj->end && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return s[i] == '}';
+}
+
+/* Position of an object's closing brace. */
+static size_t closing_brace(const struct sb_json_span *obj)
+{
+    return obj->end - 1;
+}
+
+void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
+{
+    struct sb_exchange *x = r->x;
+    struct sb_gateway *gw = r->gw_w->gw;
+    const char *s = x->body.data ? x->body.data : "";
+    size_t n = x->body.len;
+
+    struct sb_json_span root;
+    if (n == 0 || sb_json_validate(s, n, JSON_MAX_DEPTH) != 0 || sb_json_root(s, n, &root) != 0 ||
+        root.type != SB_JSON_OBJECT) {
+        sb_api_fail(r, 400, "invalid_request_error", "invalid_json", NULL,
+                    "The request body is not a valid JSON object.");
+        return;
+    }
+    struct sb_json_member model;
+    int rc = sb_json_object_get(s, n, &root, "model", &model);
+    if (rc == SB_JSON_NOT_FOUND) {
+        sb_api_fail(r, 400, "invalid_request_error", "missing_model", "model",
+                    "The request has no 'model'.");
+        return;
+    }
+    if (rc == SB_JSON_DUPLICATE) {
+        sb_api_fail(r, 400, "invalid_request_error", "invalid_json", "model",
+                    "The request has more than one 'model' key.");
+        return;
+    }
+    char name[257];
+    size_t name_len = 0;
+    if (rc != 0 || model.value.type != SB_JSON_STRING ||
+        sb_json_string_copy(s, n, &model.value, name, sizeof name, &name_len) != 0) {
+        sb_api_fail(r, 400, "invalid_request_error", "invalid_model", "model",
+                    "'model' must be a string of at most 256 bytes.");
+        return;
+    }
+    int g = sb_config_model_index(gw->cfg, name, name_len);
+    if (g < 0) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "The model '%.200s' does not exist.", name);
+        sb_api_fail(r, 404, "invalid_request_error", "model_not_found", "model", msg);
+        return;
+    }
+    r->rec.model = g;
+    const struct sb_model_group *grp = &gw->groups[g];
+    if (grp->n == 0) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "The model '%.200s' is not available: %s.", name,
+                 grp->unavailable_reason ? grp->unavailable_reason : "no deployment is enabled");
+        sb_api_fail(r, 503, "api_error", "model_unavailable", "model", msg);
+        return;
+    }
+
+    bool stream = false;
+    struct sb_json_member m_stream;
+    rc = sb_json_object_get(s, n, &root, "stream", &m_stream);
+    if (rc == SB_JSON_DUPLICATE ||
+        (rc == 0 && m_stream.value.type != SB_JSON_TRUE && m_stream.value.type != SB_JSON_FALSE &&
+         m_stream.value.type != SB_JSON_NULL)) {
+        sb_api_fail(r, 400, "invalid_request_error", "invalid_value", "stream",
+                    "'stream' must be a boolean.");
+        return;
+    }
+    stream = rc == 0 && m_stream.value.type == SB_JSON_TRUE;
+    if (ep == SB_EP_EMBEDDINGS)
+        stream = false;
+
+    int dep = grp->deployments[r->gw_w->rr++ % grp->n];
+    const struct sb_provider_target *target = &gw->targets[dep];
+    r->rec.dep = target->d;
+    r->rec.stream = stream;
+
+    struct sb_proxy *p = calloc(1, sizeof *p);
+    if (!p) {
+        sb_api_fail(r, 500, "api_error", "internal_error", NULL, "Out of memory.");
+        return;
+    }
+    p->r = r;
+    p->x = x;
+    p->target = target;
+    p->stream = stream;
+    const struct sb_server_config *sc = &gw->cfg->server;
+    sb_buf_init(&p->url, 16384);
+    sb_buf_init(&p->body, (size_t)sc->max_request_bytes + 4096);
+    sb_buf_init(&p->resp, (size_t)sc->max_response_bytes);
+    sb_buf_init(&p->ev, (size_t)sc->max_event_bytes + 4096);
+    sb_sse_parser_init(&p->sse, (size_t)sc->max_event_bytes);
+    r->proxy = p;
+
+    struct edit edits[3];
+    int ne = 0;
+    const char *um = target->upstream_model_json;
+    edits[ne++] = (struct edit){model.value.start, model.value.end, um, strlen(um)};
+    if (stream) {
+        static const char add_root[] = ",\"stream_options\":{\"include_usage\":true}";
+        static const char add_inner[] = ",\"include_usage\":true";
+        static const char obj[] = "{\"include_usage\":true}";
+        struct sb_json_member so;
+        rc = sb_json_object_get(s, n, &root, "stream_options", &so);
+        if (rc == SB_JSON_DUPLICATE) {
+            sb_api_fail(r, 400, "invalid_request_error", "invalid_json", "stream_options",
+                        "The request has more than one 'stream_options' key.");
+            detach(p);
+            return;
+        }
+        if (rc == SB_JSON_NOT_FOUND) {
+            size_t at = closing_brace(&root);
+            edits[ne++] = (struct edit){at, at, add_root, sizeof add_root - 1};
+        } else if (so.value.type == SB_JSON_NULL) {
+            edits[ne++] = (struct edit){so.value.start, so.value.end, obj, sizeof obj - 1};
+        } else if (so.value.type == SB_JSON_OBJECT) {
+            struct sb_json_member iu;
+            rc = sb_json_object_get(s, n, &so.value, "include_usage", &iu);
+            if (rc == 0 && iu.value.type == SB_JSON_TRUE) {
+                p->client_wants_usage = true;
+            } else if (rc == 0) {
+                edits[ne++] = (struct edit){iu.value.start, iu.value.end, "true", 4};
+            } else if (rc == SB_JSON_NOT_FOUND) {
+                size_t at = closing_brace(&so.value);
+                bool empty = object_is_empty(s, &so.value);
+                edits[ne++] = (struct edit){at, at, empty ? add_inner + 1 : add_inner,
+                                            sizeof add_inner - (empty ? 2 : 1)};
+            } else {
+                sb_api_fail(r, 400, "invalid_request_error", "invalid_json", "stream_options",
+                            "'stream_options' has more than one 'include_usage' key.");
+                detach(p);
+                return;
+            }
+        } else {
+            sb_api_fail(r, 400, "invalid_request_error", "invalid_value", "stream_options",
+                        "'stream_options' must be an object.");
+            detach(p);
+            return;
+        }
+    }
+    if (apply_edits(s, n, edits, ne, &p->body) != 0 || sb_provider_url(target, ep, &p->url) != 0) {
+        sb_api_fail(r, 500, "api_error", "internal_error", NULL, "Could not build the request.");
+        detach(p);
+        return;
+    }
+    /* The request's id goes upstream too, for correlation in the provider's logs. */
+    snprintf(p->rid_line, sizeof p->rid_line, "x-request-id: %s", r->request_id);
+    p->rid_node.data = p->rid_line;
+    p->rid_node.next = (struct curl_slist *)target->headers;
+
+    const struct sb_deployment *d = target->d;
+    struct sb_transfer_opts o = {
+        .url = p->url.data,
+        .headers = &p->rid_node,
+        .body = p->body.data,
+        .body_len = p->body.len,
+        .connect_timeout_ms = (long)sc->connect_timeout_ms,
+        .timeout_ms = stream ? 0 : (long)(d->timeout_s * 1000),
+        .idle_timeout_s = stream ? (long)(d->stream_timeout_s + 0.999) : 0,
+    };
+    static const struct sb_transfer_cbs cbs = {
+        .on_status = on_status,
+        .on_header = on_header,
+        .on_body = on_body,
+        .on_done = on_done,
+    };
+    x->on_drain = on_drain;
+    r->rec.upstream_start_ns = uv_hrtime();
+    p->t = sb_transfer_start(r->gw_w->up, &o, &cbs, p);
+    if (!p->t) {
+        r->rec.upstream_start_ns = 0;
+        sb_api_fail(r, 500, "api_error", "internal_error", NULL,
+                    "Could not start the upstream call.");
+        detach(p);
+    }
+}
