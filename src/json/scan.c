@@ -27,10 +27,23 @@ static inline bool is_ws(unsigned char c)
     return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
 
+/* Pretty-printed bodies are mostly indentation, so runs of spaces go 8 at a time. */
 static inline size_t skip_ws(const unsigned char *p, size_t i, size_t end)
 {
-    while (i < end && is_ws(p[i]))
+    while (i < end) {
+        unsigned char c = p[i];
+        if (c == ' ' && end - i >= 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (w == ONES * ' ') {
+                i += 8;
+                continue;
+            }
+        }
+        if (!is_ws(c))
+            break;
         i++;
+    }
     return i;
 }
 
@@ -384,6 +397,17 @@ static int skip_value(const unsigned char *p, size_t i, size_t end, struct sb_js
     case SB_JSON_ARRAY: {
         size_t depth = 0;
         for (;;) {
+            /* Only quotes and brackets matter here; c | 0x20 folds '[' onto '{' and ']'
+             * onto '}', and no other byte lands on either. */
+            while (end - j >= 8) {
+                uint64_t w;
+                memcpy(&w, p + j, 8);
+                uint64_t f = w | (ONES * 0x20);
+                if (has_zero_byte(w ^ (ONES * '"')) | has_zero_byte(f ^ (ONES * '{')) |
+                    has_zero_byte(f ^ (ONES * '}')))
+                    break;
+                j += 8;
+            }
             if (j >= end)
                 return SB_JSON_BAD;
             unsigned char c = p[j];

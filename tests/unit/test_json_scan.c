@@ -576,6 +576,30 @@ static void test_arrays(void **state)
     assert_int_equal(sb_json_array_len(bad, 5, &br), SB_JSON_BAD);
 }
 
+/* Long runs take the 8-bytes-at-a-time paths: indentation, and containers skipped whole
+ * whose strings hold brackets. */
+static void test_long_runs(void **state)
+{
+    (void)state;
+    const char *s = "{\n                    \"x\": {\"aaaaaaaaaaaaaaaa\": \"]]]]]]]]}}}}}}}}[[[[\","
+                    "\"b\": [[[[[[[[[\"\\\"]]]]]]]]]]\"]]]]]]]]], \"c\": \"{{{{{{{{{{{{\"},\n"
+                    "                    \"k\"                :                 1\n"
+                    "                                }";
+    size_t n = strlen(s);
+    struct sb_json_span r = root_of(s, n), v;
+    assert_int_equal(sb_json_path(s, n, &r, "k", &v), 0);
+    assert_span_text(s, &v, "1");
+    assert_int_equal(sb_json_path(s, n, &r, "x.c", &v), 0);
+    assert_true(sb_json_string_eq(s, n, &v, "{{{{{{{{{{{{"));
+    assert_int_equal(sb_json_path(s, n, &r, "x.b", &v), 0);
+    assert_int_equal(sb_json_array_len(s, n, &v), 1);
+    /* A tab inside a run of spaces still counts as whitespace; a NBSP does not. */
+    const char *t = "[1,        \t        2]";
+    assert_int_equal(sb_json_validate(t, strlen(t), DEPTH), 0);
+    const char *u = "[1,        \xC2\xA0       2]";
+    assert_int_equal(sb_json_validate(u, strlen(u), DEPTH), SB_JSON_BAD);
+}
+
 /* ---- Scalars ------------------------------------------------------------------------- */
 
 static void copy_case(const char *doc, const char *want, size_t want_len)
@@ -1059,6 +1083,7 @@ int main(void)
         cmocka_unit_test(test_lookups_on_malformed_input),
         cmocka_unit_test(test_path),
         cmocka_unit_test(test_arrays),
+        cmocka_unit_test(test_long_runs),
         cmocka_unit_test(test_string_copy),
         cmocka_unit_test(test_int64),
         cmocka_unit_test(test_bool),
