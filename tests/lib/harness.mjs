@@ -24,6 +24,12 @@ const SANITIZER_MARKERS = ['AddressSanitizer', 'LeakSanitizer', 'runtime error:'
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Like sleep, but does not keep the process alive (for timeouts raced against events). */
+const idleTimeout = (ms, value) =>
+  new Promise((r) => {
+    setTimeout(() => r(value), ms).unref();
+  });
+
 function findBinary(name) {
   const candidates = [
     join(buildDir, name),
@@ -160,6 +166,11 @@ class Child {
     this.closePromise = new Promise((res) => this.proc.on('close', res));
   }
 
+  signal(sig) {
+    if (sig === 'SIGTERM' || sig === 'SIGINT') this.signalled = true;
+    this.proc.kill(sig);
+  }
+
   /** Resolves once pred() is true; rejects on timeout or if the process exits first. */
   waitFor(pred, timeoutMs, what) {
     return new Promise((res, rej) => {
@@ -199,17 +210,17 @@ class Child {
     });
   }
 
+  /** SIGTERM (unless one was already sent: a second one may mean "stop now"), then wait. */
   async terminate(timeoutMs) {
-    if (!this.exited) this.proc.kill('SIGTERM');
-    const t = sleep(timeoutMs).then(() => 'timeout');
-    const r = await Promise.race([this.exitPromise, t]);
+    if (!this.exited && !this.signalled) this.signal('SIGTERM');
+    const r = await Promise.race([this.exitPromise, idleTimeout(timeoutMs, 'timeout')]);
     if (r === 'timeout') {
       this.proc.kill('SIGKILL');
       await this.exitPromise;
       await this.closePromise;
       return { timedOut: true, ...this.exited };
     }
-    await Promise.race([this.closePromise, sleep(2000)]);
+    await Promise.race([this.closePromise, idleTimeout(2000)]);
     return { timedOut: false, ...this.exited };
   }
 }
@@ -368,7 +379,7 @@ export class Gateway {
 
   /** Sends SIGTERM without waiting (for drain tests). */
   signal(sig = 'SIGTERM') {
-    this.child.proc.kill(sig);
+    this.child.signal(sig);
   }
 
   /**
