@@ -327,14 +327,15 @@ static int apply_directive(struct directives *d, const char *name, const char *v
         else if (strcmp(name, "echo_key") == 0)
             flag = &d->echo_key;
         if (!flag) {
-            snprintf(err, errlen, "fake-provider: unknown directive '%s'", name);
+            snprintf(err, errlen, "fake-provider: unknown directive '%.200s'", name);
             return -1;
         }
         rc = parse_int(val, 0, 1, &v);
         *flag = v == 1;
     }
     if (rc)
-        snprintf(err, errlen, "fake-provider: bad value '%s' for directive '%s'", val, name);
+        snprintf(err, errlen, "fake-provider: bad value '%.200s' for directive '%.100s'", val,
+                 name);
     return rc;
 }
 

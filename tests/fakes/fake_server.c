@@ -543,7 +543,7 @@ static int open_listener(const char *host, int port, int *bound_port, int *fd_ou
 
 static int worker_init(struct worker *w, const struct sb_fake_config *cfg, int *port)
 {
-    int fd, rc;
+    int fd = -1, rc;
     w->cfg = cfg;
     rc = open_listener(cfg->host, *port, port, &fd);
     if (rc != 0) {
