@@ -18,7 +18,10 @@ before(async () => {
       fakeModel(fake, 'hang', 'hang=1', { timeout: 1 }),
       fakeModel(fake, 'slow-ok', 'delay_ms=300', { timeout: 5 }),
       fakeModel(fake, 'malformed', 'malformed=1'),
+      fakeModel(fake, 'huge', `body_bytes=${2 * 1024 * 1024}`),
+      fakeModel(fake, 'big-ok', `body_bytes=${512 * 1024}`),
     ],
+    server: { max_response_mb: 1 },
   });
 });
 
@@ -99,4 +102,20 @@ test('a slow answer inside the timeout is fine', async () => {
 test('malformed=1 non-stream: 502 upstream_invalid_response', async () => {
   const res = await stack.gw.call('/v1/chat/completions', { body: chat('malformed') });
   assertEnvelope(res, 502, 'api_error', 'upstream_invalid_response');
+});
+
+test('response over max_response_mb: 502 upstream_response_too_large', async () => {
+  const res = await stack.gw.call('/v1/chat/completions', { body: chat('huge') });
+  assertEnvelope(res, 502, 'api_error', 'upstream_response_too_large');
+});
+
+test('a response under max_response_mb is passed through whole', async () => {
+  const want = await direct(`body_bytes=${512 * 1024}`, chat('gpt-fake'));
+  assert.equal(want.status, 200);
+  const res = await stack.gw.call('/v1/chat/completions', { body: chat('big-ok') });
+  assert.equal(res.status, 200);
+  // The fake pads to about body_bytes; its ids and timestamps vary by a few bytes.
+  assert.ok(Math.abs(res.buf.length - Buffer.byteLength(want.text)) < 16, `${res.buf.length} vs ${want.text.length}`);
+  assert.ok(res.buf.length >= 512 * 1024);
+  assert.equal(JSON.parse(res.text).object, 'chat.completion');
 });
