@@ -656,7 +656,7 @@ static void get_double(struct ctx *c, const struct ynode *n, const char *key,
 static void get_int(struct ctx *c, const struct ynode *n, const char *key, struct sb_deployment *d,
                     int64_t min, int64_t max, int64_t *dst)
 {
-    int64_t v;
+    int64_t v = 0;
     int rc = read_int(c, n, key, d, &v);
     if (rc == 1 || rc == -1)
         return;
@@ -855,6 +855,9 @@ static void resolve_provider(struct ctx *c, struct sb_deployment *d, int model_l
     if (!def) {
         d->provider = SB_PROVIDER_UNSUPPORTED;
         struct shown p = show(d->provider_name, strlen(d->provider_name));
+        /* Outranks an unset variable: setting it would not enable the deployment. */
+        free(d->disabled_reason);
+        d->disabled_reason = NULL;
         disable(d, "provider '%s' is not supported yet", p.s);
         warn(c, model_line, "provider '%s' is not supported yet; deployment disabled", p.s);
         return;
@@ -1012,7 +1015,7 @@ static void load_deployment(struct ctx *c, const struct ynode *entry, struct sb_
         } else {
             json_t *j = to_json(c, info, 0);
             if (j) {
-                d->model_info_json = json_dumps(j, JSON_COMPACT);
+                d->model_info_json = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(15));
                 json_decref(j);
                 if (!d->model_info_json)
                     fail(c, info->line, "model_info cannot be written as JSON");
