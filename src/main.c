@@ -63,14 +63,17 @@ static uv_signal_t g_sigterm, g_sigint;
 static void on_signal(uv_signal_t *h, int signum)
 {
     (void)h;
+    if (sb_server_draining(g_server)) {
+        sb_info("already draining");
+        return;
+    }
     sb_info("received %s: draining (new connections refused, in-flight requests finish)",
             signum == SIGTERM ? "SIGTERM" : "SIGINT");
     sb_server_drain(g_server);
-    /* With both handles closed the main loop ends, and main joins the workers. */
-    if (!uv_is_closing((uv_handle_t *)&g_sigterm))
-        uv_close((uv_handle_t *)&g_sigterm, NULL);
-    if (!uv_is_closing((uv_handle_t *)&g_sigint))
-        uv_close((uv_handle_t *)&g_sigint, NULL);
+    /* The handlers stay installed (a repeated signal must not kill the process mid-drain),
+     * but no longer keep the main loop alive: it returns, and main joins the workers. */
+    uv_unref((uv_handle_t *)&g_sigterm);
+    uv_unref((uv_handle_t *)&g_sigint);
 }
 
 int main(int argc, char **argv)

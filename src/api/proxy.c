@@ -586,7 +586,7 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
         .body_len = p->body.len,
         .connect_timeout_ms = (long)sc->connect_timeout_ms,
         .timeout_ms = stream ? 0 : (long)(d->timeout_s * 1000),
-        .idle_timeout_s = stream ? (long)(d->stream_timeout_s + 0.999) : 0,
+        .idle_timeout_ms = stream ? (uint64_t)(d->stream_timeout_s * 1000) : 0,
     };
     static const struct sb_transfer_cbs cbs = {
         .on_status = on_status,

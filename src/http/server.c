@@ -586,8 +586,10 @@ static void on_conn_closed(uv_handle_t *h)
     struct sb_conn *c = h->data;
     if (--c->closes_pending > 0)
         return;
-    if (c->dirty)
-        c->free_pending = true; /* freed by the flush hook when it reaches it */
+    /* Still on the dirty list: the flush hook frees it when it gets there. Once the worker
+     * has stopped, the hook no longer runs and the list is dead. */
+    if (c->dirty && !c->w->stopped)
+        c->free_pending = true;
     else
         conn_free(c);
 }

@@ -17,6 +17,7 @@ struct sb_upstream {
     size_t cap_idle;
     struct sb_transfer *active; /* doubly linked, for cancellation at close */
     struct poll_ctx *polls;     /* doubly linked, for closing at shutdown */
+    uv_timer_t sweep;           /* enforces idle (silence) timeouts */
     int pending_closes;
     bool closing;
 };
@@ -31,6 +32,8 @@ struct sb_transfer {
     bool in_headers_of_final; /* true once the final (non-1xx) status line was seen */
     bool paused;
     bool got_body;
+    uint64_t idle_ms;       /* 0: no silence limit */
+    uint64_t last_activity; /* uv_now of the last byte received (or of the start) */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -237,6 +240,30 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int action, void *userp, 
     return 0;
 }
 
+#define SWEEP_MS 100
+
+/* curl's low-speed limit averages over seconds, so a stream that sent a burst and then went
+ * silent is not caught in time; this checks real silence, to SWEEP_MS. A paused transfer is
+ * silent by our choice and is not timed out. */
+static void on_sweep(uv_timer_t *timer)
+{
+    struct sb_upstream *u = timer->data;
+    uint64_t now = uv_now(u->loop);
+restart:
+    for (struct sb_transfer *t = u->active; t; t = t->next) {
+        if (!t->idle_ms || t->paused || now - t->last_activity < t->idle_ms)
+            continue;
+        struct sb_transfer_cbs cbs = t->cbs;
+        void *ud = t->ud;
+        unlink_transfer(u, t);
+        curl_multi_remove_handle(u->multi, t->easy);
+        curl_easy_cleanup(t->easy); /* its connection is mid-response: not reused */
+        free(t);
+        cbs.on_done(ud, SB_UP_E_TIMEOUT, "no data from the provider within the stream timeout");
+        goto restart; /* on_done may have changed the list; every pass removes one */
+    }
+}
+
 struct sb_upstream *sb_upstream_new(uv_loop_t *loop, long max_connections)
 {
     struct sb_upstream *u = calloc(1, sizeof *u);
@@ -250,6 +277,10 @@ struct sb_upstream *sb_upstream_new(uv_loop_t *loop, long max_connections)
     }
     uv_timer_init(loop, &u->timer);
     u->timer.data = u;
+    uv_timer_init(loop, &u->sweep);
+    u->sweep.data = u;
+    uv_timer_start(&u->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    uv_unref((uv_handle_t *)&u->sweep);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
     curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
@@ -272,8 +303,9 @@ void sb_upstream_close(struct sb_upstream *u)
     u->multi = NULL;
     while (u->polls)
         close_poll(u, u->polls);
-    u->pending_closes++;
+    u->pending_closes += 2;
     uv_close((uv_handle_t *)&u->timer, timer_closed);
+    uv_close((uv_handle_t *)&u->sweep, timer_closed);
     maybe_free_upstream(u);
 }
 
@@ -281,6 +313,7 @@ static size_t on_curl_header(char *buf, size_t size, size_t n, void *ud)
 {
     struct sb_transfer *t = ud;
     size_t len = size * n;
+    t->last_activity = uv_now(t->u->loop);
     if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
         long code = 0;
         /* Status line: "HTTP/1.1 200 OK" or "HTTP/2 200". */
@@ -324,6 +357,7 @@ static size_t on_curl_write(char *buf, size_t size, size_t n, void *ud)
     struct sb_transfer *t = ud;
     size_t len = size * n;
     t->got_body = true;
+    t->last_activity = uv_now(t->u->loop);
     size_t r = t->cbs.on_body(t->ud, buf, len);
     if (r == SB_UP_PAUSE) {
         t->paused = true;
@@ -371,10 +405,8 @@ struct sb_transfer *sb_transfer_start(struct sb_upstream *u, const struct sb_tra
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
     if (o->timeout_ms > 0)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, o->timeout_ms);
-    if (o->idle_timeout_s > 0) {
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, o->idle_timeout_s);
-    }
+    t->idle_ms = o->idle_timeout_ms;
+    t->last_activity = uv_now(u->loop);
     if (curl_multi_add_handle(u->multi, e) != CURLM_OK) {
         curl_easy_cleanup(e);
         free(t);
@@ -396,6 +428,7 @@ void sb_transfer_resume(struct sb_transfer *t)
 {
     if (t->paused) {
         t->paused = false;
+        t->last_activity = uv_now(t->u->loop);
         /* May deliver the held-back data synchronously through on_body. */
         curl_easy_pause(t->easy, CURLPAUSE_CONT);
     }

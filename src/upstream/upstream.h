@@ -15,6 +15,7 @@
 
 #include <curl/curl.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 /* Result codes for on_done. */
@@ -50,7 +51,9 @@ struct sb_transfer_opts {
     size_t body_len;
     long connect_timeout_ms;
     long timeout_ms;     /* total; 0: none */
-    long idle_timeout_s; /* longest silence while receiving; 0: none */
+    /* Longest silence from the provider (before the response and between body bytes),
+     * enforced to 100 ms; 0: none. */
+    uint64_t idle_timeout_ms;
 };
 
 struct sb_upstream;
