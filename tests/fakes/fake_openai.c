@@ -628,7 +628,8 @@ static void break_json(struct ctx *x)
 static bool parse_body(struct ctx *x, json_t **out)
 {
     json_error_t jerr;
-    json_t *root = json_loadb(x->req->body ? x->req->body : "", x->req->body_len, 0, &jerr);
+    json_t *root =
+        json_loadb(x->req->body ? x->req->body : "", x->req->body_len, JSON_ALLOW_NUL, &jerr);
     if (!root || !json_is_object(root)) {
         json_decref(root);
         send_error(x, 400, "invalid_request_error",
@@ -661,25 +662,39 @@ static bool get_model(struct ctx *x, json_t *root, struct gen *g)
     return false;
 }
 
-/* Words of one message's content: a string, or an array of parts with "text". The last
- * text seen is kept in `last` (borrowed from the tree). */
-static uint64_t content_words(json_t *content, struct sb_fake_str *last)
+/* Words of one message's content: a string, or an array of parts with "text". With `joined`
+ * the text is kept in `text`: borrowed from the tree for a string, the parts joined by a
+ * space (the first ECHO_LIMIT bytes are all the reply needs) for an array. */
+static uint64_t content_words(json_t *content, struct sb_buf *joined, struct sb_fake_str *text)
 {
     uint64_t words = 0;
     if (json_is_string(content)) {
-        *last = (struct sb_fake_str){json_string_value(content), json_string_length(content)};
-        return count_words(last->p, last->n);
+        const char *s = json_string_value(content);
+        size_t n = json_string_length(content);
+        if (joined)
+            *text = (struct sb_fake_str){s, n};
+        return count_words(s, n);
     }
+    if (joined)
+        sb_buf_reset(joined);
     size_t i;
     json_t *part;
     json_array_foreach(content, i, part)
     {
         json_t *t = json_object_get(part, "text");
-        if (json_is_string(t)) {
-            *last = (struct sb_fake_str){json_string_value(t), json_string_length(t)};
-            words += count_words(last->p, last->n);
+        if (!json_is_string(t))
+            continue;
+        const char *s = json_string_value(t);
+        size_t n = json_string_length(t);
+        words += count_words(s, n);
+        if (joined && joined->len <= ECHO_LIMIT) {
+            if (joined->len)
+                sb_buf_append_char(joined, ' ');
+            sb_buf_append(joined, s, n > ECHO_LIMIT + 8 ? ECHO_LIMIT + 8 : n);
         }
     }
+    if (joined)
+        *text = (struct sb_fake_str){joined->data ? joined->data : "", joined->len};
     return words;
 }
 
@@ -690,8 +705,9 @@ static void handle_generate(struct ctx *x, bool legacy)
         return;
     struct gen g = {0};
     struct sb_fake_str said = {"", 0};
-    struct sb_buf reply;
+    struct sb_buf reply, joined;
     sb_buf_init(&reply, 4096);
+    sb_buf_init(&joined, 1024);
     int rc = 0;
     if (!get_model(x, root, &g))
         goto out;
@@ -736,11 +752,10 @@ static void handle_generate(struct ctx *x, bool legacy)
         json_t *msg;
         json_array_foreach(msgs, i, msg)
         {
-            struct sb_fake_str last = {"", 0};
-            g.prompt_tokens += content_words(json_object_get(msg, "content"), &last);
             const char *role = json_string_value(json_object_get(msg, "role"));
-            if (role && strcmp(role, "user") == 0)
-                said = last;
+            bool user = role && strcmp(role, "user") == 0;
+            g.prompt_tokens +=
+                content_words(json_object_get(msg, "content"), user ? &joined : NULL, &said);
         }
     }
     if (g.prompt_tokens == 0)
@@ -775,6 +790,7 @@ static void handle_generate(struct ctx *x, bool legacy)
         break_json(x);
 out:
     sb_buf_free(&reply);
+    sb_buf_free(&joined);
     json_decref(root);
 }
 
