@@ -54,6 +54,10 @@ test('SIGTERM during a slow stream: stream completes, new connections refused, e
   const ready = await idle.readResponse(5000);
   assert.equal(ready.status, 200);
 
+  // A request whose head is only half sent when the signal arrives.
+  const half = await RawConn.open(gw.port);
+  await half.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n');
+
   const c = await RawConn.open(gw.port);
   await c.write(
     rawRequest('POST', '/v1/chat/completions', {
@@ -86,6 +90,25 @@ test('SIGTERM during a slow stream: stream completes, new connections refused, e
     t.diagnostic('idle keep-alive connection was closed at drain start');
   } finally {
     idle.destroy();
+  }
+
+  // The half-sent request, completed during the drain: 503 shutting_down, or closed unanswered.
+  await half.write(
+    rawRequest('POST', '/v1/chat/completions', { body: '{"model":"demo","messages":[{"role":"user","content":"hi"}]}' })
+      .subarray('POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n'.length),
+  );
+  try {
+    const h = await half.readResponse(3000);
+    t.diagnostic(`request finished during the drain: ${h.status} ${h.text}`);
+    assert.equal(h.status, 503, h.text);
+    assert.equal(h.json?.error?.code, 'shutting_down', h.text);
+    assert.equal(h.json?.error?.type, 'api_error', h.text);
+  } catch (e) {
+    if (!half.closed) throw e;
+    assert.equal(half.data.length, 0, `closed after a partial response: ${half.data.toString('latin1')}`);
+    t.diagnostic('half-sent request: connection closed unanswered');
+  } finally {
+    half.destroy();
   }
 
   const r = await c.readResponse(15000);

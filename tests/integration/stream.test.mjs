@@ -22,6 +22,7 @@ before(async () => {
       fakeModel(fake, 'st-usage-split', 'fixture=chat_stream_include_usage.sse,split=1'),
       fakeModel(fake, 'st-text-split', 'fixture=chat_stream_text.sse,split=1'),
       fakeModel(fake, 'st-tool', 'fixture=chat_stream_tool_call.sse'),
+      fakeModel(fake, 'st-legacy', 'fixture=legacy_completions_stream_include_usage.sse'),
     ],
   });
 });
@@ -51,14 +52,15 @@ function frame(events) {
   return events.map((e) => `data: ${e}\n\n`).join('');
 }
 
-async function streamRaw(model, includeUsage) {
+async function streamRaw(model, includeUsage, path = '/v1/chat/completions') {
+  const input = path.endsWith('/completions') && !path.includes('chat') ? '"prompt":"def fib"' : '"messages":[{"role":"user","content":"hi"}]';
   const body = includeUsage
-    ? `{"model":"${model}","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`
-    : `{"model":"${model}","stream":true,"messages":[{"role":"user","content":"hi"}]}`;
+    ? `{"model":"${model}","stream":true,"stream_options":{"include_usage":true},${input}}`
+    : `{"model":"${model}","stream":true,${input}}`;
   await stack.fake.clear();
   const c = await RawConn.open(stack.gw.port);
   try {
-    await c.write(rawRequest('POST', '/v1/chat/completions', { body }));
+    await c.write(rawRequest('POST', path, { body }));
     const r = await c.readResponse(15000);
     const rec = await stack.fake.lastUpstream();
     return { r, rec };
@@ -160,4 +162,16 @@ test('stream through fetch: content-type and the joined text', async () => {
     .join('');
   assert.equal(content, want);
   assert.ok(content.length > 10);
+});
+
+test('legacy completions stream: "usage":null as the last member and the usage chunk removed', async () => {
+  const events = sseData(fixture('openai/legacy_completions_stream_include_usage.sse'));
+  const a = await streamRaw('st-legacy', false, '/v1/completions');
+  assertStreamHeaders(a.r);
+  assert.ok(a.rec.path.endsWith('/v1/completions'), a.rec.path);
+  assertUpstreamAskedUsage(a.rec);
+  assert.equal(a.r.text, frame(withoutUsage(events)));
+  assert.ok(!a.r.text.includes('"usage"'));
+  const b = await streamRaw('st-legacy', true, '/v1/completions');
+  assert.equal(b.r.text, frame(events));
 });
