@@ -6,7 +6,7 @@
 #   bench/run.sh [BUILD_DIR]        (default: build, the release build; `make bench` calls it)
 #
 # Knobs (environment): BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2),
-# BENCH_FAKE_THREADS (1), BENCH_TTFB_COUNT (300), BENCH_IDLE_CONNS (10000),
+# BENCH_FAKE_THREADS (1), BENCH_TTFB_COUNT (200), BENCH_IDLE_CONNS (10000),
 # BENCH_KEEP_TMP=1 (keep the temp dir with configs and logs),
 # BENCH_STUB_UPSTREAM=1 (plumbing check: a fixed-reply nginx replaces the fake provider and
 # switchboard is skipped when it is not built).
@@ -25,12 +25,12 @@ esac
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
 FAKE_THREADS=${BENCH_FAKE_THREADS:-1}
-TTFB_COUNT=${BENCH_TTFB_COUNT:-300}
+TTFB_COUNT=${BENCH_TTFB_COUNT:-200}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 STUB=${BENCH_STUB_UPSTREAM:-0}
 WORKERS=2
 SLOW_MS=50
-DRIP_MS=10
+DRIP_MS=5
 MASTER_KEY=sk-bench-master
 PROVIDER_KEY=sk-bench-provider
 WRK_THREADS=2
@@ -153,14 +153,16 @@ reset_hwm() {
     done
 }
 
-# A chat-completions body of about 1 KB: a system and a user message, as a client would send.
+# A chat-completions body of about 1 KB, as a client would send it: a long system message and
+# a short question. The fake echoes the last user message, so its reply (and, streaming, its
+# event count: one per word, 20 in all) stays the same whatever the padding.
 make_body() { # model stream-flag file
     local stream=""
     [ "$2" = 1 ] && stream='"stream":true,'
     printf '{"model":"%s",%s"messages":[{"role":"system","content":"%s"},{"role":"user","content":"%s"}],"temperature":0.2,"max_tokens":128}' \
         "$1" "$stream" \
-        "You are a careful assistant for an operations team. Answer in plain English, keep each answer under five sentences, cite the runbook section when one applies, and say so when you are not sure. Never invent command output; when a command is needed, show it on its own line." \
-        "Our gateway sits in front of three model providers and one of them started returning 429 responses about twenty minutes ago. The dashboards show the retry rate climbing on the two healthy providers as well, and p99 latency for streaming requests has doubled. Which metrics should I look at first to tell whether the healthy providers are slowing down on their own, or whether our retries are what is overloading them? Please list them in the order you would check them, say what each one would show, and tell me which alert thresholds you would change first so that this does not page the on-call engineer twice." \
+        "You are a careful assistant for an operations team. Answer in plain English, keep each answer under five sentences, cite the runbook section when one applies, and say so when you are not sure. Never invent command output; when a command is needed, show it on its own line. Context: the gateway sits in front of three model providers and one of them started returning 429 responses about twenty minutes ago. The dashboards show the retry rate climbing on the two healthy providers as well, and p99 latency for streaming requests has doubled. The on-call engineer wants to know whether the healthy providers are slowing down on their own, or whether retries are what is overloading them, and which alert thresholds to change so that this does not page twice." \
+        "Which metric should I check first? Answer in one sentence." \
         >"$3"
 }
 
@@ -175,6 +177,12 @@ if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -lt $((IDLE_CONNS + 512)) ]; then
 fi
 [ "$NOFILE" = unlimited ] && NOFILE=1048576
 
+# Other work on the machine takes CPU from the proxies unevenly and spoils the comparison; the
+# 1-minute load average before anything of ours runs says how quiet the machine was.
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
+if awk -v l="$LOAD_START" 'BEGIN {exit !(l > 1.0)}'; then
+    log "warning: load average is $LOAD_START before the benchmark starts; other work will skew the figures"
+fi
 log "temp dir $TMP"
 cc -O2 -std=c17 -Wall -Wextra -D_GNU_SOURCE -o "$TMP/bench_client" "$BENCH/bench_client.c" ||
     die "cannot compile bench/bench_client.c"
@@ -500,6 +508,11 @@ cell() { # value sb-raw nginx-raw proxy
         "$(uname -r). wrk -t$WRK_THREADS, ${WARMUP} s warm-up + ${DURATION} s per run;" \
         "$WORKERS proxy workers; fake-provider --threads $FAKE_THREADS."
     [ "$STUB" = 1 ] && echo "**Plumbing check only: the upstream is a fixed-reply nginx stub, not the fake provider.**"
+    if awk -v l="$LOAD_START" 'BEGIN {exit !(l > 1.0)}'; then
+        echo "**The machine was busy (load average $LOAD_START before the run started): other work took CPU unevenly; treat these figures as unreliable.**"
+    else
+        echo "Load average before the run: $LOAD_START."
+    fi
     echo "Everything (load generator, proxy, upstream) shares the same cores: compare ratios, not absolutes."
     echo "Switchboard rows show the ratio to the nginx row above (req/s: higher is better; the rest: lower is better)."
     echo
@@ -547,7 +560,8 @@ cell() { # value sb-raw nginx-raw proxy
         echo "| $proxy | $(cell "$(fmt_mib "$idle_rss")" "$idle_rss" "$NGINX_IDLE_RSS" "$proxy") | $per |"
     done
     echo
-    echo "nginx: CPU is master + workers, RSS is the sum over its $WORKERS workers; access log on, one JSON line per request to a file, as switchboard's."
+    echo "nginx: CPU is master + workers, RSS is the sum over its $WORKERS workers; access log on, one JSON line per request to a file, as switchboard's." \
+        "Its start-up RSS includes the $((IDLE_CONNS + 2048)) connection slots each worker allocates up front, which its per-connection figure therefore leaves out."
     [ "$HWM_RESETS" = 1 ] || echo "Peak RSS could not be reset between scenarios: each figure is the peak since start."
     fake_cpu=""
     for s in "${SCENARIOS[@]}"; do
