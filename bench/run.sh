@@ -6,7 +6,8 @@
 #   bench/run.sh [BUILD_DIR]        (default: build, the release build; `make bench` calls it)
 #
 # Knobs (environment): BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2),
-# BENCH_FAKE_THREADS (1), BENCH_TTFB_COUNT (200), BENCH_IDLE_CONNS (10000),
+# BENCH_FAKE_THREADS (2), BENCH_TTFB_COUNT (200), BENCH_IDLE_CONNS (10000),
+# BENCH_SCENARIOS (a subset of "ns16 ns64 ns256 st64 slow256"),
 # BENCH_KEEP_TMP=1 (keep the temp dir with configs and logs),
 # BENCH_STUB_UPSTREAM=1 (plumbing check: a fixed-reply nginx replaces the fake provider and
 # switchboard is skipped when it is not built).
@@ -24,7 +25,7 @@ esac
 
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
-FAKE_THREADS=${BENCH_FAKE_THREADS:-1}
+FAKE_THREADS=${BENCH_FAKE_THREADS:-2}
 TTFB_COUNT=${BENCH_TTFB_COUNT:-200}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 STUB=${BENCH_STUB_UPSTREAM:-0}
@@ -319,7 +320,7 @@ probe() { # proxy path body
 # ---------------------------------------------------------------------------------------------
 # scenarios: id, label, connections, body, nginx path, switchboard path
 
-SCENARIOS=(ns16 ns64 ns256 st64 slow256)
+read -r -a SCENARIOS <<<"${BENCH_SCENARIOS:-ns16 ns64 ns256 st64 slow256}"
 declare -A S_LABEL=([ns16]="non-stream, 16 conns" [ns64]="non-stream, 64 conns"
     [ns256]="non-stream, 256 conns" [st64]="stream, 64 conns"
     [slow256]="upstream +${SLOW_MS} ms, 256 conns")
@@ -331,6 +332,10 @@ declare -A S_PATH_nginx=([ns16]=/v1/chat/completions [ns64]=/v1/chat/completions
     [slow256]=/slow/v1/chat/completions)
 declare -A S_PATH_switchboard=([ns16]=/v1/chat/completions [ns64]=/v1/chat/completions
     [ns256]=/v1/chat/completions [st64]=/v1/chat/completions [slow256]=/v1/chat/completions)
+
+for s in "${SCENARIOS[@]}"; do
+    [ -n "${S_CONNS[$s]:-}" ] || die "unknown scenario '$s' in BENCH_SCENARIOS"
+done
 
 scenario_path() { # proxy scenario
     local -n paths="S_PATH_$1"
