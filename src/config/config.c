@@ -19,8 +19,10 @@
 #define MAX_NODES      500000
 /* Aliases share nodes, so a small file can describe an exponential tree ("billion
  * laughs"); every node visit and key comparison is charged against this budget. */
-#define MAX_WORK 20000000L
-#define MSG_MAX  512
+#define MAX_WORK 4000000L
+/* model_info is a few dozen values in practice, and its JSON is built in memory. */
+#define MAX_INFO_NODES 10000
+#define MSG_MAX        512
 
 /* ---- A small YAML tree built from libyaml events ------------------------------------- */
 
@@ -725,7 +727,7 @@ static json_t *scalar_json(const struct ynode *n)
     return json_stringn(n->s, n->len);
 }
 
-static json_t *to_json(struct ctx *c, const struct ynode *n, int depth)
+static json_t *to_json(struct ctx *c, const struct ynode *n, int depth, long *count)
 {
     if (depth > 2 * MAX_DEPTH) {
         fail(c, n->line, "model_info is nested too deeply");
@@ -733,6 +735,10 @@ static json_t *to_json(struct ctx *c, const struct ynode *n, int depth)
     }
     if (charge(c, 1, n->line))
         return NULL;
+    if (++*count > MAX_INFO_NODES) {
+        fail(c, n->line, "model_info has more than %d values", MAX_INFO_NODES);
+        return NULL;
+    }
     if (n->kind == Y_SCALAR) {
         json_t *j = scalar_json(n);
         if (!j)
@@ -744,7 +750,7 @@ static json_t *to_json(struct ctx *c, const struct ynode *n, int depth)
         if (!arr)
             abort();
         for (size_t i = 0; i < n->n; i++) {
-            json_t *v = to_json(c, n->kids[i], depth + 1);
+            json_t *v = to_json(c, n->kids[i], depth + 1, count);
             if (!v) {
                 json_decref(arr);
                 return NULL;
@@ -767,7 +773,7 @@ static json_t *to_json(struct ctx *c, const struct ynode *n, int depth)
             warn(c, k->line, "model_info: a key that is not a string is ignored");
             continue;
         }
-        json_t *v = to_json(c, ps.p[i].v, depth + 1);
+        json_t *v = to_json(c, ps.p[i].v, depth + 1, count);
         if (!v) {
             json_decref(obj);
             pairs_free(&ps);
@@ -1013,7 +1019,8 @@ static void load_deployment(struct ctx *c, const struct ynode *entry, struct sb_
         if (info->kind != Y_MAP) {
             fail(c, info->line, "model_info must be a mapping");
         } else {
-            json_t *j = to_json(c, info, 0);
+            long count = 0;
+            json_t *j = to_json(c, info, 0, &count);
             if (j) {
                 d->model_info_json = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(15));
                 json_decref(j);

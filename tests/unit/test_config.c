@@ -864,7 +864,24 @@ static void test_alias_bomb(void **state)
                  "  - model_name: m\n"
                  "    litellm_params: {model: openai/x}\n"
                  "    model_info: {bomb: *h}\n",
-                 "the configuration is too complex");
+                 "E t.yaml:1: model_info has more than 10000 values");
+
+    /* Merges of merges: each level multiplies the work by ten. */
+    struct sb_buf b;
+    sb_buf_init(&b, 1 << 16);
+    sb_buf_append_str(&b, "a: &a {");
+    for (int i = 0; i < 50; i++)
+        sb_buf_printf(&b, "%sk%d: 1", i ? ", " : "", i);
+    sb_buf_append_str(&b, "}\n");
+    for (char l = 'b'; l <= 'f'; l++) {
+        sb_buf_printf(&b, "%c: &%c {<<: [", l, l);
+        for (int i = 0; i < 10; i++)
+            sb_buf_printf(&b, "%s*%c", i ? ", " : "", l - 1);
+        sb_buf_append_str(&b, "]}\n");
+    }
+    sb_buf_append_str(&b, "model_list:\n  - model_name: m\n    litellm_params: *f\n");
+    expect_error(b.data, "the configuration is too complex (aliases expand too far)");
+    sb_buf_free(&b);
 
     /* Nesting is capped. */
     char deep[400];
