@@ -40,9 +40,12 @@ SB_BIN=$BUILD/switchboard
 FAKE_BIN=$BUILD/fake-provider
 RESULTS_DIR=$BENCH/results
 
-log() { printf '[bench] %s\n' "$*" >&2; }
+# fd 3 is the script's own stderr, so messages from a trap still reach the terminal when the
+# signal arrives inside a command whose output goes to a file.
+exec 3>&2
+log() { printf '[bench] %s\n' "$*" >&3; }
 die() {
-    printf '[bench] error: %s\n' "$*" >&2
+    printf '[bench] error: %s\n' "$*" >&3
     exit 1
 }
 
@@ -83,6 +86,27 @@ trap 'log "interrupted"; exit 130' INT TERM
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+# Drops a pid that has been reaped from STARTED, so cleanup never signals a reused pid.
+forget() {
+    local keep=() p
+    for p in "${STARTED[@]}"; do
+        [ "$p" = "$1" ] || keep+=("$p")
+    done
+    STARTED=("${keep[@]}")
+}
+
+# Runs a command in the background and waits for it: bash runs a trap only between foreground
+# commands, but interrupts `wait` at once, so Ctrl-C stops the run without waiting for wrk.
+run_waited() {
+    local pid rc=0
+    "$@" &
+    pid=$!
+    STARTED+=("$pid")
+    wait "$pid" || rc=$?
+    forget "$pid"
+    return "$rc"
+}
 
 # A free port from [base, base+500), below the ephemeral range so wrk's client ports never
 # collide with it.
@@ -356,7 +380,7 @@ CLK_TCK=$(getconf CLK_TCK)
 wrk_once() {
     local out=$1 conns=$2 secs=$3 url=$4 body=$5
     shift 5
-    BENCH_BODY=$body BENCH_KEY=$MASTER_KEY timeout -k 5 $((secs + 30)) \
+    run_waited env BENCH_BODY="$body" BENCH_KEY="$MASTER_KEY" timeout -k 5 $((secs + 30)) \
         wrk -t"$WRK_THREADS" -c"$conns" -d"${secs}s" --timeout 5s "$@" -s "$BENCH/post.lua" \
         "$url" >"$out" 2>&1 || {
         cat "$out" >&2
@@ -428,7 +452,7 @@ done
 declare -A TTFB_PATH=([nginx]=/drip/v1/chat/completions [switchboard]=/v1/chat/completions)
 for proxy in "${PROXIES[@]}"; do
     out=$TMP/ttfb-$proxy.txt
-    if ! timeout -k 5 120 "$TMP/bench_client" ttfb --port "${PORT[$proxy]}" \
+    if ! run_waited timeout -k 5 120 "$TMP/bench_client" ttfb --port "${PORT[$proxy]}" \
         --path "${TTFB_PATH[$proxy]}" --body "$TMP/body-drip.json" --auth "$MASTER_KEY" \
         --count "$TTFB_COUNT" --warmup 20 >"$out" 2>"$out.err"; then
         head -n 5 "$out.err" >&2
@@ -473,6 +497,7 @@ idle_cost() { # proxy -> sets R[idle,proxy,kib]
     fi
     kill -TERM "$cpid" 2>/dev/null || true
     wait "$cpid" 2>/dev/null || true
+    forget "$cpid"
     sleep 1 # the proxy closes its side before the next measurement
 }
 if [ -n "$IDLE_SKIP" ]; then
