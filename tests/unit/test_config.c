@@ -329,6 +329,13 @@ static void test_host_follows_master_key(void **state)
     sb_config_free(cfg);
     diags_free(&d);
 
+    cfg = expect_ok("general_settings:\n  master_key: plain-secret\n", &d);
+    assert_string_equal(cfg->master_key, "plain-secret");
+    assert_has(&d, "W t.yaml:2: general_settings.master_key should start with 'sk-'");
+    assert_lacks(&d, "plain-secret");
+    sb_config_free(cfg);
+    diags_free(&d);
+
     cfg = expect_ok("server: {host: '::'}\nmodel_list:\n", &d);
     assert_string_equal(cfg->server.host, "::");
     assert_null(cfg->master_key);
