@@ -403,6 +403,16 @@ wrk_errors() { # OUT -> "N details"
         print t d}' "$1"
 }
 
+# wrk counts only statuses of 400 and more; the access logs (both one JSON line per request)
+# give every status, so any non-2xx answer during a run is caught whatever wrk thinks of it.
+# 499 is left out: both proxies log it for the requests wrk abandons when its time is up.
+declare -A ACCESS_LOG=([nginx]=$TMP/nginx-access.log [switchboard]=$TMP/switchboard-access.log)
+log_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
+non2xx_since() { # file byte-offset
+    tail -c +$(($2 + 1)) "$1" 2>/dev/null | grep '"status":[013-9][0-9][0-9]' |
+        grep -vc '"status":499' || true
+}
+
 run_scenario() { # scenario proxy
     local s=$1 proxy=$2 conns=${S_CONNS[$1]} body=$TMP/${S_BODY[$1]}
     local url="http://127.0.0.1:${PORT[$proxy]}$(scenario_path "$proxy" "$s")"
@@ -410,6 +420,8 @@ run_scenario() { # scenario proxy
     read -r -a cpu_pids <<<"${CPU_PIDS[$proxy]}"
     read -r -a hwm_pids <<<"${HWM_PIDS[$proxy]}"
 
+    local log_start
+    log_start=$(log_size "${ACCESS_LOG[$proxy]}")
     wrk_once "$TMP/wrk-$s-$proxy-warmup.txt" "$conns" "$WARMUP" "$url" "$body"
     errs=$(wrk_errors "$TMP/wrk-$s-$proxy-warmup.txt")
     [ "${errs%% *}" = 0 ] || FAILURES+=("$s via $proxy (warm-up):${errs#* }")
@@ -434,6 +446,9 @@ run_scenario() { # scenario proxy
     errs=$(wrk_errors "$out")
     R[$s,$proxy,errors]=${errs%% *}
     [ "${errs%% *}" = 0 ] || FAILURES+=("$s via $proxy:${errs#* }")
+    local bad
+    bad=$(non2xx_since "${ACCESS_LOG[$proxy]}" "$log_start")
+    [ "$bad" = 0 ] || FAILURES+=("$s via $proxy: $bad non-2xx responses in the access log")
     log "$(printf '%-28s %-11s %8s req/s  p50 %6s us  p99 %6s us  cpu %6s us/req  errors %s' \
         "${S_LABEL[$s]}" "$proxy" "${R[$s,$proxy,rps]}" "${R[$s,$proxy,p50]}" \
         "${R[$s,$proxy,p99]}" "${R[$s,$proxy,cpu]}" "${R[$s,$proxy,errors]}")"
