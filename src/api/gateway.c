@@ -300,6 +300,7 @@ static void on_end(struct sb_exchange *x, bool aborted)
     if (r->proxy)
         sb_proxy_abort(r);
     record(r, aborted);
+    sb_metrics_inflight(r->gw_w->gw->metrics, r->gw_w->index, -1);
     free(r);
 }
 
@@ -452,6 +453,7 @@ void sb_gateway_on_request(struct sb_exchange *x)
     r->rec.upstream_ttfb_s = -1;
     x->hdata = r;
     x->on_end = on_end;
+    sb_metrics_inflight(gw->metrics, gw_w->index, 1);
     make_request_id(r);
     r->rec.request_id = r->request_id;
 

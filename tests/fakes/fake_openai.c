@@ -706,7 +706,7 @@ static void handle_generate(struct ctx *x, bool legacy)
     struct gen g = {0};
     struct sb_fake_str said = {"", 0};
     struct sb_buf reply, joined;
-    sb_buf_init(&reply, 4096);
+    sb_buf_init(&reply, SB_FAKE_MAX_BODY);
     sb_buf_init(&joined, 1024);
     int rc = 0;
     if (!get_model(x, root, &g))
@@ -766,6 +766,16 @@ static void handle_generate(struct ctx *x, bool legacy)
 
     rc |= sb_buf_append_str(&reply, reply_prefix);
     rc |= sb_buf_append(&reply, said.p, utf8_prefix(said.p, said.n, ECHO_LIMIT));
+    if (stream && x->d.body_bytes > 0) {
+        /* A long stream for backpressure tests: 8 KiB words, one event each. */
+        static char word[8193];
+        if (!word[0]) {
+            word[0] = ' ';
+            memset(word + 1, 'w', sizeof word - 2);
+        }
+        while (!rc && reply.len < (size_t)x->d.body_bytes)
+            rc |= sb_buf_append(&reply, word, sizeof word - 1);
+    }
     g.reply = reply.data;
     g.reply_len = reply.len;
     g.completion_tokens = count_words(g.reply, g.reply_len);
