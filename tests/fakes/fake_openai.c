@@ -767,14 +767,17 @@ static void handle_generate(struct ctx *x, bool legacy)
     rc |= sb_buf_append_str(&reply, reply_prefix);
     rc |= sb_buf_append(&reply, said.p, utf8_prefix(said.p, said.n, ECHO_LIMIT));
     if (stream && x->d.body_bytes > 0) {
-        /* A long stream for backpressure tests: 8 KiB words, one event each. */
-        static char word[8193];
-        if (!word[0]) {
-            word[0] = ' ';
-            memset(word + 1, 'w', sizeof word - 2);
+        /* A long stream for backpressure tests: words of a space and 8191 'w', one event
+         * each. Built in place: nothing shared between the worker threads. */
+        while (!rc && reply.len < (size_t)x->d.body_bytes) {
+            rc |= sb_buf_reserve(&reply, 8192);
+            if (!rc) {
+                reply.data[reply.len] = ' ';
+                memset(reply.data + reply.len + 1, 'w', 8191);
+                reply.len += 8192;
+                reply.data[reply.len] = '\0';
+            }
         }
-        while (!rc && reply.len < (size_t)x->d.body_bytes)
-            rc |= sb_buf_append(&reply, word, sizeof word - 1);
     }
     g.reply = reply.data;
     g.reply_len = reply.len;
