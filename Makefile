@@ -15,7 +15,7 @@ deps:
 
 build:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
-	@cmake --build $(BUILD) -j $(JOBS)
+	@cmake --build $(BUILD) -j $(JOBS) --target switchboard fake-provider
 
 run: deps build
 	@scripts/run-demo.sh $(BUILD) $(CONFIG)
