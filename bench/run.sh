@@ -58,12 +58,29 @@ NGINX_BIN=$(command -v nginx)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sb-bench.XXXXXX")
 STARTED=() # every background process this script started, stopped in cleanup
+declare -A PNAME # pid -> name of the long-running processes, watched for an early exit
 FAILURES=()
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    local pid i
+    local pid i st
+    # A proxy or the fake that died on its own is the likeliest cause of a failed run: say so,
+    # with its exit status, and keep its logs.
+    for pid in "${!PNAME[@]}"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            st=0
+            wait "$pid" 2>/dev/null || st=$?
+            log "${PNAME[$pid]} (pid $pid) ended on its own, exit status $st"
+        fi
+    done
+    if [ "$rc" != 0 ] && [ -d "$TMP" ]; then
+        mkdir -p "$RESULTS_DIR/failed-run"
+        rm -f "$RESULTS_DIR/failed-run/"*
+        cp "$TMP"/*-error.log "$TMP"/fake.log "$TMP"/*.err "$TMP"/*.out "$TMP"/*.conf \
+            "$TMP"/*.yaml "$TMP"/wrk-*.txt "$RESULTS_DIR/failed-run/" 2>/dev/null || true
+        log "logs of the failed run: ${RESULTS_DIR#"$ROOT"/}/failed-run/"
+    fi
     for pid in "${STARTED[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
@@ -219,6 +236,7 @@ make_body bench-drip 1 "$TMP/body-drip.json"
 
 FAKE_PORT=$(pick_port 21000)
 NGINX_PORT=$(pick_port 22000)
+NGINX_IDLE_PORT=$(pick_port 22500)
 SB_PORT=$(pick_port 23000)
 
 # The upstream.
@@ -252,31 +270,58 @@ else
     "$FAKE_BIN" --port "$FAKE_PORT" --threads "$FAKE_THREADS" --quiet >"$TMP/fake.log" 2>&1 &
     FAKE_PID=$!
     STARTED+=("$FAKE_PID")
+    PNAME[$FAKE_PID]=fake-provider
     wait_for_line "$TMP/fake.log" "fake-provider listening on" "$FAKE_PID" "fake-provider"
     FAKE_PIDS=("$FAKE_PID")
     log "fake-provider ($FAKE_THREADS thread(s)) on 127.0.0.1:$FAKE_PORT"
 fi
 
-# The floor: nginx.
-sed -e "s|@TMP@|$TMP|g" -e "s|@WORKERS@|$WORKERS|g" -e "s|@NOFILE@|$NOFILE|g" \
-    -e "s|@WORKER_CONNECTIONS@|$((IDLE_CONNS + 2048))|g" -e "s|@FAKE_PORT@|$FAKE_PORT|g" \
-    -e "s|@PORT@|$NGINX_PORT|g" -e "s|@SLOW_MS@|$SLOW_MS|g" -e "s|@DRIP_MS@|$DRIP_MS|g" \
-    -e "s|sk-bench-provider|$PROVIDER_KEY|g" \
-    "$BENCH/nginx.conf.in" >"$TMP/nginx.conf"
-"$NGINX_BIN" -t -q -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" ||
-    die "generated nginx.conf is invalid"
-"$NGINX_BIN" -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" >"$TMP/nginx.out" 2>&1 &
-NGINX_PID=$!
-STARTED+=("$NGINX_PID")
-wait_for_port "$NGINX_PORT" "$NGINX_PID" "nginx"
-for _ in $(seq 1 50); do
-    mapfile -t NGINX_WORKERS < <(pgrep -P "$NGINX_PID")
-    [ "${#NGINX_WORKERS[@]}" -ge "$WORKERS" ] && break
-    sleep 0.1
-done
-[ "${#NGINX_WORKERS[@]}" -eq "$WORKERS" ] || die "nginx started ${#NGINX_WORKERS[@]} workers, expected $WORKERS"
-STARTED+=("${NGINX_WORKERS[@]}")
-log "nginx (master $NGINX_PID, workers ${NGINX_WORKERS[*]}) on 127.0.0.1:$NGINX_PORT"
+# The floor: nginx. start_nginx NAME PORT WORKER_CONNECTIONS sets NGX_PID and NGX_WORKERS.
+start_nginx() {
+    local name=$1 port=$2 slots=$3 i
+    sed -e "s|@TMP@|$TMP|g" -e "s|@NAME@|$name|g" -e "s|@WORKERS@|$WORKERS|g" \
+        -e "s|@NOFILE@|$NOFILE|g" -e "s|@WORKER_CONNECTIONS@|$slots|g" \
+        -e "s|@FAKE_PORT@|$FAKE_PORT|g" -e "s|@PORT@|$port|g" -e "s|@SLOW_MS@|$SLOW_MS|g" \
+        -e "s|@DRIP_MS@|$DRIP_MS|g" -e "s|sk-bench-provider|$PROVIDER_KEY|g" \
+        "$BENCH/nginx.conf.in" >"$TMP/$name.conf"
+    "$NGINX_BIN" -t -q -p "$TMP" -c "$TMP/$name.conf" -e "$TMP/$name-error.log" ||
+        die "generated $name.conf is invalid"
+    "$NGINX_BIN" -p "$TMP" -c "$TMP/$name.conf" -e "$TMP/$name-error.log" >"$TMP/$name.out" 2>&1 &
+    NGX_PID=$!
+    STARTED+=("$NGX_PID")
+    wait_for_port "$port" "$NGX_PID" "$name"
+    for i in $(seq 1 50); do
+        mapfile -t NGX_WORKERS < <(pgrep -P "$NGX_PID")
+        [ "${#NGX_WORKERS[@]}" -ge "$WORKERS" ] && break
+        sleep 0.1
+    done
+    [ "${#NGX_WORKERS[@]}" -eq "$WORKERS" ] ||
+        die "$name started ${#NGX_WORKERS[@]} workers, expected $WORKERS"
+    STARTED+=("${NGX_WORKERS[@]}")
+    log "$name (master $NGX_PID, workers ${NGX_WORKERS[*]}, $slots connection slots each) on 127.0.0.1:$port"
+}
+
+# Stops what start_nginx started (the master takes its workers with it).
+stop_nginx() { # master workers...
+    local pid i
+    kill -TERM "$1" 2>/dev/null || true
+    for pid in "$@"; do
+        for i in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+    done
+    wait "$1" 2>/dev/null || true
+    for pid in "$@"; do
+        forget "$pid"
+    done
+}
+
+NGINX_SLOTS=1024
+start_nginx nginx "$NGINX_PORT" "$NGINX_SLOTS"
+NGINX_PID=$NGX_PID
+PNAME[$NGINX_PID]=nginx
+NGINX_WORKERS=("${NGX_WORKERS[@]}")
 
 PROXIES=(nginx)
 if [ -x "$SB_BIN" ]; then
@@ -313,6 +358,7 @@ EOF
     "$SB_BIN" --config "$TMP/switchboard.yaml" >"$TMP/switchboard.out" 2>"$TMP/switchboard.err" &
     SB_PID=$!
     STARTED+=("$SB_PID")
+    PNAME[$SB_PID]=switchboard
     wait_for_line "$TMP/switchboard.err" '"msg": ?"listening on ' "$SB_PID" "switchboard"
     sleep 0.5
     SB_IDLE_RSS=$(status_kib VmRSS "$SB_PID")
@@ -481,34 +527,34 @@ done
 # ---------------------------------------------------------------------------------------------
 # idle keep-alive connections: RSS growth per connection
 
-IDLE_PIDS=()
-idle_cost() { # proxy -> sets R[idle,proxy,kib]
-    local proxy=$1 pids before after cpid line i
-    read -r -a pids <<<"${HWM_PIDS[$proxy]}"
-    before=$(status_kib VmRSS "${pids[@]}")
-    "$TMP/bench_client" idle --port "${PORT[$proxy]}" --path /health/liveliness \
-        --count "$IDLE_CONNS" >"$TMP/idle-$proxy.txt" 2>"$TMP/idle-$proxy.err" &
+# idle_cost KEY PORT PID...: opens IDLE_CONNS keep-alive connections to PORT and sets
+# R[idle,KEY,kib] to the growth of the summed RSS of PIDs per connection.
+idle_cost() {
+    local key=$1 port=$2 before after cpid line i
+    shift 2
+    before=$(status_kib VmRSS "$@")
+    "$TMP/bench_client" idle --port "$port" --path /health/liveliness \
+        --count "$IDLE_CONNS" >"$TMP/idle-$key.txt" 2>"$TMP/idle-$key.err" &
     cpid=$!
     STARTED+=("$cpid")
     line=""
     for i in $(seq 1 600); do
-        line=$(grep '^idle ' "$TMP/idle-$proxy.txt" 2>/dev/null || true)
+        line=$(grep '^idle ' "$TMP/idle-$key.txt" 2>/dev/null || true)
         [ -n "$line" ] && break
         kill -0 "$cpid" 2>/dev/null || break
         sleep 0.1
     done
     if [ -z "$line" ]; then
-        FAILURES+=("idle connections via $proxy: the client did not finish opening them")
+        FAILURES+=("idle connections via $key: the client did not finish opening them")
     else
         sleep 1 # let the proxy finish the last requests and settle
-        after=$(status_kib VmRSS "${pids[@]}")
-        R[idle,$proxy,kib]=$(awk -v a="$after" -v b="$before" -v n="$IDLE_CONNS" 'BEGIN {printf "%.2f", (a - b) / n}')
-        R[idle,$proxy,total]=$((after - before))
+        after=$(status_kib VmRSS "$@")
+        R[idle,$key,kib]=$(awk -v a="$after" -v b="$before" -v n="$IDLE_CONNS" 'BEGIN {printf "%.2f", (a - b) / n}')
         case $line in
         *" failed=0") ;;
-        *) FAILURES+=("idle connections via $proxy: $line ($(head -n 1 "$TMP/idle-$proxy.err"))") ;;
+        *) FAILURES+=("idle connections via $key: $line ($(head -n 1 "$TMP/idle-$key.err"))") ;;
         esac
-        log "idle keep-alive via $proxy: $line, RSS $before -> $after KiB (${R[idle,$proxy,kib]} KiB/conn)"
+        log "idle keep-alive via $key: $line, RSS $before -> $after KiB (${R[idle,$key,kib]} KiB/conn)"
     fi
     kill -TERM "$cpid" 2>/dev/null || true
     wait "$cpid" 2>/dev/null || true
@@ -518,9 +564,24 @@ idle_cost() { # proxy -> sets R[idle,proxy,kib]
 if [ -n "$IDLE_SKIP" ]; then
     log "skipping the idle-connection test: $IDLE_SKIP"
 else
-    for proxy in "${PROXIES[@]}"; do
-        idle_cost "$proxy"
-    done
+    # nginx needs a slot per connection, allocated when a worker starts, so it gets a second
+    # instance with room for all of them. What a parked connection costs nginx is then the
+    # RSS growth while they are open plus its share of the larger start-up allocation.
+    idle_slots=$((IDLE_CONNS + NGINX_SLOTS))
+    start_nginx nginx-idle "$NGINX_IDLE_PORT" "$idle_slots"
+    sleep 0.5
+    big_rss=$(status_kib VmRSS "${NGX_WORKERS[@]}")
+    R[idle,nginx,slot]=$(awk -v a="$big_rss" -v b="$NGINX_IDLE_RSS" -v n=$((WORKERS * IDLE_CONNS)) \
+        'BEGIN {v = (a - b) / n; printf "%.2f", v < 0 ? 0 : v}')
+    idle_cost nginx "$NGINX_IDLE_PORT" "${NGX_WORKERS[@]}"
+    [ -n "${R[idle,nginx,kib]:-}" ] &&
+        R[idle,nginx,total]=$(awk -v a="${R[idle,nginx,kib]}" -v b="${R[idle,nginx,slot]}" 'BEGIN {printf "%.2f", a + b}')
+    log "nginx with $idle_slots slots per worker starts at $big_rss KiB (with $NGINX_SLOTS: $NGINX_IDLE_RSS KiB): ${R[idle,nginx,slot]} KiB per slot"
+    stop_nginx "$NGX_PID" "${NGX_WORKERS[@]}"
+    if [ -n "${SB_PID:-}" ]; then
+        idle_cost switchboard "$SB_PORT" "$SB_PID"
+        R[idle,switchboard,total]=${R[idle,switchboard,kib]:-}
+    fi
 fi
 
 for proxy in "${PROXIES[@]}"; do
@@ -599,14 +660,18 @@ cell() { # value sb-raw nginx-raw proxy
         if [ "$proxy" = switchboard ]; then idle_rss=$SB_IDLE_RSS; else idle_rss=$NGINX_IDLE_RSS; fi
         if [ -n "$IDLE_SKIP" ]; then
             per="skipped: $IDLE_SKIP"
+        elif [ "$proxy" = nginx ]; then
+            per="${R[idle,nginx,total]:-n/a} (${R[idle,nginx,kib]:-n/a} growth + ${R[idle,nginx,slot]:-n/a} preallocated slot)"
         else
-            per=$(cell "${R[idle,$proxy,kib]:-n/a}" "${R[idle,$proxy,kib]:-}" "${R[idle,nginx,kib]:-}" "$proxy")
+            per=$(cell "${R[idle,$proxy,total]:-n/a}" "${R[idle,$proxy,total]:-}" "${R[idle,nginx,total]:-}" "$proxy")
         fi
         echo "| $proxy | $(cell "$(fmt_mib "$idle_rss")" "$idle_rss" "$NGINX_IDLE_RSS" "$proxy") | $per |"
     done
     echo
-    echo "nginx: CPU is master + workers, RSS is the sum over its $WORKERS workers; access log on, one JSON line per request to a file, as switchboard's." \
-        "Its start-up RSS includes the $((IDLE_CONNS + 2048)) connection slots each worker allocates up front, which its per-connection figure therefore leaves out."
+    echo "nginx: CPU is master + workers, RSS is the sum over its $WORKERS workers (worker_connections $NGINX_SLOTS);" \
+        "access log on, one JSON line per request to a file, as switchboard's." \
+        "For the idle connections a second nginx with $((IDLE_CONNS + NGINX_SLOTS)) slots per worker is used;" \
+        "nginx allocates its slots when a worker starts, so its figure adds the per-slot share of that start-up growth."
     [ "$HWM_RESETS" = 1 ] || echo "Peak RSS could not be reset between scenarios: each figure is the peak since start."
     fake_cpu=""
     for s in "${SCENARIOS[@]}"; do
@@ -628,7 +693,7 @@ mkdir -p "$RESULTS_DIR/latest-raw"
 cp "$TMP/table.md" "$RESULTS_DIR/latest.md"
 # The raw wrk/client output and the generated configs, for reading a surprising figure later.
 rm -f "$RESULTS_DIR/latest-raw/"*
-for f in "$TMP"/wrk-*.txt "$TMP"/ttfb-*.txt "$TMP"/idle-*.txt "$TMP"/idle-*.err "$TMP/nginx.conf" \
+for f in "$TMP"/wrk-*.txt "$TMP"/ttfb-*.txt "$TMP"/idle-*.txt "$TMP"/idle-*.err "$TMP"/nginx*.conf \
     "$TMP/switchboard.yaml" "$TMP/nginx-error.log" "$TMP/switchboard.err"; do
     [ -f "$f" ] && cp "$f" "$RESULTS_DIR/latest-raw/"
 done
