@@ -47,6 +47,8 @@ struct sb_gw_worker {
     struct sb_buf access_log;
     uint32_t rr;
     uint64_t rng;
+    time_t ts_sec;      /* the second ts_prefix was formatted for */
+    char ts_prefix[32]; /* "2026-11-21T19:05:40." */
 };
 
 int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nworkers);

@@ -193,9 +193,29 @@ static double ns_to_s(uint64_t ns)
     return (double)ns / 1e9;
 }
 
+/* ,"name": */
+static void log_key(struct sb_buf *b, const char *name)
+{
+    sb_buf_append(b, ",\"", 2);
+    sb_buf_append_str(b, name);
+    sb_buf_append(b, "\":", 2);
+}
+
+/* Seconds as milliseconds with three decimals, without printf (once per request). */
+static void log_ms(struct sb_buf *b, const char *name, double seconds)
+{
+    log_key(b, name);
+    uint64_t us = seconds > 0 ? (uint64_t)(seconds * 1e6 + 0.5) : 0;
+    char frac[4] = {(char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10), (char)('0' + us % 10),
+                    0};
+    sb_buf_append_u64(b, us / 1000);
+    sb_buf_append_char(b, '.');
+    sb_buf_append(b, frac, 3);
+}
+
 static void log_json_field(struct sb_buf *b, const char *name, const char *v)
 {
-    sb_buf_printf(b, ",\"%s\":", name);
+    log_key(b, name);
     if (v)
         sb_buf_append_json_str(b, v, strlen(v));
     else
@@ -204,10 +224,11 @@ static void log_json_field(struct sb_buf *b, const char *name, const char *v)
 
 static void log_tokens(struct sb_buf *b, const char *name, int64_t v)
 {
+    log_key(b, name);
     if (v < 0)
-        sb_buf_printf(b, ",\"%s\":null", name);
+        sb_buf_append_str(b, "null");
     else
-        sb_buf_printf(b, ",\"%s\":%lld", name, (long long)v);
+        sb_buf_append_i64(b, v);
 }
 
 static void record(struct sb_api_req *r, bool aborted)
@@ -242,14 +263,20 @@ static void record(struct sb_api_req *r, bool aborted)
     size_t mark = b->len;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    char when[40];
-    size_t w = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(when + w, sizeof when - w, ".%03ldZ", ts.tv_nsec / 1000000);
+    if (ts.tv_sec != gw_w->ts_sec) { /* the formatted second is reused until it changes */
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        strftime(gw_w->ts_prefix, sizeof gw_w->ts_prefix, "%Y-%m-%dT%H:%M:%S.", &tm);
+        gw_w->ts_sec = ts.tv_sec;
+    }
+    long ms = ts.tv_nsec / 1000000;
+    char msd[3] = {(char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10)};
     const struct sb_deployment *d = rec->dep;
     const char *model = rec->model >= 0 ? gw_w->gw->cfg->model_names[rec->model] : NULL;
-    int rc = sb_buf_printf(b, "{\"ts\":\"%s\"", when);
+    int rc = sb_buf_append_str(b, "{\"ts\":\"");
+    sb_buf_append_str(b, gw_w->ts_prefix);
+    sb_buf_append(b, msd, 3);
+    sb_buf_append(b, "Z\"", 2);
     log_json_field(b, "request_id", r->request_id);
     sb_buf_append_str(b, ",\"method\":");
     sb_buf_append_json_str(b, x->req.method.p, x->req.method.n);
@@ -259,23 +286,28 @@ static void record(struct sb_api_req *r, bool aborted)
     log_json_field(b, "model", model);
     log_json_field(b, "provider", d ? d->provider_name : NULL);
     log_json_field(b, "deployment", d ? d->litellm_model : NULL);
-    sb_buf_printf(b, ",\"status\":%d,\"stream\":%s", status, rec->stream ? "true" : "false");
-    sb_buf_printf(b, ",\"latency_ms\":%.3f", total * 1e3);
-    if (upstream >= 0)
-        sb_buf_printf(b, ",\"upstream_ms\":%.3f,\"overhead_ms\":%.3f", upstream * 1e3,
-                      (total > upstream ? total - upstream : 0) * 1e3);
-    else
+    log_key(b, "status");
+    sb_buf_append_i64(b, status);
+    sb_buf_append_str(b, rec->stream ? ",\"stream\":true" : ",\"stream\":false");
+    log_ms(b, "latency_ms", total);
+    if (upstream >= 0) {
+        log_ms(b, "upstream_ms", upstream);
+        log_ms(b, "overhead_ms", total > upstream ? total - upstream : 0);
+    } else {
         sb_buf_append_str(b, ",\"upstream_ms\":null,\"overhead_ms\":null");
+    }
     if (rec->upstream_ttfb_s >= 0 && rec->upstream_start_ns)
-        sb_buf_printf(b, ",\"upstream_ttfb_ms\":%.3f", rec->upstream_ttfb_s * 1e3);
+        log_ms(b, "upstream_ttfb_ms", rec->upstream_ttfb_s);
     if (ttfb >= 0)
-        sb_buf_printf(b, ",\"ttfb_ms\":%.3f", ttfb * 1e3);
+        log_ms(b, "ttfb_ms", ttfb);
     log_tokens(b, "tokens_in", rec->tokens_in);
     log_tokens(b, "tokens_out", rec->tokens_out);
     log_tokens(b, "tokens_cached", rec->tokens_cached);
     log_tokens(b, "tokens_reasoning", rec->tokens_reasoning);
-    sb_buf_printf(b, ",\"bytes_in\":%llu,\"bytes_out\":%llu", (unsigned long long)x->bytes_in,
-                  (unsigned long long)x->bytes_out);
+    log_key(b, "bytes_in");
+    sb_buf_append_u64(b, x->bytes_in);
+    log_key(b, "bytes_out");
+    sb_buf_append_u64(b, x->bytes_out);
     log_json_field(b, "error",
                    rec->error_code ? rec->error_code : (aborted ? "client_closed" : NULL));
     rc = sb_buf_append_str(b, "}\n");

@@ -44,32 +44,45 @@ struct sb_proxy {
 
 /* ---------------------------------------------------------------- usage */
 
-static int64_t get_int(const char *s, size_t n, const struct sb_json_span *obj, const char *path)
+static int64_t int_of(const char *s, size_t n, const struct sb_json_member *m, int count)
 {
-    struct sb_json_span v;
     int64_t out;
-    if (sb_json_path(s, n, obj, path, &v) != 0 || sb_json_int64(s, n, &v, &out) != 0)
+    if (count != 1 || sb_json_int64(s, n, &m->value, &out) != 0 || out < 0)
         return -1;
     return out;
 }
 
+static int64_t inner_int(const char *s, size_t n, const struct sb_json_member *obj, int count,
+                         const char *key)
+{
+    struct sb_json_member m;
+    if (count != 1 || obj->value.type != SB_JSON_OBJECT ||
+        sb_json_object_get(s, n, &obj->value, key, &m) != 0)
+        return -1;
+    return int_of(s, n, &m, 1);
+}
+
 /* Reads an OpenAI usage object into the record (OpenAI's prompt_tokens includes cached
- * input, and completion_tokens includes reasoning). */
+ * input, and completion_tokens includes reasoning). One pass over its members. */
 static void read_usage(struct sb_request_record *rec, const char *s, size_t n,
                        const struct sb_json_span *usage)
 {
-    if (usage->type != SB_JSON_OBJECT)
+    static const char *const keys[] = {"prompt_tokens", "completion_tokens",
+                                       "prompt_tokens_details", "completion_tokens_details"};
+    struct sb_json_member m[4];
+    int c[4];
+    if (usage->type != SB_JSON_OBJECT || sb_json_object_get_many(s, n, usage, keys, 4, m, c) != 0)
         return;
-    int64_t in = get_int(s, n, usage, "prompt_tokens");
-    int64_t out = get_int(s, n, usage, "completion_tokens");
+    int64_t in = int_of(s, n, &m[0], c[0]);
+    int64_t out = int_of(s, n, &m[1], c[1]);
     if (in >= 0)
         rec->tokens_in = in;
     if (out >= 0)
         rec->tokens_out = out;
     else if (in >= 0)
         rec->tokens_out = 0; /* embeddings have no completion tokens */
-    int64_t cached = get_int(s, n, usage, "prompt_tokens_details.cached_tokens");
-    int64_t reasoning = get_int(s, n, usage, "completion_tokens_details.reasoning_tokens");
+    int64_t cached = inner_int(s, n, &m[2], c[2], "cached_tokens");
+    int64_t reasoning = inner_int(s, n, &m[3], c[3], "reasoning_tokens");
     if (cached >= 0)
         rec->tokens_cached = cached;
     if (reasoning >= 0)
@@ -190,25 +203,24 @@ static int on_event(void *ud, const struct sb_sse_event *ev)
     }
     const char *data = s;
     size_t data_len = n;
-    struct sb_json_member usage;
-    int urc = sb_json_object_get(s, n, &root, "usage", &usage);
-    if (urc == 0 && usage.value.type == SB_JSON_OBJECT)
-        read_usage(&p->r->rec, s, n, &usage.value);
+    static const char *const keys[] = {"usage", "choices"};
+    struct sb_json_member m[2];
+    int c[2];
+    sb_json_object_get_many(s, n, &root, keys, 2, m, c);
+    const struct sb_json_member *usage = &m[0];
+    if (c[0] == 1 && usage->value.type == SB_JSON_OBJECT)
+        read_usage(&p->r->rec, s, n, &usage->value);
     struct sb_buf trimmed;
     sb_buf_init(&trimmed, p->sse.max_event_bytes);
-    if (urc == 0 && !p->client_wants_usage) {
-        if (usage.value.type == SB_JSON_OBJECT) {
-            /* The final usage chunk exists only because the gateway asked for it. */
-            struct sb_json_member choices;
-            if (sb_json_object_get(s, n, &root, "choices", &choices) == 0 &&
-                choices.value.type == SB_JSON_ARRAY &&
-                sb_json_array_len(s, n, &choices.value) == 0) {
-                sb_buf_free(&trimmed);
-                return 0;
-            }
+    if (c[0] == 1 && !p->client_wants_usage) {
+        /* The final usage chunk exists only because the gateway asked for it. */
+        if (usage->value.type == SB_JSON_OBJECT && c[1] == 1 && m[1].value.type == SB_JSON_ARRAY &&
+            sb_json_array_len(s, n, &m[1].value) == 0) {
+            sb_buf_free(&trimmed);
+            return 0;
         }
-        if (usage.value.type == SB_JSON_NULL &&
-            sb_json_remove_member(s, n, &root, &usage, &trimmed) == 0) {
+        if (usage->value.type == SB_JSON_NULL &&
+            sb_json_remove_member(s, n, &root, usage, &trimmed) == 0) {
             data = trimmed.data;
             data_len = trimmed.len;
         }
@@ -449,21 +461,24 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
                     "The request body is not a valid JSON object.");
         return;
     }
-    struct sb_json_member model;
-    int rc = sb_json_object_get(s, n, &root, "model", &model);
-    if (rc == SB_JSON_NOT_FOUND) {
+    static const char *const keys[] = {"model", "stream", "stream_options"};
+    struct sb_json_member m[3];
+    int c[3];
+    int rc = sb_json_object_get_many(s, n, &root, keys, 3, m, c);
+    const struct sb_json_member model = m[0];
+    if (rc != 0 || c[0] == 0) {
         sb_api_fail(r, 400, "invalid_request_error", "missing_model", "model",
                     "The request has no 'model'.");
         return;
     }
-    if (rc == SB_JSON_DUPLICATE) {
+    if (c[0] > 1) {
         sb_api_fail(r, 400, "invalid_request_error", "invalid_json", "model",
                     "The request has more than one 'model' key.");
         return;
     }
     char name[257];
     size_t name_len = 0;
-    if (rc != 0 || model.value.type != SB_JSON_STRING ||
+    if (model.value.type != SB_JSON_STRING ||
         sb_json_string_copy(s, n, &model.value, name, sizeof name, &name_len) != 0) {
         sb_api_fail(r, 400, "invalid_request_error", "invalid_model", "model",
                     "'model' must be a string of at most 256 bytes.");
@@ -486,17 +501,15 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
         return;
     }
 
-    bool stream = false;
-    struct sb_json_member m_stream;
-    rc = sb_json_object_get(s, n, &root, "stream", &m_stream);
-    if (rc == SB_JSON_DUPLICATE ||
-        (rc == 0 && m_stream.value.type != SB_JSON_TRUE && m_stream.value.type != SB_JSON_FALSE &&
-         m_stream.value.type != SB_JSON_NULL)) {
+    const struct sb_json_member *m_stream = &m[1];
+    if (c[1] > 1 ||
+        (c[1] == 1 && m_stream->value.type != SB_JSON_TRUE &&
+         m_stream->value.type != SB_JSON_FALSE && m_stream->value.type != SB_JSON_NULL)) {
         sb_api_fail(r, 400, "invalid_request_error", "invalid_value", "stream",
                     "'stream' must be a boolean.");
         return;
     }
-    stream = rc == 0 && m_stream.value.type == SB_JSON_TRUE;
+    bool stream = c[1] == 1 && m_stream->value.type == SB_JSON_TRUE;
     if (ep == SB_EP_EMBEDDINGS)
         stream = false;
 
@@ -530,15 +543,14 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
         static const char add_root[] = ",\"stream_options\":{\"include_usage\":true}";
         static const char add_inner[] = ",\"include_usage\":true";
         static const char obj[] = "{\"include_usage\":true}";
-        struct sb_json_member so;
-        rc = sb_json_object_get(s, n, &root, "stream_options", &so);
-        if (rc == SB_JSON_DUPLICATE) {
+        const struct sb_json_member so = m[2];
+        if (c[2] > 1) {
             sb_api_fail(r, 400, "invalid_request_error", "invalid_json", "stream_options",
                         "The request has more than one 'stream_options' key.");
             detach(p);
             return;
         }
-        if (rc == SB_JSON_NOT_FOUND) {
+        if (c[2] == 0) {
             size_t at = closing_brace(&root);
             edits[ne++] = (struct edit){at, at, add_root, sizeof add_root - 1};
         } else if (so.value.type == SB_JSON_NULL) {

@@ -197,14 +197,26 @@ static void write_head(struct sb_exchange *x, int status, const char *content_ty
         c->close_after = true; /* no chunked coding in HTTP/1.0: the close ends the body */
     if (c->w->draining)
         c->close_after = true;
-    int rc = sb_buf_printf(&h, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, sb_http_reason(status),
-                           date_header(c->w));
-    if (rc == 0 && content_type)
-        rc = sb_buf_printf(&h, "Content-Type: %s\r\n", content_type);
-    if (rc == 0 && content_length >= 0)
-        rc = sb_buf_printf(&h, "Content-Length: %lld\r\n", (long long)content_length);
-    else if (rc == 0 && !http10)
+    /* Plain appends rather than printf: this runs for every response. */
+    int rc = sb_buf_append(&h, "HTTP/1.1 ", 9);
+    rc = rc ? rc : sb_buf_append_u64(&h, (uint64_t)status);
+    rc = rc ? rc : sb_buf_append_char(&h, ' ');
+    rc = rc ? rc : sb_buf_append_str(&h, sb_http_reason(status));
+    rc = rc ? rc : sb_buf_append_str(&h, "\r\nDate: ");
+    rc = rc ? rc : sb_buf_append_str(&h, date_header(c->w));
+    rc = rc ? rc : sb_buf_append(&h, "\r\n", 2);
+    if (rc == 0 && content_type) {
+        rc = sb_buf_append_str(&h, "Content-Type: ");
+        rc = rc ? rc : sb_buf_append_str(&h, content_type);
+        rc = rc ? rc : sb_buf_append(&h, "\r\n", 2);
+    }
+    if (rc == 0 && content_length >= 0) {
+        rc = sb_buf_append_str(&h, "Content-Length: ");
+        rc = rc ? rc : sb_buf_append_u64(&h, (uint64_t)content_length);
+        rc = rc ? rc : sb_buf_append(&h, "\r\n", 2);
+    } else if (rc == 0 && !http10) {
         rc = sb_buf_append_str(&h, "Transfer-Encoding: chunked\r\n");
+    }
     if (rc == 0 && c->close_after)
         rc = sb_buf_append_str(&h, "Connection: close\r\n");
     else if (rc == 0 && http10)

@@ -668,6 +668,36 @@ int sb_json_object_get(const char *s, size_t n, const struct sb_json_span *obj, 
     return object_get_n(s, n, obj, key, strlen(key), out);
 }
 
+int sb_json_object_get_many(const char *s, size_t n, const struct sb_json_span *obj,
+                            const char *const *keys, size_t nkeys, struct sb_json_member *out,
+                            int *counts)
+{
+    size_t lens[SB_JSON_MANY_MAX];
+    struct member_iter it;
+    if (nkeys > SB_JSON_MANY_MAX || !iter_init(&it, s, n, obj))
+        return SB_JSON_BAD;
+    for (size_t k = 0; k < nkeys; k++) {
+        lens[k] = strlen(keys[k]);
+        counts[k] = 0;
+        memset(&out[k], 0, sizeof out[k]);
+    }
+    struct sb_json_member m;
+    bool esc;
+    int rc;
+    while ((rc = iter_next(&it, &m, &esc)) == 1) {
+        for (size_t k = 0; k < nkeys; k++) {
+            if (!content_eq(it.p, m.key.start + 1, m.key.end - 1, esc, keys[k], lens[k]))
+                continue;
+            if (counts[k] == 0)
+                out[k] = m;
+            if (counts[k] < 2)
+                counts[k]++;
+            break;
+        }
+    }
+    return rc < 0 ? rc : 0;
+}
+
 int sb_json_path(const char *s, size_t n, const struct sb_json_span *obj, const char *path,
                  struct sb_json_span *out)
 {
