@@ -182,6 +182,21 @@ static void exercise_object(const char *s, size_t n, const struct sb_json_span *
         }
     }
     sb_buf_free(&out);
+
+    /* The one-pass multi-key lookup agrees with one lookup per key. */
+    static const char *const keys[] = {"model", "stream", "stream_options", "usage", "a", ""};
+    struct sb_json_member many[6];
+    int counts[6];
+    CHECK(sb_json_object_get_many(s, n, obj, keys, 6, many, counts) == 0);
+    for (int k = 0; k < 6; k++) {
+        struct sb_json_member one;
+        int rc1 = sb_json_object_get(s, n, obj, keys[k], &one);
+        CHECK(rc1 == 0                   ? counts[k] == 1
+              : rc1 == SB_JSON_DUPLICATE ? counts[k] == 2
+                                         : counts[k] == 0);
+        if (rc1 == 0)
+            CHECK(one.value.start == many[k].value.start && one.value.end == many[k].value.end);
+    }
 }
 
 static void exercise_array(const char *s, size_t n, const struct sb_json_span *arr, json_t *j)

@@ -1071,9 +1071,53 @@ static void test_fixtures(void **state)
     assert_true(usage_checked >= 6);
 }
 
+static void test_object_get_many(void **state)
+{
+    (void)state;
+    static const char doc[] = "{\"model\":\"a\",\"messages\":[{\"model\":1}],"
+                              "\"str\\u0065am\":true,\"x\":{\"stream\":2},\"model\":\"b\"}";
+    size_t n = sizeof doc - 1;
+    struct sb_json_span root;
+    assert_int_equal(sb_json_root(doc, n, &root), 0);
+    static const char *const keys[] = {"model", "stream", "stream_options", "x"};
+    struct sb_json_member m[4];
+    int c[4];
+    assert_int_equal(sb_json_object_get_many(doc, n, &root, keys, 4, m, c), 0);
+    /* Only root members count: nested "model" and "stream" keys are not seen. */
+    assert_int_equal(c[0], 2); /* a duplicate, reported, first occurrence kept */
+    assert_true(sb_json_string_eq(doc, n, &m[0].value, "a"));
+    assert_int_equal(c[1], 1); /* matched through the \u escape */
+    assert_int_equal(m[1].value.type, SB_JSON_TRUE);
+    assert_int_equal(c[2], 0);
+    assert_int_equal(m[2].value.type, SB_JSON_INVALID);
+    assert_int_equal(c[3], 1);
+    assert_int_equal(m[3].value.type, SB_JSON_OBJECT);
+    /* Agrees with the one-key lookup for single keys. */
+    struct sb_json_member one;
+    assert_int_equal(sb_json_object_get(doc, n, &root, "x", &one), 0);
+    assert_int_equal(one.value.start, m[3].value.start);
+    assert_int_equal(one.value.end, m[3].value.end);
+    /* Not an object, too many keys, malformed members. */
+    struct sb_json_span arr = m[3].value;
+    arr.type = SB_JSON_ARRAY;
+    assert_int_equal(sb_json_object_get_many(doc, n, &arr, keys, 4, m, c), SB_JSON_BAD);
+    static const char *many[SB_JSON_MANY_MAX + 1];
+    for (size_t i = 0; i <= SB_JSON_MANY_MAX; i++)
+        many[i] = "k";
+    struct sb_json_member mm[SB_JSON_MANY_MAX + 1];
+    int cc[SB_JSON_MANY_MAX + 1];
+    assert_int_equal(sb_json_object_get_many(doc, n, &root, many, SB_JSON_MANY_MAX + 1, mm, cc),
+                     SB_JSON_BAD);
+    static const char bad[] = "{\"model\":\"a\" \"stream\":true}";
+    struct sb_json_span broot = {0, sizeof bad - 1, SB_JSON_OBJECT};
+    assert_int_equal(sb_json_object_get_many(bad, sizeof bad - 1, &broot, keys, 2, m, c),
+                     SB_JSON_BAD);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_object_get_many),
         cmocka_unit_test(test_validate_table),
         cmocka_unit_test(test_validate_null_and_prefixes),
         cmocka_unit_test(test_validate_deep),
