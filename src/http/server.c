@@ -1,9 +1,9 @@
 #include "http/server.h"
 
 #include "core/log.h"
+#include "http/listen.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
@@ -830,40 +830,6 @@ static void worker_main(void *arg)
         sb_warn("worker %d: loop closed with open handles", w->index);
 }
 
-static int bind_listener(const char *host, int port, int *out_fd)
-{
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    char portstr[16];
-    snprintf(portstr, sizeof portstr, "%d", port);
-    int rc = getaddrinfo(host, portstr, &hints, &res);
-    if (rc != 0) {
-        sb_error("cannot resolve listen address %s: %s", host, gai_strerror(rc));
-        return -1;
-    }
-    int fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
-    if (fd < 0) {
-        freeaddrinfo(res);
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    /* One listener per worker on the same port; the kernel spreads connections. */
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
-        sb_error("cannot listen on %s:%d: %s", host, port, strerror(errno));
-        close(fd);
-        freeaddrinfo(res);
-        return -1;
-    }
-    freeaddrinfo(res);
-    *out_fd = fd;
-    return 0;
-}
-
 struct sb_server *sb_server_new(const struct sb_server_opts *o)
 {
     struct sb_server *s = calloc(1, sizeof *s);
@@ -883,7 +849,10 @@ struct sb_server *sb_server_new(const struct sb_server_opts *o)
         w->srv = s;
         w->index = i;
         w->listen_fd = -1;
-        if (bind_listener(o->host, o->port, &w->listen_fd) != 0) {
+        int rc = sb_listen_reuseport(o->host, o->port, 4096, &w->listen_fd, NULL);
+        if (rc != 0) {
+            sb_error("cannot listen on %s:%d: %s", o->host, o->port,
+                     rc == -EINVAL ? "address does not resolve" : strerror(-rc));
             sb_server_free(s);
             return NULL;
         }

@@ -60,7 +60,6 @@ int sb_fake_http_parse(const char *data, size_t len, struct sb_fake_req *req,
                        struct sb_buf *chunk_body, size_t *consumed);
 /* Case-insensitive header lookup; the first match or NULL. */
 const struct sb_fake_str *sb_fake_http_header(const struct sb_fake_req *req, const char *name);
-const char *sb_fake_http_reason(int status);
 
 /* What a handler asks the server to send. The server frames it: Content-Length for a plain
  * body, chunked transfer encoding when `chunked`. A body is a list of events (`ends` holds

@@ -7,6 +7,9 @@
  * a response says is built when the request arrives; only the sending is spread over time. */
 #include "fake.h"
 
+#include "core/error.h"
+#include "http/listen.h"
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -219,7 +222,7 @@ static int append_head(struct conn *c)
     int rc = sb_buf_append_str(o, "HTTP/1.1 ");
     rc |= sb_buf_append_u64(o, (uint64_t)r->status);
     rc |= sb_buf_append_char(o, ' ');
-    rc |= sb_buf_append_str(o, sb_fake_http_reason(r->status));
+    rc |= sb_buf_append_str(o, sb_http_reason(r->status));
     rc |= sb_buf_append_str(o, "\r\ncontent-type: ");
     rc |= sb_buf_append_str(o, r->content_type);
     if (r->chunked) {
@@ -371,7 +374,7 @@ static void error_response(struct conn *c, int status)
     sb_buf_printf(&r->body,
                   "{\"error\":{\"message\":\"fake-provider: cannot read the request (%d %s)\","
                   "\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}",
-                  status, sb_fake_http_reason(status));
+                  status, sb_http_reason(status));
 }
 
 static void conn_process(struct conn *c)
@@ -497,48 +500,12 @@ static void worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
 }
 
-static int resolve(const char *host, int port, struct sockaddr_storage *ss)
-{
-    memset(ss, 0, sizeof *ss);
-    if (strcmp(host, "localhost") == 0)
-        host = "127.0.0.1";
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-        return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
-        return 0;
-    return -EINVAL;
-}
-
-/* libuv 1.44 has no UV_TCP_REUSEPORT, so the socket is made here and handed to uv_tcp_open. */
+/* The gateway's own listener code: SO_REUSEPORT, one listener per worker. */
 static int open_listener(const char *host, int port, int *bound_port, int *fd_out)
 {
-    struct sockaddr_storage ss;
-    if (resolve(host, port, &ss) != 0)
-        return -EINVAL;
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int one = 1;
-    socklen_t sl =
-        ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
-        bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 1024) != 0) {
-        int err = -errno;
-        close(fd);
-        return err;
-    }
-    struct sockaddr_storage got;
-    socklen_t gl = sizeof got;
-    if (getsockname(fd, (struct sockaddr *)&got, &gl) != 0) {
-        int err = -errno;
-        close(fd);
-        return err;
-    }
-    *bound_port = ntohs(got.ss_family == AF_INET ? ((struct sockaddr_in *)&got)->sin_port
-                                                 : ((struct sockaddr_in6 *)&got)->sin6_port);
-    *fd_out = fd;
-    return 0;
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    return sb_listen_reuseport(host, port, 1024, fd_out, bound_port);
 }
 
 static int worker_init(struct worker *w, const struct sb_fake_config *cfg, int *port)
