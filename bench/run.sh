@@ -238,6 +238,7 @@ FAKE_PORT=$(pick_port 21000)
 NGINX_PORT=$(pick_port 22000)
 NGINX_IDLE_PORT=$(pick_port 22500)
 SB_PORT=$(pick_port 23000)
+SB_IDLE_PORT=$(pick_port 23500)
 
 # The upstream.
 if [ "$STUB" = 1 ]; then
@@ -324,9 +325,11 @@ PNAME[$NGINX_PID]=nginx
 NGINX_WORKERS=("${NGX_WORKERS[@]}")
 
 PROXIES=(nginx)
-if [ -x "$SB_BIN" ]; then
-    PROXIES+=(switchboard)
-    cat >"$TMP/switchboard.yaml" <<EOF
+# start_switchboard NAME PORT: writes NAME.yaml, starts it, waits for its "listening on" line
+# and sets SBX_PID.
+start_switchboard() {
+    local name=$1 port=$2
+    cat >"$TMP/$name.yaml" <<EOF
 model_list:
   - model_name: bench
     litellm_params:
@@ -347,19 +350,25 @@ general_settings:
   master_key: $MASTER_KEY
 server:
   host: 127.0.0.1
-  port: $SB_PORT
+  port: $port
   workers: $WORKERS
-  access_log: $TMP/switchboard-access.log
+  access_log: $TMP/$name-access.log
 EOF
-    "$SB_BIN" --check-config "$TMP/switchboard.yaml" >"$TMP/check-config.log" 2>&1 || {
-        cat "$TMP/check-config.log" >&2
-        die "switchboard rejected the generated config"
+    "$SB_BIN" --check-config "$TMP/$name.yaml" >"$TMP/$name-check.log" 2>&1 || {
+        cat "$TMP/$name-check.log" >&2
+        die "switchboard rejected the generated $name.yaml"
     }
-    "$SB_BIN" --config "$TMP/switchboard.yaml" >"$TMP/switchboard.out" 2>"$TMP/switchboard.err" &
-    SB_PID=$!
-    STARTED+=("$SB_PID")
-    PNAME[$SB_PID]=switchboard
-    wait_for_line "$TMP/switchboard.err" '"msg": ?"listening on ' "$SB_PID" "switchboard"
+    "$SB_BIN" --config "$TMP/$name.yaml" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    SBX_PID=$!
+    STARTED+=("$SBX_PID")
+    PNAME[$SBX_PID]=$name
+    wait_for_line "$TMP/$name.err" '"msg": ?"listening on ' "$SBX_PID" "$name"
+}
+
+if [ -x "$SB_BIN" ]; then
+    PROXIES+=(switchboard)
+    start_switchboard switchboard "$SB_PORT"
+    SB_PID=$SBX_PID
     sleep 0.5
     SB_IDLE_RSS=$(status_kib VmRSS "$SB_PID")
     log "switchboard (pid $SB_PID) on 127.0.0.1:$SB_PORT, idle RSS $SB_IDLE_RSS KiB"
@@ -564,11 +573,12 @@ idle_cost() {
 if [ -n "$IDLE_SKIP" ]; then
     log "skipping the idle-connection test: $IDLE_SKIP"
 else
-    # nginx needs a slot per connection, allocated when a worker starts, so it gets a second
-    # instance with room for all of them. What a parked connection costs nginx is then the
+    # Fresh instances of both proxies. nginx needs a slot per connection, allocated when a
+    # worker starts, so its second instance has room for all of them. What a parked connection costs nginx is then the
     # RSS growth while they are open plus its share of the larger start-up allocation.
     idle_slots=$((IDLE_CONNS + NGINX_SLOTS))
     start_nginx nginx-idle "$NGINX_IDLE_PORT" "$idle_slots"
+    PNAME[$NGX_PID]=nginx-idle
     sleep 0.5
     big_rss=$(status_kib VmRSS "${NGX_WORKERS[@]}")
     R[idle,nginx,slot]=$(awk -v a="$big_rss" -v b="$NGINX_IDLE_RSS" -v n=$((WORKERS * IDLE_CONNS)) \
@@ -578,9 +588,17 @@ else
         R[idle,nginx,total]=$(awk -v a="${R[idle,nginx,kib]}" -v b="${R[idle,nginx,slot]}" 'BEGIN {printf "%.2f", a + b}')
     log "nginx with $idle_slots slots per worker starts at $big_rss KiB (with $NGINX_SLOTS: $NGINX_IDLE_RSS KiB): ${R[idle,nginx,slot]} KiB per slot"
     stop_nginx "$NGX_PID" "${NGX_WORKERS[@]}"
+    unset "PNAME[$NGX_PID]"
+    # A fresh gateway too: the one that ran the load has freed memory it would reuse first.
     if [ -n "${SB_PID:-}" ]; then
-        idle_cost switchboard "$SB_PORT" "$SB_PID"
+        start_switchboard switchboard-idle "$SB_IDLE_PORT"
+        sleep 0.5
+        idle_cost switchboard "$SB_IDLE_PORT" "$SBX_PID"
         R[idle,switchboard,total]=${R[idle,switchboard,kib]:-}
+        kill -TERM "$SBX_PID" 2>/dev/null || true
+        wait "$SBX_PID" 2>/dev/null || true
+        unset "PNAME[$SBX_PID]"
+        forget "$SBX_PID"
     fi
 fi
 
@@ -694,7 +712,7 @@ cp "$TMP/table.md" "$RESULTS_DIR/latest.md"
 # The raw wrk/client output and the generated configs, for reading a surprising figure later.
 rm -f "$RESULTS_DIR/latest-raw/"*
 for f in "$TMP"/wrk-*.txt "$TMP"/ttfb-*.txt "$TMP"/idle-*.txt "$TMP"/idle-*.err "$TMP"/nginx*.conf \
-    "$TMP/switchboard.yaml" "$TMP/nginx-error.log" "$TMP/switchboard.err"; do
+    "$TMP"/switchboard*.yaml "$TMP"/nginx*-error.log "$TMP"/switchboard*.err; do
     [ -f "$f" ] && cp "$f" "$RESULTS_DIR/latest-raw/"
 done
 cat "$TMP/table.md"
