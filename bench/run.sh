@@ -60,6 +60,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/sb-bench.XXXXXX")
 STARTED=() # every background process this script started, stopped in cleanup
 declare -A PNAME # pid -> name of the long-running processes, watched for an early exit
 FAILURES=()
+INTERRUPTED=0
 
 cleanup() {
     local rc=$?
@@ -68,7 +69,7 @@ cleanup() {
     # A proxy or the fake that died on its own is the likeliest cause of a failed run: say so,
     # with its exit status, and keep its logs.
     for pid in "${!PNAME[@]}"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if [ "$INTERRUPTED" = 0 ] && ! kill -0 "$pid" 2>/dev/null; then
             st=0
             wait "$pid" 2>/dev/null || st=$?
             log "${PNAME[$pid]} (pid $pid) ended on its own, exit status $st"
@@ -89,7 +90,9 @@ cleanup() {
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -KILL "$pid" 2>/dev/null || true
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
     done
     if [ "${BENCH_KEEP_TMP:-0}" = 1 ]; then
         log "temp dir kept: $TMP"
@@ -99,7 +102,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
+trap 'INTERRUPTED=1; log "interrupted"; exit 130' INT TERM
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -394,6 +397,13 @@ probe() { # proxy path body
         head -c 600 "$TMP/probe.out" >&2 2>/dev/null || true
         die "probe of $1 $2 ($(basename "$3")) answered $code"
     fi
+    # Whole answers, not just a status: a stream must end with [DONE], a reply be a completion.
+    local want='"object": *"chat.completion"'
+    grep -q '"stream":true' "$3" && want='^data: \[DONE\]'
+    grep -Eq "$want" "$TMP/probe.out" || {
+        head -c 600 "$TMP/probe.out" >&2
+        die "probe of $1 $2 ($(basename "$3")): the answer lacks $want"
+    }
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -426,7 +436,7 @@ for proxy in "${PROXIES[@]}"; do
         probe "$proxy" "$(scenario_path "$proxy" "$s")" "$TMP/${S_BODY[$s]}"
     done
 done
-log "probes answered 200 through every proxy"
+log "probes: every proxy answers each request kind with 200 and a complete reply or stream"
 
 declare -A R # R[scenario,proxy,field]
 CLK_TCK=$(getconf CLK_TCK)
