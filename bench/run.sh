@@ -8,9 +8,7 @@
 # Knobs (environment): BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2),
 # BENCH_FAKE_THREADS (2), BENCH_TTFB_COUNT (200), BENCH_IDLE_CONNS (10000),
 # BENCH_SCENARIOS (a subset of "ns16 ns64 ns256 st64 slow256"),
-# BENCH_KEEP_TMP=1 (keep the temp dir with configs and logs),
-# BENCH_STUB_UPSTREAM=1 (plumbing check: a fixed-reply nginx replaces the fake provider and
-# switchboard is skipped when it is not built).
+# BENCH_KEEP_TMP=1 (keep the temp dir with configs and logs).
 #
 # Exit status: 0 when every process started and no request failed; 1 otherwise.
 set -euo pipefail
@@ -28,7 +26,6 @@ WARMUP=${BENCH_WARMUP:-2}
 FAKE_THREADS=${BENCH_FAKE_THREADS:-2}
 TTFB_COUNT=${BENCH_TTFB_COUNT:-200}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
-STUB=${BENCH_STUB_UPSTREAM:-0}
 WORKERS=2
 SLOW_MS=50
 DRIP_MS=5
@@ -52,8 +49,8 @@ die() {
 for tool in wrk nginx cc curl ss awk; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
 done
-[ -x "$SB_BIN" ] || [ "$STUB" = 1 ] || die "$SB_BIN not found: build first (make build)"
-[ -x "$FAKE_BIN" ] || [ "$STUB" = 1 ] || die "$FAKE_BIN not found: build first (make build)"
+[ -x "$SB_BIN" ] || die "$SB_BIN not found: build first (make build)"
+[ -x "$FAKE_BIN" ] || die "$FAKE_BIN not found: build first (make build)"
 NGINX_BIN=$(command -v nginx)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sb-bench.XXXXXX")
@@ -65,7 +62,7 @@ INTERRUPTED=0
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    local pid i st
+    local pid st
     # A proxy or the fake that died on its own is the likeliest cause of a failed run: say so,
     # with its exit status, and keep its logs.
     for pid in "${!PNAME[@]}"; do
@@ -86,7 +83,7 @@ cleanup() {
         kill -TERM "$pid" 2>/dev/null || true
     done
     for pid in "${STARTED[@]}"; do
-        for i in $(seq 1 50); do
+        for _ in $(seq 1 50); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
@@ -143,8 +140,7 @@ pick_port() {
 
 # wait_for_line FILE REGEX PID WHAT: until FILE has a line matching REGEX, at most 15 s.
 wait_for_line() {
-    local i
-    for i in $(seq 1 150); do
+    for _ in $(seq 1 150); do
         grep -Eq "$2" "$1" 2>/dev/null && return 0
         kill -0 "$3" 2>/dev/null || {
             tail -n 20 "$1" >&2 || true
@@ -157,8 +153,7 @@ wait_for_line() {
 }
 
 wait_for_port() {
-    local i
-    for i in $(seq 1 150); do
+    for _ in $(seq 1 150); do
         [ -n "$(ss -Htln "sport = :$1")" ] && return 0
         kill -0 "$2" 2>/dev/null || die "$3 exited during start-up"
         sleep 0.1
@@ -244,45 +239,17 @@ SB_PORT=$(pick_port 23000)
 SB_IDLE_PORT=$(pick_port 23500)
 
 # The upstream.
-if [ "$STUB" = 1 ]; then
-    cat >"$TMP/stub.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $TMP/stub.pid;
-error_log $TMP/stub-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    client_body_temp_path $TMP/stub-body;
-    server {
-        listen 127.0.0.1:$FAKE_PORT;
-        location / {
-            default_type application/json;
-            return 200 '{"id":"chatcmpl-stub","object":"chat.completion","created":1,"model":"gpt-fake","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the stub."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}}';
-        }
-    }
-}
-EOF
-    "$NGINX_BIN" -p "$TMP" -c "$TMP/stub.conf" -e "$TMP/stub-error.log" >"$TMP/fake.log" 2>&1 &
-    FAKE_PID=$!
-    STARTED+=("$FAKE_PID")
-    wait_for_port "$FAKE_PORT" "$FAKE_PID" "stub upstream"
-    FAKE_PIDS=("$FAKE_PID" $(pgrep -P "$FAKE_PID"))
-    log "stub upstream (nginx, fixed reply) on 127.0.0.1:$FAKE_PORT"
-else
-    "$FAKE_BIN" --port "$FAKE_PORT" --threads "$FAKE_THREADS" --quiet >"$TMP/fake.log" 2>&1 &
-    FAKE_PID=$!
-    STARTED+=("$FAKE_PID")
-    PNAME[$FAKE_PID]=fake-provider
-    wait_for_line "$TMP/fake.log" "fake-provider listening on" "$FAKE_PID" "fake-provider"
-    FAKE_PIDS=("$FAKE_PID")
-    log "fake-provider ($FAKE_THREADS thread(s)) on 127.0.0.1:$FAKE_PORT"
-fi
+"$FAKE_BIN" --port "$FAKE_PORT" --threads "$FAKE_THREADS" --quiet >"$TMP/fake.log" 2>&1 &
+FAKE_PID=$!
+STARTED+=("$FAKE_PID")
+PNAME[$FAKE_PID]=fake-provider
+wait_for_line "$TMP/fake.log" "fake-provider listening on" "$FAKE_PID" "fake-provider"
+FAKE_PIDS=("$FAKE_PID")
+log "fake-provider ($FAKE_THREADS thread(s)) on 127.0.0.1:$FAKE_PORT"
 
 # The floor: nginx. start_nginx NAME PORT WORKER_CONNECTIONS sets NGX_PID and NGX_WORKERS.
 start_nginx() {
-    local name=$1 port=$2 slots=$3 i
+    local name=$1 port=$2 slots=$3
     sed -e "s|@TMP@|$TMP|g" -e "s|@NAME@|$name|g" -e "s|@WORKERS@|$WORKERS|g" \
         -e "s|@NOFILE@|$NOFILE|g" -e "s|@WORKER_CONNECTIONS@|$slots|g" \
         -e "s|@FAKE_PORT@|$FAKE_PORT|g" -e "s|@PORT@|$port|g" -e "s|@SLOW_MS@|$SLOW_MS|g" \
@@ -294,7 +261,7 @@ start_nginx() {
     NGX_PID=$!
     STARTED+=("$NGX_PID")
     wait_for_port "$port" "$NGX_PID" "$name"
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         mapfile -t NGX_WORKERS < <(pgrep -P "$NGX_PID")
         [ "${#NGX_WORKERS[@]}" -ge "$WORKERS" ] && break
         sleep 0.1
@@ -307,10 +274,10 @@ start_nginx() {
 
 # Stops what start_nginx started (the master takes its workers with it).
 stop_nginx() { # master workers...
-    local pid i
+    local pid
     kill -TERM "$1" 2>/dev/null || true
     for pid in "$@"; do
-        for i in $(seq 1 50); do
+        for _ in $(seq 1 50); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
@@ -327,7 +294,6 @@ NGINX_PID=$NGX_PID
 PNAME[$NGINX_PID]=nginx
 NGINX_WORKERS=("${NGX_WORKERS[@]}")
 
-PROXIES=(nginx)
 # start_switchboard NAME PORT: writes NAME.yaml, starts it, waits for its "listening on" line
 # and sets SBX_PID.
 start_switchboard() {
@@ -368,24 +334,20 @@ EOF
     wait_for_line "$TMP/$name.err" '"msg": ?"listening on ' "$SBX_PID" "$name"
 }
 
-if [ -x "$SB_BIN" ]; then
-    PROXIES+=(switchboard)
-    start_switchboard switchboard "$SB_PORT"
-    SB_PID=$SBX_PID
-    sleep 0.5
-    SB_IDLE_RSS=$(status_kib VmRSS "$SB_PID")
-    log "switchboard (pid $SB_PID) on 127.0.0.1:$SB_PORT, idle RSS $SB_IDLE_RSS KiB"
-else
-    log "switchboard is not built; measuring the nginx floor only"
-fi
+PROXIES=(nginx switchboard)
+start_switchboard switchboard "$SB_PORT"
+SB_PID=$SBX_PID
+sleep 0.5
+SB_IDLE_RSS=$(status_kib VmRSS "$SB_PID")
+log "switchboard (pid $SB_PID) on 127.0.0.1:$SB_PORT, idle RSS $SB_IDLE_RSS KiB"
 NGINX_IDLE_RSS=$(status_kib VmRSS "${NGINX_WORKERS[@]}")
 
 declare -A PORT=([nginx]=$NGINX_PORT [switchboard]=$SB_PORT)
 declare -A CPU_PIDS HWM_PIDS
 CPU_PIDS[nginx]="$NGINX_PID ${NGINX_WORKERS[*]}"
 HWM_PIDS[nginx]="${NGINX_WORKERS[*]}"
-CPU_PIDS[switchboard]=${SB_PID:-}
-HWM_PIDS[switchboard]=${SB_PID:-}
+CPU_PIDS[switchboard]=$SB_PID
+HWM_PIDS[switchboard]=$SB_PID
 
 # Each proxy must answer the exact requests the load will send before any load starts.
 probe() { # proxy path body
@@ -416,9 +378,11 @@ declare -A S_LABEL=([ns16]="non-stream, 16 conns" [ns64]="non-stream, 64 conns"
 declare -A S_CONNS=([ns16]=16 [ns64]=64 [ns256]=256 [st64]=64 [slow256]=256)
 declare -A S_BODY=([ns16]=body.json [ns64]=body.json [ns256]=body.json [st64]=body-stream.json
     [slow256]=body-slow.json)
+# shellcheck disable=SC2034 # read through the nameref in scenario_path
 declare -A S_PATH_nginx=([ns16]=/v1/chat/completions [ns64]=/v1/chat/completions
     [ns256]=/v1/chat/completions [st64]=/stream/v1/chat/completions
     [slow256]=/slow/v1/chat/completions)
+# shellcheck disable=SC2034
 declare -A S_PATH_switchboard=([ns16]=/v1/chat/completions [ns64]=/v1/chat/completions
     [ns256]=/v1/chat/completions [st64]=/v1/chat/completions [slow256]=/v1/chat/completions)
 
@@ -480,7 +444,8 @@ non2xx_since() { # file byte-offset
 
 run_scenario() { # scenario proxy
     local s=$1 proxy=$2 conns=${S_CONNS[$1]} body=$TMP/${S_BODY[$1]}
-    local url="http://127.0.0.1:${PORT[$proxy]}$(scenario_path "$proxy" "$s")"
+    local url
+    url="http://127.0.0.1:${PORT[$proxy]}$(scenario_path "$proxy" "$s")"
     local cpu_pids hwm_pids c0 c1 f0 f1 errs out=$TMP/wrk-$s-$proxy.txt
     read -r -a cpu_pids <<<"${CPU_PIDS[$proxy]}"
     read -r -a hwm_pids <<<"${HWM_PIDS[$proxy]}"
@@ -549,7 +514,7 @@ done
 # idle_cost KEY PORT PID...: opens IDLE_CONNS keep-alive connections to PORT and sets
 # R[idle,KEY,kib] to the growth of the summed RSS of PIDs per connection.
 idle_cost() {
-    local key=$1 port=$2 before after cpid line i
+    local key=$1 port=$2 before after cpid line
     shift 2
     before=$(status_kib VmRSS "$@")
     "$TMP/bench_client" idle --port "$port" --path /health/liveliness \
@@ -557,7 +522,7 @@ idle_cost() {
     cpid=$!
     STARTED+=("$cpid")
     line=""
-    for i in $(seq 1 600); do
+    for _ in $(seq 1 600); do
         line=$(grep '^idle ' "$TMP/idle-$key.txt" 2>/dev/null || true)
         [ -n "$line" ] && break
         kill -0 "$cpid" 2>/dev/null || break
@@ -600,16 +565,14 @@ else
     stop_nginx "$NGX_PID" "${NGX_WORKERS[@]}"
     unset "PNAME[$NGX_PID]"
     # A fresh gateway too: the one that ran the load has freed memory it would reuse first.
-    if [ -n "${SB_PID:-}" ]; then
-        start_switchboard switchboard-idle "$SB_IDLE_PORT"
-        sleep 0.5
-        idle_cost switchboard "$SB_IDLE_PORT" "$SBX_PID"
-        R[idle,switchboard,total]=${R[idle,switchboard,kib]:-}
-        kill -TERM "$SBX_PID" 2>/dev/null || true
-        wait "$SBX_PID" 2>/dev/null || true
-        unset "PNAME[$SBX_PID]"
-        forget "$SBX_PID"
-    fi
+    start_switchboard switchboard-idle "$SB_IDLE_PORT"
+    sleep 0.5
+    idle_cost switchboard "$SB_IDLE_PORT" "$SBX_PID"
+    R[idle,switchboard,total]=${R[idle,switchboard,kib]:-}
+    kill -TERM "$SBX_PID" 2>/dev/null || true
+    wait "$SBX_PID" 2>/dev/null || true
+    unset "PNAME[$SBX_PID]"
+    forget "$SBX_PID"
 fi
 
 for proxy in "${PROXIES[@]}"; do
@@ -641,7 +604,6 @@ cell() { # value sb-raw nginx-raw proxy
         "$(nproc) cores ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo))," \
         "$(uname -r). wrk -t$WRK_THREADS, ${WARMUP} s warm-up + ${DURATION} s per run;" \
         "$WORKERS proxy workers; fake-provider --threads $FAKE_THREADS."
-    [ "$STUB" = 1 ] && echo "**Plumbing check only: the upstream is a fixed-reply nginx stub, not the fake provider.**"
     if awk -v l="$LOAD_START" 'BEGIN {exit !(l > 1.0)}'; then
         echo "**The machine was busy (load average $LOAD_START before the run started): other work took CPU unevenly; treat these figures as unreliable.**"
     else
