@@ -183,6 +183,25 @@ static void exercise_object(const char *s, size_t n, const struct sb_json_span *
     }
     sb_buf_free(&out);
 
+    /* The index built while validating agrees with the scans. */
+    struct sb_json_index idx;
+    CHECK(sb_json_validate_index(s, n, 4096, &idx) == 0);
+    struct sb_json_span root;
+    CHECK(sb_json_root(s, n, &root) == 0);
+    CHECK(idx.root.start == root.start && idx.root.end == root.end && idx.root.type == root.type);
+    if (obj->start == root.start && obj->end == root.end) {
+        static const char *const ikeys[] = {"model", "stream", "usage", "a", "b", ""};
+        struct sb_json_member im[6], sm[6];
+        int ic[6], sc[6];
+        CHECK(sb_json_index_get_many(s, n, &idx, ikeys, 6, im, ic) == 0);
+        CHECK(sb_json_object_get_many(s, n, obj, ikeys, 6, sm, sc) == 0);
+        for (int k = 0; k < 6; k++) {
+            CHECK(ic[k] == sc[k]);
+            CHECK(im[k].value.start == sm[k].value.start && im[k].value.end == sm[k].value.end);
+            CHECK(im[k].key.start == sm[k].key.start && im[k].value.type == sm[k].value.type);
+        }
+    }
+
     /* The one-pass multi-key lookup agrees with one lookup per key. */
     static const char *const keys[] = {"model", "stream", "stream_options", "usage", "a", ""};
     struct sb_json_member many[6];

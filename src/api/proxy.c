@@ -193,20 +193,21 @@ static int on_event(void *ud, const struct sb_sse_event *ev)
     if (n == 6 && memcmp(s, "[DONE]", 6) == 0)
         return sb_http_stream_write(p->x, "data: [DONE]\n\n", 14) ? 1 : 0;
 
-    struct sb_json_span root;
-    if (sb_json_validate(s, n, JSON_MAX_DEPTH) != 0 || sb_json_root(s, n, &root) != 0 ||
-        root.type != SB_JSON_OBJECT) {
+    struct sb_json_index idx;
+    if (sb_json_validate_index(s, n, JSON_MAX_DEPTH, &idx) != 0 ||
+        idx.root.type != SB_JSON_OBJECT) {
         count_upstream_error(p, SB_UPERR_PROTOCOL);
         stream_error_event(p, "upstream_invalid_response",
                            "The provider sent an event that is not a JSON object.");
         return 1;
     }
+    const struct sb_json_span root = idx.root;
     const char *data = s;
     size_t data_len = n;
     static const char *const keys[] = {"usage", "choices"};
     struct sb_json_member m[2];
     int c[2];
-    sb_json_object_get_many(s, n, &root, keys, 2, m, c);
+    sb_json_index_get_many(s, n, &idx, keys, 2, m, c);
     const struct sb_json_member *usage = &m[0];
     if (c[0] == 1 && usage->value.type == SB_JSON_OBJECT)
         read_usage(&p->r->rec, s, n, &usage->value);
@@ -363,17 +364,20 @@ static void finish_plain(struct sb_proxy *p, int result)
     int status = p->status ? p->status : 502;
     bool ok = status >= 200 && status < 300;
     if (ok) {
-        struct sb_json_span root;
-        if (sb_json_validate(p->resp.data ? p->resp.data : "", p->resp.len, JSON_MAX_DEPTH) != 0 ||
-            sb_json_root(p->resp.data, p->resp.len, &root) != 0) {
+        struct sb_json_index idx;
+        if (sb_json_validate_index(p->resp.data ? p->resp.data : "", p->resp.len, JSON_MAX_DEPTH,
+                                   &idx) != 0) {
             count_upstream_error(p, SB_UPERR_PROTOCOL);
             sb_api_fail(r, 502, "api_error", "upstream_invalid_response", NULL,
                         "The provider's response is not valid JSON.");
             return;
         }
+        static const char *const keys[] = {"usage"};
         struct sb_json_member usage;
-        if (root.type == SB_JSON_OBJECT &&
-            sb_json_object_get(p->resp.data, p->resp.len, &root, "usage", &usage) == 0)
+        int count;
+        if (idx.root.type == SB_JSON_OBJECT &&
+            sb_json_index_get_many(p->resp.data, p->resp.len, &idx, keys, 1, &usage, &count) == 0 &&
+            count == 1)
             read_usage(&r->rec, p->resp.data, p->resp.len, &usage.value);
     } else {
         count_upstream_error(p, status >= 500 ? SB_UPERR_STATUS_5XX : SB_UPERR_STATUS_4XX);
@@ -454,17 +458,18 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     const char *s = x->body.data ? x->body.data : "";
     size_t n = x->body.len;
 
-    struct sb_json_span root;
-    if (n == 0 || sb_json_validate(s, n, JSON_MAX_DEPTH) != 0 || sb_json_root(s, n, &root) != 0 ||
-        root.type != SB_JSON_OBJECT) {
+    struct sb_json_index idx;
+    if (n == 0 || sb_json_validate_index(s, n, JSON_MAX_DEPTH, &idx) != 0 ||
+        idx.root.type != SB_JSON_OBJECT) {
         sb_api_fail(r, 400, "invalid_request_error", "invalid_json", NULL,
                     "The request body is not a valid JSON object.");
         return;
     }
+    const struct sb_json_span root = idx.root;
     static const char *const keys[] = {"model", "stream", "stream_options"};
     struct sb_json_member m[3];
     int c[3];
-    int rc = sb_json_object_get_many(s, n, &root, keys, 3, m, c);
+    int rc = sb_json_index_get_many(s, n, &idx, keys, 3, m, c);
     const struct sb_json_member model = m[0];
     if (rc != 0 || c[0] == 0) {
         sb_api_fail(r, 400, "invalid_request_error", "missing_model", "model",

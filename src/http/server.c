@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -434,20 +435,48 @@ static void read_body(struct sb_conn *c)
         dispatch(c);
 }
 
-static void start_exchange(struct sb_conn *c, size_t head_len)
+/* Moves a string of a request parsed in `from` to the same place in `to`. Strings outside
+ * the buffer (the parser's static "/" for an empty absolute-form path) stay as they are. */
+static void rebase(struct sb_http_str *str, const char *from, size_t len, const char *to)
+{
+    if (str->p >= from && str->p < from + len)
+        str->p = to + (str->p - from);
+}
+
+static void start_exchange(struct sb_conn *c, const struct sb_http_request *req, size_t head_len)
 {
     const struct sb_server_opts *o = &c->w->srv->o;
-    struct sb_exchange *x = calloc(1, sizeof *x);
+    /* Only the fields before the request are zeroed: the request itself (3 KiB of header
+     * slots) is copied from the parse, and only its used header slots. */
+    struct sb_exchange *x = malloc(sizeof *x);
     char *head = x ? malloc(head_len) : NULL;
     if (!head) {
         free(x);
         respond_protocol_error(c, 500, "internal_error", "Out of memory.");
         return;
     }
+    size_t req_end = offsetof(struct sb_exchange, req) + sizeof x->req;
+    memset(x, 0, offsetof(struct sb_exchange, req));
+    memset((char *)x + req_end, 0, sizeof *x - req_end);
     memcpy(head, c->in.data, head_len);
-    /* Parse again over the exchange's own copy so the request stays valid while the
-     * connection buffer moves; the head was already accepted, so this cannot fail. */
-    sb_http_parse_request(head, head_len, head_len, &x->req);
+    memcpy(&x->req, req, offsetof(struct sb_http_request, headers));
+    memcpy(x->req.headers, req->headers, req->nheaders * sizeof req->headers[0]);
+    x->req.nheaders = req->nheaders;
+    x->req.content_length = req->content_length;
+    x->req.chunked = req->chunked;
+    x->req.keep_alive = req->keep_alive;
+    x->req.expect_continue = req->expect_continue;
+    x->req.expect_other = req->expect_other;
+    x->req.head_len = req->head_len;
+    const char *from = c->in.data;
+    rebase(&x->req.method, from, head_len, head);
+    rebase(&x->req.target, from, head_len, head);
+    rebase(&x->req.path, from, head_len, head);
+    rebase(&x->req.query, from, head_len, head);
+    for (size_t i = 0; i < x->req.nheaders; i++) {
+        rebase(&x->req.headers[i].name, from, head_len, head);
+        rebase(&x->req.headers[i].value, from, head_len, head);
+    }
     x->head = head;
     x->conn = c;
     x->worker = c->w;
@@ -517,7 +546,7 @@ static void process_input(struct sb_conn *c)
             respond_protocol_error(c, status, code, sb_http_strerror(rc));
             break;
         }
-        start_exchange(c, (size_t)rc);
+        start_exchange(c, &req, (size_t)rc);
     }
     /* Past the cap, stop reading until the current exchange frees room. */
     if (c->in.len >= c->in.max && c->reading) {

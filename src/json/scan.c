@@ -213,8 +213,15 @@ static bool check_literal(const unsigned char *p, size_t n, size_t *pi, const ch
 }
 
 /* One pass, no recursion: the only state is a bit per open container (1 = object). */
-int sb_json_validate(const char *s, size_t n, int max_depth)
+static enum sb_json_type type_of(unsigned char c);
+
+/* The validator. With `idx`, it also records the root span and, when the root is an
+ * object, its members (key and value spans), so a caller that needs a few root keys scans
+ * the document once instead of once for validation and once per lookup. */
+static int validate_impl(const char *s, size_t n, int max_depth, struct sb_json_index *idx)
 {
+    size_t member_key = 0, member_key_end = 0, member_value = 0;
+    bool member_pending = false;
     const unsigned char *p = (const unsigned char *)s;
     uint64_t kinds[SB_JSON_MAX_DEPTH / 64];
     size_t depth = 0;
@@ -224,10 +231,20 @@ int sb_json_validate(const char *s, size_t n, int max_depth)
     if (!s)
         return SB_JSON_BAD;
     size_t i = skip_ws(p, 0, n);
+    if (idx) {
+        idx->n = 0;
+        idx->complete = true;
+        idx->root.start = i;
+        idx->root.type = i < n ? type_of(p[i]) : SB_JSON_INVALID;
+    }
 
 value:
     if (i >= n)
         return SB_JSON_BAD;
+    if (idx && depth == 1 && idx->root.type == SB_JSON_OBJECT) {
+        member_value = i;
+        member_pending = true;
+    }
     switch (p[i]) {
     case '{':
         if (depth >= limit)
@@ -288,8 +305,14 @@ value:
     }
 
 key:
+    if (depth == 1) {
+        member_key = i;
+        member_key_end = 0;
+    }
     if (i >= n || p[i] != '"' || !check_string(p, n, &i))
         return SB_JSON_BAD;
+    if (depth == 1)
+        member_key_end = i;
     i = skip_ws(p, i, n);
     if (i >= n || p[i] != ':')
         return SB_JSON_BAD;
@@ -297,7 +320,19 @@ key:
     goto value;
 
 after:
+    if (idx && depth == 1 && member_pending) {
+        member_pending = false;
+        if (idx->n < SB_JSON_INDEX_MAX) {
+            struct sb_json_member *m = &idx->members[idx->n++];
+            m->key = (struct sb_json_span){member_key, member_key_end, SB_JSON_STRING};
+            m->value = (struct sb_json_span){member_value, i, type_of(p[member_value])};
+        } else {
+            idx->complete = false;
+        }
+    }
     if (depth == 0) {
+        if (idx)
+            idx->root.end = i;
         i = skip_ws(p, i, n);
         return i == n ? 0 : SB_JSON_BAD;
     }
@@ -322,6 +357,16 @@ after:
     i++;
     depth--;
     goto after;
+}
+
+int sb_json_validate(const char *s, size_t n, int max_depth)
+{
+    return validate_impl(s, n, max_depth, NULL);
+}
+
+int sb_json_validate_index(const char *s, size_t n, int max_depth, struct sb_json_index *idx)
+{
+    return validate_impl(s, n, max_depth, idx);
 }
 
 /* ---- Skipping (no validation, never past `end`) ------------------------------------- */
@@ -696,6 +741,38 @@ int sb_json_object_get_many(const char *s, size_t n, const struct sb_json_span *
         }
     }
     return rc < 0 ? rc : 0;
+}
+
+int sb_json_index_get_many(const char *s, size_t n, const struct sb_json_index *idx,
+                           const char *const *keys, size_t nkeys, struct sb_json_member *out,
+                           int *counts)
+{
+    if (!idx->complete)
+        return sb_json_object_get_many(s, n, &idx->root, keys, nkeys, out, counts);
+    size_t lens[SB_JSON_MANY_MAX];
+    if (nkeys > SB_JSON_MANY_MAX || idx->root.type != SB_JSON_OBJECT || idx->root.end > n)
+        return SB_JSON_BAD;
+    for (size_t k = 0; k < nkeys; k++) {
+        lens[k] = strlen(keys[k]);
+        counts[k] = 0;
+        memset(&out[k], 0, sizeof out[k]);
+    }
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < idx->n; i++) {
+        const struct sb_json_member *m = &idx->members[i];
+        size_t a = m->key.start + 1, b = m->key.end - 1;
+        bool esc = memchr(p + a, '\\', b - a) != NULL;
+        for (size_t k = 0; k < nkeys; k++) {
+            if (!content_eq(p, a, b, esc, keys[k], lens[k]))
+                continue;
+            if (counts[k] == 0)
+                out[k] = *m;
+            if (counts[k] < 2)
+                counts[k]++;
+            break;
+        }
+    }
+    return 0;
 }
 
 int sb_json_path(const char *s, size_t n, const struct sb_json_span *obj, const char *path,

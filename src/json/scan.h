@@ -54,6 +54,20 @@ struct sb_json_member {
  * escapes ("\ud800") are valid (RFC 8259 section 8.2); raw UTF-8 must be well formed. */
 int sb_json_validate(const char *s, size_t n, int max_depth);
 
+/* Validation that also indexes the root: idx->root is the root value's span and, when the
+ * root is an object, idx->members[0..n) are its members in order (up to SB_JSON_INDEX_MAX;
+ * idx->complete is false when there were more). Same result as sb_json_validate; *idx is
+ * meaningful only when it returns 0. The hot path uses it so that a request, a response or a
+ * stream event is scanned once, not once for validation and once more per key it reads. */
+#define SB_JSON_INDEX_MAX 32
+struct sb_json_index {
+    struct sb_json_span root;
+    size_t n;
+    bool complete;
+    struct sb_json_member members[SB_JSON_INDEX_MAX];
+};
+int sb_json_validate_index(const char *s, size_t n, int max_depth, struct sb_json_index *idx);
+
 /* The span of the document's root value (leading/trailing whitespace excluded); 0 or
  * SB_JSON_BAD. Trailing bytes are not looked at. */
 int sb_json_root(const char *s, size_t n, struct sb_json_span *out);
@@ -74,6 +88,12 @@ int sb_json_object_get(const char *s, size_t n, const struct sb_json_span *obj, 
 int sb_json_object_get_many(const char *s, size_t n, const struct sb_json_span *obj,
                             const char *const *keys, size_t nkeys, struct sb_json_member *out,
                             int *counts);
+
+/* sb_json_object_get_many over an indexed root (falls back to a scan when the index is not
+ * complete). The root must be an object; same results. */
+int sb_json_index_get_many(const char *s, size_t n, const struct sb_json_index *idx,
+                           const char *const *keys, size_t nkeys, struct sb_json_member *out,
+                           int *counts);
 
 /* Follows a dotted path of object keys from `obj` ("usage.prompt_tokens_details.cached_tokens").
  * Same results as sb_json_object_get; a path through a non-object (including `obj` itself) is

@@ -102,6 +102,8 @@ int sb_provider_prepare(const struct sb_deployment *d, struct sb_provider_target
     t->headers = add_header(t->headers, "Content-Type", "application/json", &failed);
     /* curl would otherwise send Expect: 100-continue for large bodies and wait for it. */
     t->headers = add_header(t->headers, "Expect", "", &failed);
+    /* And its default Accept header (any type), which providers do not need. */
+    t->headers = add_header(t->headers, "Accept", "", &failed);
     struct sb_buf m;
     sb_buf_init(&m, 4096);
     if (sb_buf_append_json_str(&m, d->upstream_model, strlen(d->upstream_model)) != 0)

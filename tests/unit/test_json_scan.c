@@ -1114,9 +1114,75 @@ static void test_object_get_many(void **state)
                      SB_JSON_BAD);
 }
 
+static void test_validate_index(void **state)
+{
+    (void)state;
+    static const char doc[] = " {\"id\":\"x\",\"choices\":[{\"usage\":1,\"a\":{\"b\":[]}}],"
+                              "\"e\":{},\"mo\\u0064el\":\"m\",\"usage\":{\"prompt_tokens\":3},"
+                              "\"model\":null,\"z\":-1.5e3} ";
+    size_t n = sizeof doc - 1;
+    struct sb_json_index idx;
+    assert_int_equal(sb_json_validate_index(doc, n, 64, &idx), 0);
+    struct sb_json_span root;
+    assert_int_equal(sb_json_root(doc, n, &root), 0);
+    assert_int_equal(idx.root.start, root.start);
+    assert_int_equal(idx.root.end, root.end);
+    assert_int_equal(idx.root.type, SB_JSON_OBJECT);
+    assert_int_equal(idx.n, 7);
+    assert_true(idx.complete);
+    /* Each recorded member matches a scan for its key. */
+    static const char *const keys[] = {"id", "choices", "e", "usage", "model", "z", "absent"};
+    struct sb_json_member a[7], b[7];
+    int ca[7], cb[7];
+    assert_int_equal(sb_json_index_get_many(doc, n, &idx, keys, 7, a, ca), 0);
+    assert_int_equal(sb_json_object_get_many(doc, n, &root, keys, 7, b, cb), 0);
+    for (int k = 0; k < 7; k++) {
+        assert_int_equal(ca[k], cb[k]);
+        assert_int_equal(a[k].value.start, b[k].value.start);
+        assert_int_equal(a[k].value.end, b[k].value.end);
+        assert_int_equal(a[k].value.type, b[k].value.type);
+        assert_int_equal(a[k].key.start, b[k].key.start);
+    }
+    assert_int_equal(ca[4], 2); /* "mo\u0064el" and "model" are the same key */
+    assert_int_equal(ca[6], 0);
+    assert_int_equal(a[2].value.type, SB_JSON_OBJECT);
+    assert_int_equal(a[5].value.type, SB_JSON_NUMBER);
+
+    /* Invalid documents fail exactly as sb_json_validate does. */
+    static const char *const bad[] = {"{\"a\":1,}", "{\"a\" 1}", "[1,]", "{\"a\":{\"b\":}}", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(sb_json_validate_index(bad[i], strlen(bad[i]), 64, &idx), SB_JSON_BAD);
+
+    /* A root array or scalar: the root span, no members. */
+    static const char arr[] = " [1,{\"a\":2}] ";
+    assert_int_equal(sb_json_validate_index(arr, sizeof arr - 1, 64, &idx), 0);
+    assert_int_equal(idx.root.type, SB_JSON_ARRAY);
+    assert_int_equal(idx.n, 0);
+    assert_int_equal(idx.root.start, 1);
+    assert_int_equal(idx.root.end, sizeof arr - 2);
+
+    /* More members than the index holds: lookups fall back to a scan and still agree. */
+    char big[4096];
+    size_t len = 0;
+    big[len++] = '{';
+    for (int i = 0; i < SB_JSON_INDEX_MAX + 5; i++)
+        len += (size_t)snprintf(big + len, sizeof big - len, "%s\"k%d\":%d", i ? "," : "", i, i);
+    big[len++] = '}';
+    assert_int_equal(sb_json_validate_index(big, len, 64, &idx), 0);
+    assert_false(idx.complete);
+    static const char *const last[] = {"k36", "k0"};
+    assert_int_equal(sb_json_index_get_many(big, len, &idx, last, 2, a, ca), 0);
+    assert_int_equal(ca[0], 1);
+    assert_int_equal(ca[1], 1);
+    int64_t v;
+    assert_int_equal(sb_json_int64(big, len, &a[0].value, &v), 0);
+    assert_int_equal(v, 36);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_validate_index),
         cmocka_unit_test(test_object_get_many),
         cmocka_unit_test(test_validate_table),
         cmocka_unit_test(test_validate_null_and_prefixes),
