@@ -601,6 +601,8 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
         .headers = &p->rid_node,
         .body = p->body.data,
         .body_len = p->body.len,
+        .proxy = target->proxy,
+        .noproxy = target->noproxy,
         .connect_timeout_ms = (long)sc->connect_timeout_ms,
         .timeout_ms = stream ? 0 : (long)(d->timeout_s * 1000),
         .idle_timeout_ms = stream ? (uint64_t)(d->stream_timeout_s * 1000) : 0,

@@ -22,6 +22,25 @@ static inline uint64_t string_special(uint64_t w)
            ((w - ONES * 0x20) & ~w & HIGHS);
 }
 
+/* 8 bytes as a little-endian word, so the lowest byte is the first in memory. */
+static inline uint64_t load_le64(const unsigned char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
+    return w;
+}
+
+/* Index (0..7) of the first flagged byte of a mask (from a load_le64 word) built by the
+ * functions above. The lowest flagged byte is always a real hit: borrows only create false
+ * flags above a real one. */
+static inline size_t first_flagged(uint64_t m)
+{
+    return (size_t)__builtin_ctzll(m) >> 3;
+}
+
 static inline bool is_ws(unsigned char c)
 {
     return c == ' ' || c == '\n' || c == '\r' || c == '\t';
@@ -118,10 +137,11 @@ static bool check_string(const unsigned char *p, size_t n, size_t *pi)
     size_t i = *pi + 1;
     for (;;) {
         while (n - i >= 8) {
-            uint64_t w;
-            memcpy(&w, p + i, 8);
-            if (string_special(w))
+            uint64_t m = string_special(load_le64(p + i));
+            if (m) {
+                i += first_flagged(m); /* straight to the byte that needs a look */
                 break;
+            }
             i += 8;
         }
         if (i >= n)
@@ -379,10 +399,12 @@ static size_t skip_string(const unsigned char *p, size_t i, size_t end, bool *es
     i++;
     for (;;) {
         while (end - i >= 8) {
-            uint64_t w;
-            memcpy(&w, p + i, 8);
-            if (has_zero_byte(w ^ (ONES * '"')) | has_zero_byte(w ^ (ONES * '\\')))
+            uint64_t w = load_le64(p + i);
+            uint64_t m = has_zero_byte(w ^ (ONES * '"')) | has_zero_byte(w ^ (ONES * '\\'));
+            if (m) {
+                i += first_flagged(m);
                 break;
+            }
             i += 8;
         }
         if (i >= end)

@@ -2,9 +2,11 @@
  * DeepSeek, xAI, OpenRouter, ...), and Azure OpenAI's deployment URLs. */
 #include "providers/provider.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *endpoint_suffix(enum sb_endpoint ep)
 {
@@ -53,6 +55,28 @@ static struct curl_slist *add_header(struct curl_slist *list, const char *name, 
         return list;
     }
     return n;
+}
+
+/* libcurl's rules (CURLOPT_PROXY): http_proxy (lower case only), https_proxy or HTTPS_PROXY,
+ * then ALL_PROXY or all_proxy; NO_PROXY or no_proxy for exceptions. */
+static char *env_dup(const char *a, const char *b)
+{
+    const char *v = a ? getenv(a) : NULL;
+    if ((!v || !*v) && b)
+        v = getenv(b);
+    return strdup(v ? v : "");
+}
+
+static void resolve_proxy(struct sb_provider_target *t, const char *base)
+{
+    bool https = strncasecmp(base, "https:", 6) == 0;
+    char *p = https ? env_dup("https_proxy", "HTTPS_PROXY") : env_dup("http_proxy", NULL);
+    if (p && !*p) {
+        free(p);
+        p = env_dup("ALL_PROXY", "all_proxy");
+    }
+    t->proxy = p;
+    t->noproxy = env_dup("no_proxy", "NO_PROXY");
 }
 
 int sb_provider_prepare(const struct sb_deployment *d, struct sb_provider_target *t, char *err,
@@ -109,7 +133,9 @@ int sb_provider_prepare(const struct sb_deployment *d, struct sb_provider_target
     if (sb_buf_append_json_str(&m, d->upstream_model, strlen(d->upstream_model)) != 0)
         failed = 1;
     t->upstream_model_json = sb_buf_take(&m, NULL);
-    if (failed || !t->url_prefix || !t->url_query || !t->upstream_model_json) {
+    resolve_proxy(t, base);
+    if (failed || !t->url_prefix || !t->url_query || !t->upstream_model_json || !t->proxy ||
+        !t->noproxy) {
         snprintf(err, err_len, "out of memory or value too long");
         sb_provider_target_free(t);
         return -1;
@@ -122,6 +148,8 @@ void sb_provider_target_free(struct sb_provider_target *t)
     free(t->url_prefix);
     free(t->url_query);
     free(t->upstream_model_json);
+    free(t->proxy);
+    free(t->noproxy);
     curl_slist_free_all(t->headers);
     memset(t, 0, sizeof *t);
 }

@@ -26,6 +26,10 @@ struct sb_provider_target {
     char *url_query;            /* e.g. "?api-version=2024-10-21", or "" */
     struct curl_slist *headers; /* auth, content type, "Expect:" (no 100-continue) */
     char *upstream_model_json;  /* the upstream model as a JSON string literal, quotes included */
+    /* Proxy settings from the environment, read once here rather than by libcurl on every
+     * transfer: "" means none. */
+    char *proxy;
+    char *noproxy;
 };
 
 /* Returns 0, or -1 with a reason in err (never containing the key). */

@@ -403,6 +403,9 @@ struct sb_transfer *sb_transfer_start(struct sb_upstream *u, const struct sb_tra
     /* Bytes pass through as the provider sent them; the client negotiates nothing with it. */
     curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
+    /* Explicit values, so libcurl does not read the proxy variables on every transfer. */
+    curl_easy_setopt(e, CURLOPT_PROXY, o->proxy ? o->proxy : "");
+    curl_easy_setopt(e, CURLOPT_NOPROXY, o->noproxy ? o->noproxy : "");
     if (o->timeout_ms > 0)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, o->timeout_ms);
     t->idle_ms = o->idle_timeout_ms;

@@ -49,8 +49,10 @@ struct sb_transfer_opts {
     const struct curl_slist *headers;
     const char *body; /* borrowed likewise */
     size_t body_len;
+    const char *proxy;   /* "" or NULL: none (libcurl then skips its environment lookup) */
+    const char *noproxy; /* hosts that bypass the proxy; NULL: none */
     long connect_timeout_ms;
-    long timeout_ms;     /* total; 0: none */
+    long timeout_ms; /* total; 0: none */
     /* Longest silence from the provider (before the response and between body bytes),
      * enforced to 100 ms; 0: none. */
     uint64_t idle_timeout_ms;

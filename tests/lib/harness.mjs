@@ -119,6 +119,11 @@ export function toYaml(obj) {
 
 function childEnv(extra) {
   const env = { ...process.env, ...extra };
+  // Everything here talks to 127.0.0.1; a proxy from the machine's environment must not
+  // get in the way (the gateway honours these variables like libcurl does).
+  for (const k of ['http_proxy', 'https_proxy', 'HTTPS_PROXY', 'ALL_PROXY', 'all_proxy']) {
+    if (!extra || !(k in extra)) delete env[k];
+  }
   env.ASAN_OPTIONS ||= 'detect_leaks=1:halt_on_error=1';
   env.UBSAN_OPTIONS ||= 'print_stacktrace=1:halt_on_error=1';
   return env;
