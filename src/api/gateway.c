@@ -164,7 +164,8 @@ void sb_gateway_worker_start(struct sb_worker *w)
     gw_w->gw = gw;
     gw_w->w = w;
     gw_w->index = sb_worker_index(w);
-    gw_w->up = sb_upstream_new(sb_worker_loop(w), 1024);
+    gw_w->up = sb_upstream_new(sb_worker_loop(w), 1024,
+                               strcmp(gw->cfg->server.upstream_http1, "curl") != 0);
     if (!gw_w->up)
         abort();
     sb_buf_init(&gw_w->access_log, 16u << 20);

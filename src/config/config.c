@@ -1082,6 +1082,7 @@ static const struct field server_fields[] = {
     {"max_connections", F_INT64, SRV(max_connections), 1, 1000000},
     {"access_log", F_STR, SRV(access_log), 0, 0},
     {"log_level", F_STR, SRV(log_level), 0, 0},
+    {"upstream_http1", F_STR, SRV(upstream_http1), 0, 0},
 };
 
 static void load_field(struct ctx *c, const struct field *f, const char *section,
@@ -1150,6 +1151,11 @@ static void load_server(struct ctx *c, const struct ynode *v, struct sb_config *
             const char *l = cfg->server.log_level;
             if (strcmp(l, "debug") && strcmp(l, "info") && strcmp(l, "warn") && strcmp(l, "error"))
                 fail(c, ps.p[i].v->line, "server.log_level must be debug, info, warn or error");
+        }
+        if (f->off == SRV(upstream_http1) && cfg->server.upstream_http1) {
+            const char *u = cfg->server.upstream_http1;
+            if (strcmp(u, "native") && strcmp(u, "curl"))
+                fail(c, ps.p[i].v->line, "server.upstream_http1 must be native or curl");
         }
     }
     pairs_free(&ps);
@@ -1319,6 +1325,8 @@ int sb_config_load_string(const char *yaml, size_t len, const char *name, struct
         cfg->server.access_log = xstrdup("stdout");
     if (!cfg->server.log_level)
         cfg->server.log_level = xstrdup("info");
+    if (!cfg->server.upstream_http1)
+        cfg->server.upstream_http1 = xstrdup("native");
     collect_model_names(cfg);
     *out = cfg;
     return 0;
@@ -1387,6 +1395,7 @@ void sb_config_free(struct sb_config *cfg)
     free(cfg->server.host);
     free(cfg->server.access_log);
     free(cfg->server.log_level);
+    free(cfg->server.upstream_http1);
     free(cfg);
 }
 

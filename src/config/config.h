@@ -61,6 +61,9 @@ struct sb_server_config {
     int64_t max_connections;    /* per worker; default 16384 */
     char *access_log;           /* "stdout" (default), "stderr", "off", or a file path */
     char *log_level;            /* "info" (default) */
+    /* Plain-http upstreams with a numeric host: "native" (default: the gateway's own
+     * HTTP/1.1 client) or "curl" (libcurl for every upstream). https always uses libcurl. */
+    char *upstream_http1;
 };
 
 struct sb_config {

@@ -6,36 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct poll_ctx;
-
-struct sb_upstream {
-    uv_loop_t *loop;
-    CURLM *multi;
-    uv_timer_t timer;
-    CURL **idle; /* reusable easy handles: creating one costs more than resetting one */
-    size_t n_idle;
-    size_t cap_idle;
-    struct sb_transfer *active; /* doubly linked, for cancellation at close */
-    struct poll_ctx *polls;     /* doubly linked, for closing at shutdown */
-    uv_timer_t sweep;           /* enforces idle (silence) timeouts */
-    int pending_closes;
-    bool closing;
-};
-
-struct sb_transfer {
-    struct sb_upstream *u;
-    CURL *easy;
-    struct sb_transfer_cbs cbs;
-    void *ud;
-    struct sb_transfer *prev, *next;
-    int status;
-    bool in_headers_of_final; /* true once the final (non-1xx) status line was seen */
-    bool paused;
-    bool got_body;
-    uint64_t idle_ms;       /* 0: no silence limit */
-    uint64_t last_activity; /* uv_now of the last byte received (or of the start) */
-    char errbuf[CURL_ERROR_SIZE];
-};
+#include "upstream/upstream_int.h"
 
 /* One per socket curl watches; freed in its close callback. */
 struct poll_ctx {
@@ -45,10 +16,11 @@ struct poll_ctx {
     struct poll_ctx *prev, *next;
 };
 
-static void maybe_free_upstream(struct sb_upstream *u)
+void sb_upstream_maybe_free(struct sb_upstream *u)
 {
     if (!u->closing || --u->pending_closes > 0)
         return;
+    sb_h1_free(u);
     for (size_t i = 0; i < u->n_idle; i++)
         curl_easy_cleanup(u->idle[i]);
     free(u->idle);
@@ -57,7 +29,7 @@ static void maybe_free_upstream(struct sb_upstream *u)
 
 static void timer_closed(uv_handle_t *h)
 {
-    maybe_free_upstream(h->data);
+    sb_upstream_maybe_free(h->data);
 }
 
 static void poll_closed(uv_handle_t *h)
@@ -65,7 +37,7 @@ static void poll_closed(uv_handle_t *h)
     struct poll_ctx *c = h->data;
     struct sb_upstream *u = c->u;
     free(c);
-    maybe_free_upstream(u);
+    sb_upstream_maybe_free(u);
 }
 
 static void close_poll(struct sb_upstream *u, struct poll_ctx *c)
@@ -82,7 +54,7 @@ static void close_poll(struct sb_upstream *u, struct poll_ctx *c)
     uv_close((uv_handle_t *)&c->poll, poll_closed);
 }
 
-static void link_transfer(struct sb_upstream *u, struct sb_transfer *t)
+void sb_upstream_link(struct sb_upstream *u, struct sb_transfer *t)
 {
     t->prev = NULL;
     t->next = u->active;
@@ -91,7 +63,7 @@ static void link_transfer(struct sb_upstream *u, struct sb_transfer *t)
     u->active = t;
 }
 
-static void unlink_transfer(struct sb_upstream *u, struct sb_transfer *t)
+void sb_upstream_unlink(struct sb_upstream *u, struct sb_transfer *t)
 {
     if (t->prev)
         t->prev->next = t->next;
@@ -156,7 +128,7 @@ static void check_done(struct sb_upstream *u)
         CURLcode rc = msg->data.result;
         int result = map_curl_error(rc, t->status != 0);
         const char *detail = result == SB_UP_OK ? "" : curl_easy_strerror(rc);
-        unlink_transfer(u, t);
+        sb_upstream_unlink(u, t);
         release_easy(u, t->easy);
         struct sb_transfer_cbs cbs = t->cbs;
         void *ud = t->ud;
@@ -251,11 +223,19 @@ static void on_sweep(uv_timer_t *timer)
     uint64_t now = uv_now(u->loop);
 restart:
     for (struct sb_transfer *t = u->active; t; t = t->next) {
-        if (!t->idle_ms || t->paused || now - t->last_activity < t->idle_ms)
+        bool silent = t->idle_ms && !t->paused && now - t->last_activity >= t->idle_ms;
+        bool late = t->deadline && now >= t->deadline; /* native transfers only */
+        if (!silent && !late)
             continue;
+        if (t->h1) {
+            sb_h1_fail(t, SB_UP_E_TIMEOUT,
+                       silent ? "no data from the provider in time"
+                              : "the provider did not answer in time");
+            goto restart;
+        }
         struct sb_transfer_cbs cbs = t->cbs;
         void *ud = t->ud;
-        unlink_transfer(u, t);
+        sb_upstream_unlink(u, t);
         curl_multi_remove_handle(u->multi, t->easy);
         curl_easy_cleanup(t->easy); /* its connection is mid-response: not reused */
         free(t);
@@ -264,12 +244,14 @@ restart:
     }
 }
 
-struct sb_upstream *sb_upstream_new(uv_loop_t *loop, long max_connections)
+struct sb_upstream *sb_upstream_new(uv_loop_t *loop, long max_connections, bool native_h1)
 {
     struct sb_upstream *u = calloc(1, sizeof *u);
     if (!u)
         return NULL;
     u->loop = loop;
+    u->native_h1 = native_h1;
+    u->max_idle = max_connections > 0 ? (size_t)max_connections : 1024;
     u->multi = curl_multi_init();
     if (!u->multi) {
         free(u);
@@ -290,6 +272,7 @@ struct sb_upstream *sb_upstream_new(uv_loop_t *loop, long max_connections)
      * close and reopen upstream connections. */
     curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS,
                       max_connections > 0 ? max_connections : 1024L);
+    sb_h1_init(u);
     return u;
 }
 
@@ -303,10 +286,11 @@ void sb_upstream_close(struct sb_upstream *u)
     u->multi = NULL;
     while (u->polls)
         close_poll(u, u->polls);
+    sb_h1_close(u); /* adds its own closes to pending_closes */
     u->pending_closes += 2;
     uv_close((uv_handle_t *)&u->timer, timer_closed);
     uv_close((uv_handle_t *)&u->sweep, timer_closed);
-    maybe_free_upstream(u);
+    sb_upstream_maybe_free(u);
 }
 
 static size_t on_curl_header(char *buf, size_t size, size_t n, void *ud)
@@ -369,6 +353,8 @@ static size_t on_curl_write(char *buf, size_t size, size_t n, void *ud)
 struct sb_transfer *sb_transfer_start(struct sb_upstream *u, const struct sb_transfer_opts *o,
                                       const struct sb_transfer_cbs *cbs, void *ud)
 {
+    if (u->native_h1 && (!o->proxy || !*o->proxy) && sb_h1_eligible(o->url))
+        return sb_h1_start(u, o, cbs, ud);
     struct sb_transfer *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
@@ -415,12 +401,16 @@ struct sb_transfer *sb_transfer_start(struct sb_upstream *u, const struct sb_tra
         free(t);
         return NULL;
     }
-    link_transfer(u, t);
+    sb_upstream_link(u, t);
     return t;
 }
 
 void sb_transfer_pause(struct sb_transfer *t)
 {
+    if (t->h1) {
+        sb_h1_pause(t);
+        return;
+    }
     if (!t->paused) {
         t->paused = true;
         curl_easy_pause(t->easy, CURLPAUSE_RECV);
@@ -429,6 +419,10 @@ void sb_transfer_pause(struct sb_transfer *t)
 
 void sb_transfer_resume(struct sb_transfer *t)
 {
+    if (t->h1) {
+        sb_h1_resume(t);
+        return;
+    }
     if (t->paused) {
         t->paused = false;
         t->last_activity = uv_now(t->u->loop);
@@ -439,8 +433,12 @@ void sb_transfer_resume(struct sb_transfer *t)
 
 void sb_transfer_cancel(struct sb_transfer *t)
 {
+    if (t->h1) {
+        sb_h1_cancel(t);
+        return;
+    }
     struct sb_upstream *u = t->u;
-    unlink_transfer(u, t);
+    sb_upstream_unlink(u, t);
     curl_multi_remove_handle(u->multi, t->easy);
     /* A cancelled transfer's connection may be mid-response: it is not reused. */
     curl_easy_cleanup(t->easy);
@@ -449,6 +447,8 @@ void sb_transfer_cancel(struct sb_transfer *t)
 
 double sb_transfer_ttfb(const struct sb_transfer *t)
 {
+    if (t->h1)
+        return -1;
     curl_off_t us = 0;
     if (curl_easy_getinfo(t->easy, CURLINFO_STARTTRANSFER_TIME_T, &us) != CURLE_OK || us <= 0)
         return -1;

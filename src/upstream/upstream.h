@@ -14,6 +14,7 @@
 #define SB_UPSTREAM_UPSTREAM_H
 
 #include <curl/curl.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -61,7 +62,9 @@ struct sb_transfer_opts {
 struct sb_upstream;
 struct sb_transfer;
 
-struct sb_upstream *sb_upstream_new(uv_loop_t *loop, long max_connections);
+/* native_h1: plain-http upstreams with a numeric host (or localhost) use the gateway's own
+ * HTTP/1.1 client (h1.c) instead of libcurl; everything else always goes through libcurl. */
+struct sb_upstream *sb_upstream_new(uv_loop_t *loop, long max_connections, bool native_h1);
 /* Cancels every transfer still running (without callbacks) and closes the uv handles; the
  * object is freed from their close callbacks, so the loop must run once more afterwards. */
 void sb_upstream_close(struct sb_upstream *u);
