@@ -127,6 +127,18 @@ static void check_done(struct sb_upstream *u)
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
         CURLcode rc = msg->data.result;
         int result = map_curl_error(rc, t->status != 0);
+        long fresh = 1;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_NUM_CONNECTS, &fresh);
+        if (result == SB_UP_E_CONNECT && fresh == 0 && !t->retried && !t->status && !t->got_body) {
+            /* The transfer went out on a reused connection that the provider had closed
+             * (its close crossed our request), and nothing came back: the provider never
+             * saw it. Send it once more; libcurl picks or opens another connection. */
+            t->retried = true;
+            CURL *easy = msg->easy_handle;
+            curl_multi_remove_handle(u->multi, easy);
+            if (curl_multi_add_handle(u->multi, easy) == CURLM_OK)
+                continue;
+        }
         const char *detail = result == SB_UP_OK ? "" : curl_easy_strerror(rc);
         sb_upstream_unlink(u, t);
         release_easy(u, t->easy);

@@ -76,6 +76,7 @@ struct sb_fake_resp {
     size_t ends_cap;
     bool chunked;
     bool close; /* send `connection: close` and close after the response */
+    bool drop;  /* close after the response without saying so (keep-alive race tests) */
     bool hang;  /* never answer */
     int64_t delay_ms;
     int64_t drip_ms;

@@ -43,6 +43,8 @@ struct directives {
     int64_t body_bytes;
     bool split;
     bool hang;
+    bool close_conn; /* close=1: "connection: close", then close */
+    bool drop;       /* drop=1: close after the response without a header saying so */
     bool malformed;
     bool stream_error;
     bool echo_key;
@@ -326,6 +328,10 @@ static int apply_directive(struct directives *d, const char *name, const char *v
             flag = &d->stream_error;
         else if (strcmp(name, "echo_key") == 0)
             flag = &d->echo_key;
+        else if (strcmp(name, "close") == 0)
+            flag = &d->close_conn;
+        else if (strcmp(name, "drop") == 0)
+            flag = &d->drop;
         if (!flag) {
             snprintf(err, errlen, "fake-provider: unknown directive '%.200s'", name);
             return -1;
@@ -1178,6 +1184,9 @@ void sb_fake_openai_handle(const struct sb_fake_config *cfg, const struct sb_fak
 
     resp->delay_ms = x.d.delay_ms;
     resp->drip_ms = x.d.drip_ms;
+    resp->drop = x.d.drop;
+    if (x.d.close_conn)
+        resp->close = true;
     resp->cut_after = x.d.cut_after;
     resp->split = x.d.split;
     if (x.d.hang) {

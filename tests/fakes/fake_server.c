@@ -90,6 +90,7 @@ void sb_fake_resp_reset(struct sb_fake_resp *r)
     r->content_type = "application/json";
     r->chunked = false;
     r->close = false;
+    r->drop = false;
     r->hang = false;
     r->delay_ms = 0;
     r->drip_ms = 0;
@@ -316,7 +317,7 @@ static void run_pump(struct conn *c)
         c->close_after_flush = true;
         break;
     case PUMP_DONE:
-        if (c->resp.close) {
+        if (c->resp.close || c->resp.drop) {
             c->state = ST_DONE;
             c->close_after_flush = true;
         } else {
