@@ -962,6 +962,26 @@ static void test_size_limits_and_files(void **state)
 
 /* ---- The example config --------------------------------------------------------------- */
 
+static void test_upstream_http1(void **state)
+{
+    (void)state;
+    fake_env = NULL;
+    struct diags d;
+    struct sb_config *cfg = expect_ok("model_list: []\n", &d);
+    assert_string_equal(cfg->server.upstream_http1, "native");
+    sb_config_free(cfg);
+    diags_free(&d);
+    cfg = expect_ok("server:\n  upstream_http1: curl\n", &d);
+    assert_string_equal(cfg->server.upstream_http1, "curl");
+    sb_config_free(cfg);
+    diags_free(&d);
+    cfg = NULL;
+    assert_int_equal(load("server:\n  port: 4000\n  upstream_http1: fast\n", &cfg, &d), -1);
+    assert_null(cfg);
+    assert_has(&d, "t.yaml:3: server.upstream_http1 must be native or curl");
+    diags_free(&d);
+}
+
 static struct sb_config *load_example(struct diags *d)
 {
     struct sb_config *cfg = NULL;
@@ -1038,6 +1058,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_config),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_upstream_http1),
         cmocka_unit_test(test_host_follows_master_key),
         cmocka_unit_test(test_environ),
         cmocka_unit_test(test_errors_with_lines),
