@@ -8,7 +8,8 @@
 # Knobs (environment): BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2),
 # BENCH_FAKE_THREADS (2), BENCH_TTFB_COUNT (200), BENCH_IDLE_CONNS (10000),
 # BENCH_SCENARIOS (a subset of "ns16 ns64 ns256 st64 slow256"),
-# BENCH_KEEP_TMP=1 (keep the temp dir with configs and logs).
+# BENCH_KEEP_TMP=1 (keep the temp dir with configs and logs),
+# BENCH_UPSTREAM_HTTP1=curl (the gateway's libcurl client instead of its native one).
 #
 # Exit status: 0 when every process started and no request failed; 1 otherwise.
 set -euo pipefail
@@ -24,6 +25,9 @@ esac
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
 FAKE_THREADS=${BENCH_FAKE_THREADS:-2}
+# Which client the gateway uses for its plain-http upstream: native (default) or curl (what
+# every https provider goes through).
+UPSTREAM_HTTP1=${BENCH_UPSTREAM_HTTP1:-native}
 TTFB_COUNT=${BENCH_TTFB_COUNT:-200}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 WORKERS=2
@@ -322,6 +326,7 @@ server:
   port: $port
   workers: $WORKERS
   access_log: $TMP/$name-access.log
+  upstream_http1: $UPSTREAM_HTTP1
 EOF
     "$SB_BIN" --check-config "$TMP/$name.yaml" >"$TMP/$name-check.log" 2>&1 || {
         cat "$TMP/$name-check.log" >&2
@@ -603,7 +608,8 @@ cell() { # value sb-raw nginx-raw proxy
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)," \
         "$(nproc) cores ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo))," \
         "$(uname -r). wrk -t$WRK_THREADS, ${WARMUP} s warm-up + ${DURATION} s per run;" \
-        "$WORKERS proxy workers; fake-provider --threads $FAKE_THREADS."
+        "$WORKERS proxy workers; fake-provider --threads $FAKE_THREADS;" \
+        "switchboard's upstream client: $UPSTREAM_HTTP1."
     if awk -v l="$LOAD_START" 'BEGIN {exit !(l > 1.0)}'; then
         echo "**The machine was busy (load average $LOAD_START before the run started): other work took CPU unevenly; treat these figures as unreliable.**"
     else
