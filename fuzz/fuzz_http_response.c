@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(x)                                                                               \
-    do {                                                                                       \
-        if (!(x))                                                                              \
-            abort();                                                                           \
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        if (!(x))                                                                                  \
+            abort();                                                                               \
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

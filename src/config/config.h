@@ -25,24 +25,24 @@ enum sb_provider_kind {
 };
 
 struct sb_deployment {
-    char *model_name;         /* the public alias clients send */
-    char *litellm_model;      /* litellm_params.model as written, e.g. "openai/gpt-4o" */
+    char *model_name;    /* the public alias clients send */
+    char *litellm_model; /* litellm_params.model as written, e.g. "openai/gpt-4o" */
     enum sb_provider_kind provider;
-    char *provider_name;      /* the prefix: "openai", "azure", "groq", ... */
-    char *upstream_model;     /* after the prefix: "gpt-4o"; for azure the deployment name */
-    char *api_base;           /* NULL: the provider's default (openai: https://api.openai.com/v1) */
-    char *api_key;            /* NULL: none (e.g. a local vLLM) */
-    char *api_version;        /* azure */
-    double timeout_s;         /* total time for a non-streaming call; default 600 */
-    double stream_timeout_s;  /* longest silence inside a stream; default = timeout_s */
-    int max_retries;          /* default 0 */
-    int64_t rpm;              /* 0: unlimited */
+    char *provider_name;     /* the prefix: "openai", "azure", "groq", ... */
+    char *upstream_model;    /* after the prefix: "gpt-4o"; for azure the deployment name */
+    char *api_base;          /* NULL: the provider's default (openai: https://api.openai.com/v1) */
+    char *api_key;           /* NULL: none (e.g. a local vLLM) */
+    char *api_version;       /* azure */
+    double timeout_s;        /* total time for a non-streaming call; default 600 */
+    double stream_timeout_s; /* longest silence inside a stream; default = timeout_s */
+    int max_retries;         /* default 0 */
+    int64_t rpm;             /* 0: unlimited */
     int64_t tpm;
-    double weight;            /* default 1 */
-    char *model_info_json;    /* model_info serialized as JSON, or NULL */
-    bool disabled;            /* e.g. its os.environ/ variable is unset */
-    char *disabled_reason;    /* when disabled: why, without any secret value */
-    int line;                 /* line of the entry in the config file */
+    double weight;         /* default 1 */
+    char *model_info_json; /* model_info serialized as JSON, or NULL */
+    bool disabled;         /* e.g. its os.environ/ variable is unset */
+    char *disabled_reason; /* when disabled: why, without any secret value */
+    int line;              /* line of the entry in the config file */
 };
 
 struct sb_server_config {
@@ -67,13 +67,13 @@ struct sb_server_config {
 };
 
 struct sb_config {
-    char *path;                          /* the file it was loaded from, or the name given */
+    char *path; /* the file it was loaded from, or the name given */
     struct sb_deployment *deployments;
     size_t n_deployments;
     /* Distinct model_name values, in first-seen order, disabled ones included. */
     char **model_names;
     size_t n_model_names;
-    char *master_key;                    /* NULL: no auth (then loopback only) */
+    char *master_key; /* NULL: no auth (then loopback only) */
     struct sb_server_config server;
 };
 
@@ -84,8 +84,8 @@ typedef void (*sb_config_diag_cb)(void *ud, enum sb_diag_level level, const char
 
 /* Loads and validates. Returns 0 and sets *out, or -1 after reporting at least one error.
  * `getenv_fn` resolves os.environ/NAME (NULL: getenv); tests pass their own. */
-int sb_config_load_file(const char *path, struct sb_config **out, sb_config_diag_cb diag,
-                        void *ud, const char *(*getenv_fn)(const char *));
+int sb_config_load_file(const char *path, struct sb_config **out, sb_config_diag_cb diag, void *ud,
+                        const char *(*getenv_fn)(const char *));
 int sb_config_load_string(const char *yaml, size_t len, const char *name, struct sb_config **out,
                           sb_config_diag_cb diag, void *ud, const char *(*getenv_fn)(const char *));
 void sb_config_free(struct sb_config *cfg);

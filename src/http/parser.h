@@ -41,12 +41,12 @@
 
 /* Results: > 0 the length of a complete head; 0 (SB_HTTP_AGAIN) need more bytes; < 0 one of
  * these errors. */
-#define SB_HTTP_AGAIN               0
-#define SB_HTTP_E_BAD               (-1) /* 400 */
-#define SB_HTTP_E_TOO_LARGE         (-2) /* 431 */
-#define SB_HTTP_E_VERSION           (-3) /* 505 */
-#define SB_HTTP_E_NOT_IMPLEMENTED   (-4) /* 501: a transfer coding we do not accept */
-#define SB_HTTP_E_BODY_TOO_LARGE    (-5) /* 413: from the chunked decoder */
+#define SB_HTTP_AGAIN             0
+#define SB_HTTP_E_BAD             (-1) /* 400 */
+#define SB_HTTP_E_TOO_LARGE       (-2) /* 431 */
+#define SB_HTTP_E_VERSION         (-3) /* 505 */
+#define SB_HTTP_E_NOT_IMPLEMENTED (-4) /* 501: a transfer coding we do not accept */
+#define SB_HTTP_E_BODY_TOO_LARGE  (-5) /* 413: from the chunked decoder */
 
 struct sb_http_str {
     const char *p;
@@ -86,8 +86,7 @@ int sb_http_parse_request(const char *buf, size_t len, size_t max_head,
                           struct sb_http_request *req);
 
 /* Case-insensitive lookup of the first header with that name; NULL if absent. */
-const struct sb_http_str *sb_http_header_get(const struct sb_http_request *req,
-                                             const char *name);
+const struct sb_http_str *sb_http_header_get(const struct sb_http_request *req, const char *name);
 
 /* Status code for an error result (400, 431, 505, 501, 413); 400 for anything unknown. */
 int sb_http_error_status(int err);
@@ -102,12 +101,12 @@ const char *sb_http_strerror(int err);
  * either, SB_HTTP_E_TOO_LARGE, since trailers are header fields). */
 struct sb_http_chunked {
     int state;
-    uint64_t remaining;  /* bytes left in the current chunk */
-    size_t line_len;     /* bytes seen of the current size/trailer line */
-    size_t trailer_len;  /* total trailer bytes */
+    uint64_t remaining; /* bytes left in the current chunk */
+    size_t line_len;    /* bytes seen of the current size/trailer line */
+    size_t trailer_len; /* total trailer bytes */
     uint32_t digits;
     bool saw_ext;
-    bool done;           /* the last chunk and the trailers have been consumed */
+    bool done; /* the last chunk and the trailers have been consumed */
 };
 
 void sb_http_chunked_init(struct sb_http_chunked *c);

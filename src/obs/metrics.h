@@ -51,12 +51,12 @@ enum sb_upstream_error_kind {
 
 struct sb_metrics_sample {
     enum sb_route route;
-    int model;          /* index into the model names, or -1 */
+    int model; /* index into the model names, or -1 */
     int status;
-    double total_s;     /* request received to response complete */
-    double upstream_s;  /* < 0: there was no upstream call */
-    double ttft_s;      /* < 0: not a stream, or no byte reached the client */
-    int64_t tokens_in;  /* < 0: unknown */
+    double total_s;    /* request received to response complete */
+    double upstream_s; /* < 0: there was no upstream call */
+    double ttft_s;     /* < 0: not a stream, or no byte reached the client */
+    int64_t tokens_in; /* < 0: unknown */
     int64_t tokens_out;
 };
 
