@@ -20,7 +20,7 @@ build:
 run: deps build
 	@scripts/run-demo.sh $(BUILD) $(CONFIG)
 
-test: deps
+test: deps format-check
 	@cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSB_SANITIZE=ON >/dev/null
 	@cmake --build $(TEST_BUILD) -j $(JOBS)
 	@scripts/run-tests.sh $(TEST_BUILD)

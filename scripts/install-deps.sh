@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   # build
-  gcc make cmake pkg-config clang libclang-rt-14-dev
+  gcc make cmake pkg-config clang libclang-rt-14-dev clang-format
   # libraries (DESIGN.md, "Dependencies")
   libuv1-dev libcurl4-openssl-dev libssl-dev libjansson-dev libyaml-dev
   # tests
