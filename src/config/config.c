@@ -1202,19 +1202,120 @@ static void load_general(struct ctx *c, const struct ynode *v, struct sb_config 
     pairs_free(&ps);
 }
 
-static void warn_section(struct ctx *c, const char *section, const struct ynode *v)
+/* A list of aliases: a sequence of strings, or one string. */
+static char **read_alias_list(struct ctx *c, const struct ynode *v, const char *key, size_t *n)
+{
+    *n = 0;
+    if (v->kind == Y_SCALAR && !is_null(v)) {
+        char **out = xmalloc(sizeof *out);
+        if (read_str(c, v, key, NULL, &out[0]) != 0) {
+            free(out);
+            return NULL;
+        }
+        *n = 1;
+        return out;
+    }
+    if (v->kind != Y_SEQ) {
+        fail(c, v->line, "%s must be a list of model names", key);
+        return NULL;
+    }
+    char **out = xmalloc((v->n ? v->n : 1) * sizeof *out);
+    for (size_t i = 0; i < v->n; i++) {
+        if (v->kids[i]->kind != Y_SCALAR || is_null(v->kids[i])) {
+            fail(c, v->kids[i]->line, "%s must be a list of model names", key);
+            break;
+        }
+        if (read_str(c, v->kids[i], key, NULL, &out[*n]) != 0)
+            break;
+        (*n)++;
+    }
+    return out;
+}
+
+/* fallbacks: [{alias: [other, ...]}, ...] */
+static void load_fallbacks(struct ctx *c, const struct ynode *v, const char *key,
+                           struct sb_router_config *r)
+{
+    if (is_null(v))
+        return;
+    if (v->kind != Y_SEQ) {
+        fail(c, v->line, "%s must be a list of {model: [fallback, ...]} mappings", key);
+        return;
+    }
+    for (size_t i = 0; i < v->n; i++) {
+        const struct ynode *item = v->kids[i];
+        struct pairs ps = {0};
+        if (item->kind != Y_MAP) {
+            fail(c, item->line, "%s: each entry must be one {model: [fallback, ...]}", key);
+            continue;
+        }
+        if (flatten(c, item, &ps, 0) != 0) { /* it reported why */
+            pairs_free(&ps);
+            continue;
+        }
+        if (ps.n != 1 || ps.p[0].k->kind != Y_SCALAR) {
+            fail(c, item->line, "%s: each entry must be one {model: [fallback, ...]}", key);
+            pairs_free(&ps);
+            continue;
+        }
+        struct sb_fallback fb = {.line = item->line};
+        fb.from = xstrndup(ps.p[0].k->s, ps.p[0].k->len);
+        fb.to = read_alias_list(c, ps.p[0].v, key, &fb.n_to);
+        pairs_free(&ps);
+        size_t cap = r->n_fallbacks;
+        grow((void **)&r->fallbacks, &cap, r->n_fallbacks + 1, sizeof *r->fallbacks);
+        r->fallbacks[r->n_fallbacks++] = fb;
+    }
+}
+
+/* router_settings and litellm_settings: the keys the router applies; the rest warn. */
+static void load_router(struct ctx *c, const char *section, const struct ynode *v,
+                        struct sb_config *cfg)
 {
     if (is_null(v))
         return;
     if (v->kind != Y_MAP) {
-        warn(c, v->line, "%s is not supported yet, ignored", section);
+        warn(c, v->line, "%s is not a mapping; ignored", section);
         return;
     }
     struct pairs ps = {0};
-    if (flatten(c, v, &ps, 0) == 0) {
-        for (size_t i = 0; i < ps.n; i++)
-            warn(c, ps.p[i].k->line, "%s.%s is not supported yet, ignored", section,
-                 show_node(ps.p[i].k).s);
+    if (flatten(c, v, &ps, 0) != 0) {
+        pairs_free(&ps);
+        return;
+    }
+    struct sb_router_config *r = &cfg->router;
+    for (size_t i = 0; i < ps.n; i++) {
+        const struct ynode *k = ps.p[i].k, *val = ps.p[i].v;
+        char key[128];
+        snprintf(key, sizeof key, "%s.%.64s", section, k->kind == Y_SCALAR ? k->s : "?");
+        if (scalar_is(k, "num_retries")) {
+            int64_t n = r->num_retries;
+            get_int(c, val, key, NULL, 0, 10, &n);
+            r->num_retries = (int)n;
+            r->num_retries_set = true;
+        } else if (scalar_is(k, "allowed_fails")) {
+            int64_t n = r->allowed_fails;
+            get_int(c, val, key, NULL, 1, 1000, &n);
+            r->allowed_fails = (int)n;
+        } else if (scalar_is(k, "cooldown_time")) {
+            get_double(c, val, key, NULL, 3600, &r->cooldown_time_s);
+        } else if (scalar_is(k, "retry_after")) {
+            double d = 0;
+            int rc = read_double(c, val, key, NULL, &d);
+            if (rc == 0 && d >= 0 && d <= 60)
+                r->retry_after_s = d;
+            else if (rc != 1 && rc != -1)
+                fail(c, val->line, "%s must be a number of seconds in 0..60", key);
+        } else if (scalar_is(k, "fallbacks")) {
+            load_fallbacks(c, val, key, r);
+        } else if (scalar_is(k, "default_fallbacks")) {
+            for (size_t j = 0; j < r->n_default_fallbacks; j++)
+                free(r->default_fallbacks[j]);
+            free(r->default_fallbacks);
+            r->default_fallbacks = read_alias_list(c, val, key, &r->n_default_fallbacks);
+        } else {
+            warn(c, k->line, "%s.%s is not supported yet, ignored", section, show_node(k).s);
+        }
     }
     pairs_free(&ps);
 }
@@ -1278,7 +1379,7 @@ static void load_root(struct ctx *c, const struct ynode *root, struct sb_config 
         } else if (scalar_is(k, "server")) {
             load_server(c, v, cfg);
         } else if (scalar_is(k, "litellm_settings") || scalar_is(k, "router_settings")) {
-            warn_section(c, k->s, v);
+            load_router(c, k->s, v, cfg);
         } else {
             warn(c, k->line, "unknown key '%s' ignored", show_node(k).s);
         }
@@ -1311,6 +1412,8 @@ int sb_config_load_string(const char *yaml, size_t len, const char *name, struct
     memset(cfg, 0, sizeof *cfg);
     cfg->path = xstrdup(c.name);
     set_defaults(&cfg->server);
+    cfg->router.allowed_fails = 3;
+    cfg->router.cooldown_time_s = 5;
     load_root(&c, doc.root, cfg);
     ydoc_free(&doc);
     if (c.errors) {
@@ -1328,6 +1431,16 @@ int sb_config_load_string(const char *yaml, size_t len, const char *name, struct
     if (!cfg->server.upstream_http1)
         cfg->server.upstream_http1 = xstrdup("native");
     collect_model_names(cfg);
+    /* A fallback naming no configured alias is most likely a typo; it would never serve. */
+    for (size_t i = 0; i < cfg->router.n_fallbacks; i++) {
+        const struct sb_fallback *fb = &cfg->router.fallbacks[i];
+        if (sb_config_model_index(cfg, fb->from, strlen(fb->from)) < 0)
+            warn(&c, fb->line, "fallbacks: '%.64s' is not a model_name of model_list", fb->from);
+        for (size_t j = 0; j < fb->n_to; j++)
+            if (sb_config_model_index(cfg, fb->to[j], strlen(fb->to[j])) < 0)
+                warn(&c, fb->line, "fallbacks: '%.64s' is not a model_name of model_list",
+                     fb->to[j]);
+    }
     *out = cfg;
     return 0;
 }
@@ -1396,6 +1509,16 @@ void sb_config_free(struct sb_config *cfg)
     free(cfg->server.access_log);
     free(cfg->server.log_level);
     free(cfg->server.upstream_http1);
+    for (size_t i = 0; i < cfg->router.n_fallbacks; i++) {
+        free(cfg->router.fallbacks[i].from);
+        for (size_t j = 0; j < cfg->router.fallbacks[i].n_to; j++)
+            free(cfg->router.fallbacks[i].to[j]);
+        free(cfg->router.fallbacks[i].to);
+    }
+    free(cfg->router.fallbacks);
+    for (size_t j = 0; j < cfg->router.n_default_fallbacks; j++)
+        free(cfg->router.default_fallbacks[j]);
+    free(cfg->router.default_fallbacks);
     free(cfg);
 }
 

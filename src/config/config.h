@@ -66,6 +66,27 @@ struct sb_server_config {
     char *upstream_http1;
 };
 
+/* `fallbacks: [{gpt-4o: [gpt-4o-mini, other]}]`: when every attempt on `from` failed. */
+struct sb_fallback {
+    char *from;
+    char **to;
+    size_t n_to;
+    int line;
+};
+
+/* router_settings / litellm_settings (either section; LiteLLM accepts both). */
+struct sb_router_config {
+    int num_retries;        /* retries within a model group; default 0 (LiteLLM's proxy) */
+    double retry_after_s;   /* least wait before retrying the same deployment; default 0 */
+    int allowed_fails;      /* failures in a minute before a cooldown; default 3 */
+    double cooldown_time_s; /* default 5 */
+    struct sb_fallback *fallbacks;
+    size_t n_fallbacks;
+    char **default_fallbacks; /* for aliases without their own fallbacks */
+    size_t n_default_fallbacks;
+    bool num_retries_set; /* given in the config (else the deployments' max_retries apply) */
+};
+
 struct sb_config {
     char *path; /* the file it was loaded from, or the name given */
     struct sb_deployment *deployments;
@@ -74,6 +95,7 @@ struct sb_config {
     char **model_names;
     size_t n_model_names;
     char *master_key; /* NULL: no auth (then loopback only) */
+    struct sb_router_config router;
     struct sb_server_config server;
 };
 

@@ -240,14 +240,16 @@ static void test_full_config(void **state)
     assert_has(&d, "W t.yaml:13: unknown key 'litellm_params.drop_params' ignored");
     assert_has(&d, "W t.yaml:28: provider 'anthropic' is not supported yet");
     assert_has(&d, "W t.yaml:31: litellm_settings.drop_params is not supported yet, ignored");
-    assert_has(&d, "W t.yaml:32: litellm_settings.num_retries is not supported yet, ignored");
+    assert_lacks(&d, "num_retries"); /* applied by the router */
+    assert_int_equal(cfg->router.num_retries, 2);
+    assert_true(cfg->router.num_retries_set);
     assert_has(&d, "W t.yaml:34: router_settings.routing_strategy is not supported yet");
     assert_has(&d, "W t.yaml:38: general_settings.database_url is not supported yet");
     assert_has(&d, "W t.yaml:39: unknown key 'environment_variables' ignored");
     /* The anthropic entry is disabled for its provider, so its unset key is also noted. */
     assert_has(&d, "W t.yaml:29: litellm_params.api_key: environment variable "
                    "ANTHROPIC_API_KEY is not set");
-    assert_int_equal(d.warnings, 8);
+    assert_int_equal(d.warnings, 7);
     sb_config_free(cfg);
     diags_free(&d);
 }
@@ -623,7 +625,7 @@ static void test_unknown_key_warnings(void **state)
     assert_has(&d, "W t.yaml:13: unknown key 'server.colour' ignored");
     /* Key names are shown printable. */
     assert_has(&d, "W t.yaml:14: unknown key 'we?ird' ignored");
-    assert_has(&d, "W t.yaml:15: litellm_settings is not supported yet, ignored");
+    assert_has(&d, "W t.yaml:15: litellm_settings is not a mapping; ignored");
     assert_int_equal(d.warnings, 9);
     sb_config_free(cfg);
     diags_free(&d);
@@ -982,6 +984,58 @@ static void test_upstream_http1(void **state)
     diags_free(&d);
 }
 
+static void test_router_settings(void **state)
+{
+    (void)state;
+    fake_env = NULL;
+    struct diags d;
+    struct sb_config *cfg = expect_ok("model_list: []\n", &d);
+    assert_int_equal(cfg->router.num_retries, 0);
+    assert_false(cfg->router.num_retries_set);
+    assert_int_equal(cfg->router.allowed_fails, 3);
+    assert_true(cfg->router.cooldown_time_s == 5);
+    assert_int_equal(cfg->router.n_fallbacks, 0);
+    sb_config_free(cfg);
+    diags_free(&d);
+
+    cfg = expect_ok("model_list:\n"
+                    "  - {model_name: a, litellm_params: {model: openai/x}}\n"
+                    "  - {model_name: b, litellm_params: {model: openai/y}}\n"
+                    "router_settings:\n"
+                    "  num_retries: 2\n"
+                    "  allowed_fails: 1\n"
+                    "  cooldown_time: 0.5\n"
+                    "  retry_after: 0\n"
+                    "  fallbacks: [{a: [b, c]}, {b: a}]\n"
+                    "litellm_settings:\n"
+                    "  default_fallbacks: [b]\n",
+                    &d);
+    assert_int_equal(cfg->router.num_retries, 2);
+    assert_int_equal(cfg->router.allowed_fails, 1);
+    assert_true(cfg->router.cooldown_time_s == 0.5);
+    assert_int_equal(cfg->router.n_fallbacks, 2);
+    assert_string_equal(cfg->router.fallbacks[0].from, "a");
+    assert_int_equal(cfg->router.fallbacks[0].n_to, 2);
+    assert_string_equal(cfg->router.fallbacks[0].to[1], "c");
+    assert_int_equal(cfg->router.fallbacks[1].n_to, 1);
+    assert_string_equal(cfg->router.fallbacks[1].to[0], "a");
+    assert_int_equal(cfg->router.n_default_fallbacks, 1);
+    assert_has(&d, "W t.yaml:9: fallbacks: 'c' is not a model_name of model_list");
+    sb_config_free(cfg);
+    diags_free(&d);
+
+    cfg = NULL;
+    assert_int_equal(load("router_settings:\n  num_retries: 11\n  cooldown_time: -1\n"
+                          "  fallbacks: {a: b}\n  default_fallbacks: {x: 1}\n",
+                          &cfg, &d),
+                     -1);
+    assert_has(&d, "t.yaml:2: router_settings.num_retries must be an integer in 0..10");
+    assert_has(&d, "t.yaml:3: router_settings.cooldown_time must be a number > 0");
+    assert_has(&d, "t.yaml:4: router_settings.fallbacks must be a list");
+    assert_has(&d, "t.yaml:5: router_settings.default_fallbacks must be a list of model names");
+    diags_free(&d);
+}
+
 static struct sb_config *load_example(struct diags *d)
 {
     struct sb_config *cfg = NULL;
@@ -1059,6 +1113,7 @@ int main(void)
         cmocka_unit_test(test_full_config),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_upstream_http1),
+        cmocka_unit_test(test_router_settings),
         cmocka_unit_test(test_host_follows_master_key),
         cmocka_unit_test(test_environ),
         cmocka_unit_test(test_errors_with_lines),
