@@ -12,6 +12,7 @@
 #include "http/server.h"
 #include "obs/metrics.h"
 #include "providers/provider.h"
+#include "router/router.h"
 #include "upstream/upstream.h"
 
 #include <pthread.h>
@@ -23,11 +24,15 @@ struct sb_model_group {
     int *deployments; /* enabled deployments of this alias, indexes into cfg->deployments */
     size_t n;
     const char *unavailable_reason; /* when n == 0: why (from a disabled deployment) */
+    int fallbacks[8];               /* aliases tried, in order, when this one fails */
+    size_t n_fallbacks;
+    int retries; /* router num_retries, else the largest max_retries of the deployments */
 };
 
 struct sb_gateway {
     const struct sb_config *cfg;
     struct sb_metrics *metrics;
+    struct sb_router *router;
     struct sb_provider_target *targets; /* one per deployment; zeroed for disabled ones */
     struct sb_model_group *groups;      /* one per cfg->model_names entry */
     char *models_json;                  /* the GET /v1/models body */
@@ -66,6 +71,8 @@ struct sb_request_record {
     const struct sb_deployment *dep;
     const char *request_id;
     const char *error_code; /* the gateway's own error code, or NULL */
+    int attempts;           /* upstream calls made (1 + retries + fallbacks tried) */
+    int served_by;          /* alias index that answered when it was a fallback, else -1 */
     bool stream;
     int64_t tokens_in, tokens_out, tokens_cached, tokens_reasoning; /* -1: unknown */
     uint64_t upstream_start_ns, upstream_end_ns;                    /* 0: no upstream call */

@@ -96,13 +96,35 @@ int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nwor
             sb_error("model %s (%s): %s", d->model_name, d->litellm_model, err);
             goto fail;
         }
-        if (d->max_retries > 0)
-            sb_warn("model %s: max_retries is not applied yet (retries and fallbacks arrive with "
-                    "the router)",
-                    d->model_name);
         if (d->rpm > 0 || d->tpm > 0)
             sb_warn("model %s: rpm/tpm limits are not enforced yet", d->model_name);
         grp->deployments[grp->n++] = (int)i;
+    }
+    const struct sb_router_config *rc = &cfg->router;
+    gw->router = sb_router_new(cfg->n_deployments, rc->allowed_fails,
+                               (uint64_t)(rc->cooldown_time_s * 1000));
+    if (!gw->router)
+        goto fail;
+    for (size_t g = 0; g < cfg->n_model_names; g++) {
+        struct sb_model_group *grp = &gw->groups[g];
+        const char *name = cfg->model_names[g];
+        char *const *to = rc->default_fallbacks;
+        size_t n_to = rc->n_default_fallbacks;
+        for (size_t i = 0; i < rc->n_fallbacks; i++)
+            if (strcmp(rc->fallbacks[i].from, name) == 0) {
+                to = rc->fallbacks[i].to;
+                n_to = rc->fallbacks[i].n_to;
+            }
+        for (size_t i = 0; i < n_to && grp->n_fallbacks < 8; i++) {
+            int f = sb_config_model_index(cfg, to[i], strlen(to[i]));
+            if (f >= 0 && (size_t)f != g)
+                grp->fallbacks[grp->n_fallbacks++] = f;
+        }
+        grp->retries = rc->num_retries;
+        if (!rc->num_retries_set)
+            for (size_t i = 0; i < grp->n; i++)
+                if (cfg->deployments[grp->deployments[i]].max_retries > grp->retries)
+                    grp->retries = cfg->deployments[grp->deployments[i]].max_retries;
     }
     if (build_models_json(gw) != 0 || open_access_log(gw) != 0)
         goto fail;
@@ -125,6 +147,7 @@ void sb_gateway_free(struct sb_gateway *gw)
     free(gw->models_json);
     if (gw->metrics)
         sb_metrics_free(gw->metrics);
+    sb_router_free(gw->router);
     if (gw->access_fd_owned)
         close(gw->access_fd);
     pthread_mutex_destroy(&gw->access_lock);
@@ -301,6 +324,12 @@ static void record(struct sb_api_req *r, bool aborted)
         log_ms(b, "upstream_ttfb_ms", rec->upstream_ttfb_s);
     if (ttfb >= 0)
         log_ms(b, "ttfb_ms", ttfb);
+    if (rec->attempts) {
+        log_key(b, "attempts");
+        sb_buf_append_i64(b, rec->attempts);
+    }
+    if (rec->served_by >= 0)
+        log_json_field(b, "fallback_model", gw_w->gw->cfg->model_names[rec->served_by]);
     log_tokens(b, "tokens_in", rec->tokens_in);
     log_tokens(b, "tokens_out", rec->tokens_out);
     log_tokens(b, "tokens_cached", rec->tokens_cached);
@@ -481,6 +510,7 @@ void sb_gateway_on_request(struct sb_exchange *x)
     r->gw_w = gw_w;
     r->x = x;
     r->rec.model = -1;
+    r->rec.served_by = -1;
     r->rec.route = SB_ROUTE_OTHER;
     r->rec.tokens_in = r->rec.tokens_out = r->rec.tokens_cached = r->rec.tokens_reasoning = -1;
     r->rec.upstream_ttfb_s = -1;

@@ -19,6 +19,16 @@
 
 #define JSON_MAX_DEPTH 128
 
+struct edit {
+    size_t at, end; /* replace [at, end) */
+    const char *text;
+    size_t len;
+};
+
+/* Longest Retry-After the gateway waits out before retrying; past it, the next deployment or
+ * fallback is tried (or the answer goes to the client). */
+#define MAX_RETRY_AFTER_MS 30000
+
 struct sb_proxy {
     struct sb_api_req *r;
     struct sb_exchange *x;
@@ -40,6 +50,19 @@ struct sb_proxy {
     bool streaming;          /* the response to the client is a stream now */
     bool stream_failed;      /* an error event was sent */
     bool too_large;
+    /* The attempt plan (src/router/router.h for health and choice). */
+    enum sb_endpoint ep;
+    struct edit edits[3]; /* edits[0] is the `model` value, rewritten for each deployment */
+    int ne;
+    int group;     /* alias being tried */
+    int chain_pos; /* next fallback of the requested alias's group */
+    int dep;       /* deployment of the current attempt */
+    int next_dep;  /* deployment chosen for the next attempt */
+    int tried[16]; /* deployments tried in the current group */
+    size_t ntried;
+    int retries_left;
+    int retries_done;
+    uv_timer_t *backoff;
 };
 
 /* ---------------------------------------------------------------- usage */
@@ -91,8 +114,17 @@ static void read_usage(struct sb_request_record *rec, const char *s, size_t n,
 
 /* ---------------------------------------------------------------- finishing */
 
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
 static void proxy_free(struct sb_proxy *p)
 {
+    if (p->backoff) {
+        uv_timer_stop(p->backoff);
+        uv_close((uv_handle_t *)p->backoff, free_handle);
+    }
     sb_buf_free(&p->url);
     sb_buf_free(&p->body);
     sb_buf_free(&p->resp);
@@ -270,6 +302,24 @@ static void on_header(void *ud, const char *name, size_t nlen, const char *v, si
         copy_header(p->retry_after_ms, sizeof p->retry_after_ms, v, vlen);
 }
 
+/* x-request-id, and which deployment answered after how many upstream calls. */
+static void response_headers(struct sb_proxy *p, struct sb_buf *h)
+{
+    struct sb_api_req *r = p->r;
+    const struct sb_config *cfg = r->gw_w->gw->cfg;
+    sb_buf_append(h, r->rid_header, r->rid_header_len);
+    sb_buf_append_str(h, "x-switchboard-deployment: ");
+    sb_buf_append_str(h, p->target->d->litellm_model);
+    sb_buf_append_str(h, "\r\nx-switchboard-attempts: ");
+    sb_buf_append_i64(h, r->rec.attempts);
+    sb_buf_append(h, "\r\n", 2);
+    if (r->rec.served_by >= 0) {
+        sb_buf_append_str(h, "x-switchboard-fallback: ");
+        sb_buf_append_str(h, cfg->model_names[r->rec.served_by]);
+        sb_buf_append(h, "\r\n", 2);
+    }
+}
+
 static bool is_event_stream(const char *ct)
 {
     return strncasecmp(ct, "text/event-stream", 17) == 0;
@@ -303,10 +353,12 @@ static size_t on_body(void *ud, const char *data, size_t len)
     }
     if (!p->streaming) {
         p->streaming = true;
-        char hdr[256];
-        int hn = snprintf(hdr, sizeof hdr, "Cache-Control: no-cache\r\n%s", p->r->rid_header);
-        sb_http_stream_start(x, 200, "text/event-stream; charset=utf-8", hdr,
-                             hn > 0 && (size_t)hn < sizeof hdr ? (size_t)hn : 0);
+        sb_router_success(p->r->gw_w->gw->router, p->dep);
+        char hdr[1024];
+        struct sb_buf h = {.data = hdr, .len = 0, .cap = sizeof hdr, .max = sizeof hdr - 1};
+        sb_buf_append_str(&h, "Cache-Control: no-cache\r\n");
+        response_headers(p, &h);
+        sb_http_stream_start(x, 200, "text/event-stream; charset=utf-8", h.data, h.len);
     }
     int rc = sb_sse_parser_feed(&p->sse, data, len, on_event, p);
     if (rc == SB_SSE_E_TOO_BIG) {
@@ -383,9 +435,9 @@ static void finish_plain(struct sb_proxy *p, int result)
         count_upstream_error(p, status >= 500 ? SB_UPERR_STATUS_5XX : SB_UPERR_STATUS_4XX);
         redact_key(p);
     }
-    char hdr[512];
+    char hdr[1024];
     struct sb_buf h = {.data = hdr, .len = 0, .cap = sizeof hdr, .max = sizeof hdr - 1};
-    sb_buf_append(&h, r->rid_header, r->rid_header_len);
+    response_headers(p, &h);
     if (!ok && p->retry_after[0])
         sb_buf_printf(&h, "Retry-After: %s\r\n", p->retry_after);
     if (!ok && p->retry_after_ms[0])
@@ -394,28 +446,186 @@ static void finish_plain(struct sb_proxy *p, int result)
                     h.len, p->resp.data, p->resp.len);
 }
 
+static void launch(struct sb_proxy *p);
+
+static bool was_tried(const struct sb_proxy *p, int dep)
+{
+    for (size_t i = 0; i < p->ntried; i++)
+        if (p->tried[i] == dep)
+            return true;
+    return false;
+}
+
+/* Retry-After as milliseconds: seconds (a number) or retry-after-ms; -1 when absent or an
+ * HTTP date (then the gateway's own backoff applies). */
+static int64_t retry_after_ms(const struct sb_proxy *p)
+{
+    char *end;
+    if (p->retry_after_ms[0]) {
+        double v = strtod(p->retry_after_ms, &end);
+        if (end != p->retry_after_ms && *end == '\0' && v >= 0 && v < 1e9)
+            return (int64_t)v;
+    }
+    if (p->retry_after[0]) {
+        double v = strtod(p->retry_after, &end);
+        if (end != p->retry_after && *end == '\0' && v >= 0 && v < 1e6)
+            return (int64_t)(v * 1000);
+    }
+    return -1;
+}
+
+/* Exponential backoff with jitter: 250 ms doubling up to 4 s, times 0.5..1. */
+static uint64_t backoff_ms(struct sb_proxy *p)
+{
+    uint64_t base = 250u << (p->retries_done < 4 ? p->retries_done : 4);
+    uint64_t v = p->r->gw_w->rng;
+    v ^= v >> 12, v ^= v << 25, v ^= v >> 27;
+    p->r->gw_w->rng = v;
+    return base / 2 + (v * 0x2545F4914F6CDD1DULL >> 33) % (base / 2 + 1);
+}
+
+/* After a failed attempt: picks the next deployment (a retry in the same group, preferring
+ * one not tried yet, or the first available fallback), or returns false. */
+static bool plan_next(struct sb_proxy *p, bool retryable, bool fallbackable, uint64_t *delay)
+{
+    struct sb_gateway *gw = p->r->gw_w->gw;
+    uint64_t now = sb_router_now_ms();
+    *delay = 0;
+    int64_t ra = retry_after_ms(p);
+    if (retryable && p->retries_left > 0 && ra <= MAX_RETRY_AFTER_MS) {
+        const struct sb_model_group *grp = &gw->groups[p->group];
+        int d = sb_router_pick(gw->router, grp->deployments, grp->n, &p->r->gw_w->rr, p->tried,
+                               p->ntried, now);
+        if (d >= 0) {
+            p->retries_left--;
+            if (was_tried(p, d)) { /* the same deployment again: wait first */
+                uint64_t wait = backoff_ms(p);
+                uint64_t floor = (uint64_t)(gw->cfg->router.retry_after_s * 1000);
+                if (wait < floor)
+                    wait = floor;
+                if (ra > 0 && (uint64_t)ra > wait)
+                    wait = (uint64_t)ra;
+                *delay = wait;
+            }
+            p->retries_done++;
+            p->next_dep = d;
+            return true;
+        }
+    }
+    if (!fallbackable)
+        return false;
+    const struct sb_model_group *first = &gw->groups[p->r->rec.model];
+    while ((size_t)p->chain_pos < first->n_fallbacks) {
+        int g = first->fallbacks[p->chain_pos++];
+        const struct sb_model_group *grp = &gw->groups[g];
+        p->ntried = 0;
+        int d = sb_router_pick(gw->router, grp->deployments, grp->n, &p->r->gw_w->rr, NULL, 0, now);
+        if (d >= 0) {
+            p->group = g;
+            p->retries_left = 0; /* one call per fallback: attempts <= 1 + retries + fallbacks */
+            p->r->rec.served_by = g;
+            p->next_dep = d;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void on_backoff(uv_timer_t *t)
+{
+    launch(t->data);
+}
+
 static void on_done(void *ud, int result, const char *detail)
 {
     struct sb_proxy *p = ud;
     struct sb_api_req *r = p->r;
+    struct sb_router *router = r->gw_w->gw->router;
     p->t = NULL;
     r->rec.upstream_end_ns = uv_hrtime();
     if (result != SB_UP_OK)
         sb_debug("request %s: upstream failed: %s", r->request_id, detail);
-    if (p->streaming)
+    if (p->streaming) {
+        /* A failure, but bytes reached the client: never retried; it still counts. */
+        if (result != SB_UP_OK && r->gw_w->gw->groups[p->group].n > 1)
+            sb_router_failure(router, p->dep, false, sb_router_now_ms());
         finish_stream(p, result);
-    else
-        finish_plain(p, result);
+        detach(p);
+        return;
+    }
+    /* Nothing has reached the client: decide between answering and another attempt. */
+    bool retryable = false, hard = false, quota = false;
+    if (result != SB_UP_OK) {
+        retryable = !p->too_large && (result == SB_UP_E_CONNECT || result == SB_UP_E_TIMEOUT ||
+                                      result == SB_UP_E_PROTOCOL);
+    } else if (p->status >= 200 && p->status < 300) {
+        retryable =
+            sb_json_validate(p->resp.data ? p->resp.data : "", p->resp.len, JSON_MAX_DEPTH) != 0;
+    } else {
+        switch (p->status) {
+        case 408:
+        case 409:
+        case 425:
+        case 500:
+        case 502:
+        case 503:
+        case 504:
+        case 529:
+            retryable = true;
+            break;
+        case 429:
+            /* An exhausted quota or balance does not come back with a retry; another
+             * provider may still answer. */
+            quota = p->resp.data && (strstr(p->resp.data, "insufficient_quota") ||
+                                     strstr(p->resp.data, "credit_balance"));
+            retryable = !quota;
+            break;
+        case 401:
+        case 403:
+        case 404:
+            hard = true; /* this deployment's key or model is wrong */
+            break;
+        default:
+            break;
+        }
+    }
+    /* Cooling down a deployment only helps when its group has another one to use: a lone
+     * deployment keeps being called, so the client sees the provider's own error. */
+    uint64_t now = sb_router_now_ms();
+    bool shared = r->gw_w->gw->groups[p->group].n > 1;
+    if ((retryable || hard || quota) && shared)
+        sb_router_failure(router, p->dep, hard || quota, now);
+    else if (result == SB_UP_OK)
+        sb_router_success(router, p->dep);
+    uint64_t delay = 0;
+    if ((retryable || hard || quota) && plan_next(p, retryable, true, &delay)) {
+        count_upstream_error(p, result == SB_UP_E_TIMEOUT   ? SB_UPERR_TIMEOUT
+                                : result == SB_UP_E_CONNECT ? SB_UPERR_CONNECT
+                                : p->status >= 500          ? SB_UPERR_STATUS_5XX
+                                : p->status                 ? SB_UPERR_STATUS_4XX
+                                                            : SB_UPERR_PROTOCOL);
+        if (!delay) {
+            launch(p);
+            return;
+        }
+        if (!p->backoff) {
+            p->backoff = malloc(sizeof *p->backoff);
+            if (!p->backoff) {
+                finish_plain(p, result);
+                detach(p);
+                return;
+            }
+            uv_timer_init(sb_worker_loop(p->x->worker), p->backoff);
+            p->backoff->data = p;
+        }
+        uv_timer_start(p->backoff, on_backoff, delay, 0);
+        return;
+    }
+    finish_plain(p, result);
     detach(p);
 }
 
 /* ---------------------------------------------------------------- request */
-
-struct edit {
-    size_t at, end; /* replace [at, end) */
-    const char *text;
-    size_t len;
-};
 
 /* Applies non-overlapping edits, sorted by position, in one pass. */
 static int apply_edits(const char *s, size_t n, struct edit *e, int ne, struct sb_buf *out)
@@ -518,9 +728,6 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     if (ep == SB_EP_EMBEDDINGS)
         stream = false;
 
-    int dep = grp->deployments[r->gw_w->rr++ % grp->n];
-    const struct sb_provider_target *target = &gw->targets[dep];
-    r->rec.dep = target->d;
     r->rec.stream = stream;
 
     struct sb_proxy *p = calloc(1, sizeof *p);
@@ -530,7 +737,6 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     }
     p->r = r;
     p->x = x;
-    p->target = target;
     p->stream = stream;
     const struct sb_server_config *sc = &gw->cfg->server;
     sb_buf_init(&p->url, 16384);
@@ -542,8 +748,8 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
 
     struct edit edits[3];
     int ne = 0;
-    const char *um = target->upstream_model_json;
-    edits[ne++] = (struct edit){model.value.start, model.value.end, um, strlen(um)};
+    /* The model value's text is set for each attempt's deployment (launch). */
+    edits[ne++] = (struct edit){model.value.start, model.value.end, NULL, 0};
     if (stream) {
         static const char add_root[] = ",\"stream_options\":{\"include_usage\":true}";
         static const char add_inner[] = ",\"include_usage\":true";
@@ -585,16 +791,72 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
             return;
         }
     }
-    if (apply_edits(s, n, edits, ne, &p->body) != 0 || sb_provider_url(target, ep, &p->url) != 0) {
+    memcpy(p->edits, edits, sizeof edits);
+    p->ne = ne;
+    p->ep = ep;
+    p->group = g;
+    p->retries_left = grp->retries;
+    /* The request's id goes upstream too, for correlation in the provider's logs. */
+    snprintf(p->rid_line, sizeof p->rid_line, "x-request-id: %s", r->request_id);
+    p->rid_node.data = p->rid_line;
+    x->on_drain = on_drain;
+
+    uint64_t now = sb_router_now_ms();
+    uint64_t delay;
+    p->next_dep = sb_router_pick(gw->router, grp->deployments, grp->n, &r->gw_w->rr, NULL, 0, now);
+    if (p->next_dep < 0 && !plan_next(p, false, true, &delay)) {
+        /* Every deployment of the alias (and of its fallbacks) is cooling down: fail fast,
+         * and say when to come back. */
+        uint64_t wait = sb_router_wait_ms(gw->router, grp->deployments, grp->n, now);
+        char hdr[320];
+        int hn = snprintf(hdr, sizeof hdr, "%sRetry-After: %llu\r\n", r->rid_header,
+                          (unsigned long long)((wait + 999) / 1000));
+        struct sb_error e;
+        sb_error_set(&e, 503, "api_error", "no_deployments_available", "model",
+                     "Every deployment of '%.200s' is cooling down after failures; retry in "
+                     "%llu s.",
+                     name, (unsigned long long)((wait + 999) / 1000));
+        r->rec.error_code = "no_deployments_available";
+        sb_http_respond_error(x, &e, hdr, hn > 0 && (size_t)hn < sizeof hdr ? (size_t)hn : 0);
+        detach(p);
+        return;
+    }
+    r->rec.upstream_start_ns = uv_hrtime();
+    launch(p);
+}
+
+/* Starts the attempt on p->next_dep: the body with that deployment's model, its URL and
+ * headers. */
+static void launch(struct sb_proxy *p)
+{
+    struct sb_api_req *r = p->r;
+    struct sb_gateway *gw = r->gw_w->gw;
+    const struct sb_server_config *sc = &gw->cfg->server;
+    const struct sb_provider_target *target = &gw->targets[p->next_dep];
+    p->dep = p->next_dep;
+    p->target = target;
+    r->rec.dep = target->d;
+    r->rec.attempts++;
+    if (p->ntried < sizeof p->tried / sizeof p->tried[0])
+        p->tried[p->ntried++] = p->dep;
+    p->status = 0;
+    p->content_type[0] = p->retry_after[0] = p->retry_after_ms[0] = '\0';
+    p->too_large = false;
+    sb_buf_reset(&p->resp);
+    sb_buf_reset(&p->body);
+    sb_buf_reset(&p->url);
+    struct edit e[3];
+    memcpy(e, p->edits, sizeof e);
+    e[0].text = target->upstream_model_json;
+    e[0].len = strlen(target->upstream_model_json);
+    const char *s = r->x->body.data ? r->x->body.data : "";
+    if (apply_edits(s, r->x->body.len, e, p->ne, &p->body) != 0 ||
+        sb_provider_url(target, p->ep, &p->url) != 0) {
         sb_api_fail(r, 500, "api_error", "internal_error", NULL, "Could not build the request.");
         detach(p);
         return;
     }
-    /* The request's id goes upstream too, for correlation in the provider's logs. */
-    snprintf(p->rid_line, sizeof p->rid_line, "x-request-id: %s", r->request_id);
-    p->rid_node.data = p->rid_line;
     p->rid_node.next = (struct curl_slist *)target->headers;
-
     const struct sb_deployment *d = target->d;
     struct sb_transfer_opts o = {
         .url = p->url.data,
@@ -604,8 +866,8 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
         .proxy = target->proxy,
         .noproxy = target->noproxy,
         .connect_timeout_ms = (long)sc->connect_timeout_ms,
-        .timeout_ms = stream ? 0 : (long)(d->timeout_s * 1000),
-        .idle_timeout_ms = stream ? (uint64_t)(d->stream_timeout_s * 1000) : 0,
+        .timeout_ms = p->stream ? 0 : (long)(d->timeout_s * 1000),
+        .idle_timeout_ms = p->stream ? (uint64_t)(d->stream_timeout_s * 1000) : 0,
     };
     static const struct sb_transfer_cbs cbs = {
         .on_status = on_status,
@@ -613,11 +875,8 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
         .on_body = on_body,
         .on_done = on_done,
     };
-    x->on_drain = on_drain;
-    r->rec.upstream_start_ns = uv_hrtime();
     p->t = sb_transfer_start(r->gw_w->up, &o, &cbs, p);
     if (!p->t) {
-        r->rec.upstream_start_ns = 0;
         sb_api_fail(r, 500, "api_error", "internal_error", NULL,
                     "Could not start the upstream call.");
         detach(p);
