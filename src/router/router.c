@@ -105,7 +105,9 @@ void sb_router_failure(struct sb_router *r, int dep, bool hard, uint64_t now_ms)
     uint64_t until = atomic_load_explicit(&h->cooldown_until, memory_order_relaxed);
     bool half_open = until && until <= now_ms;
     uint64_t start = atomic_load_explicit(&h->window_start, memory_order_relaxed);
-    if (now_ms - start > FAIL_WINDOW_MS) {
+    /* The minute is counted from the first failure since the count was last cleared. */
+    if (now_ms - start > FAIL_WINDOW_MS ||
+        atomic_load_explicit(&h->fails, memory_order_relaxed) == 0) {
         atomic_store_explicit(&h->window_start, now_ms, memory_order_relaxed);
         atomic_store_explicit(&h->fails, 0, memory_order_relaxed);
     }

@@ -451,12 +451,13 @@ function parseJsonLines(text) {
   return out;
 }
 
-/** Starts a fake and a gateway; models is (fake) => model_list. */
-export async function startStack({ models = () => [], general_settings, server, env } = {}) {
+/** Starts a fake and a gateway; models is (fake) => model_list; extra adds top-level config
+ * sections (router_settings, ...). */
+export async function startStack({ models = () => [], general_settings, server, env, extra } = {}) {
   const fake = await Fake.start();
   let gw;
   try {
-    gw = await Gateway.start({ model_list: models(fake), general_settings, server }, { env });
+    gw = await Gateway.start({ ...(extra || {}), model_list: models(fake), general_settings, server }, { env });
   } catch (e) {
     await fake.stop().catch(() => {});
     throw e;
