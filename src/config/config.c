@@ -946,6 +946,11 @@ static void load_params(struct ctx *c, const struct ynode *params, struct sb_dep
             get_int(c, v, "litellm_params.tpm", d, 0, INT64_MAX, &d->tpm);
         } else if (scalar_is(k, "weight")) {
             get_double(c, v, "litellm_params.weight", d, 1e9, &d->weight);
+            d->weight_set = !is_null(v);
+        } else if (scalar_is(k, "order")) {
+            iv = d->order;
+            get_int(c, v, "litellm_params.order", d, 1, 1000, &iv);
+            d->order = (int)iv;
         } else {
             warn(c, k->line, "unknown key 'litellm_params.%s' ignored", show_node(k).s);
         }
@@ -1308,6 +1313,56 @@ static void load_router(struct ctx *c, const char *section, const struct ynode *
                 fail(c, val->line, "%s must be a number of seconds in 0..60", key);
         } else if (scalar_is(k, "fallbacks")) {
             load_fallbacks(c, val, key, r);
+        } else if (scalar_is(k, "routing_strategy")) {
+            char *str = NULL;
+            if (!is_null(val) && read_str(c, val, key, NULL, &str) == 0) {
+                static const char *const known[] = {"simple-shuffle", "round-robin", "least-busy",
+                                                    "latency-based-routing"};
+                bool ok = false;
+                for (size_t j = 0; j < sizeof known / sizeof known[0]; j++)
+                    ok |= strcmp(str, known[j]) == 0;
+                if (!ok && (strcmp(str, "usage-based-routing") == 0 ||
+                            strcmp(str, "usage-based-routing-v2") == 0 ||
+                            strcmp(str, "cost-based-routing") == 0)) {
+                    warn(c, val->line, "%s '%s' is not supported yet; using simple-shuffle", key,
+                         str);
+                    free(str);
+                    str = xstrdup("simple-shuffle");
+                    ok = true;
+                }
+                if (!ok) {
+                    fail(c, val->line,
+                         "%s must be simple-shuffle, round-robin, least-busy or "
+                         "latency-based-routing",
+                         key);
+                    free(str);
+                } else {
+                    set_str(&r->routing_strategy, str);
+                }
+            }
+        } else if (scalar_is(k, "model_group_alias")) {
+            struct pairs ap = {0};
+            if (val->kind != Y_MAP) {
+                if (!is_null(val))
+                    fail(c, val->line, "%s must be a mapping of name: model_name", key);
+            } else if (flatten(c, val, &ap, 0) == 0) {
+                for (size_t j = 0; j < ap.n; j++) {
+                    char *to = NULL;
+                    if (ap.p[j].k->kind != Y_SCALAR || ap.p[j].v->kind != Y_SCALAR ||
+                        read_str(c, ap.p[j].v, key, NULL, &to) != 0) {
+                        fail(c, ap.p[j].k->line, "%s must be a mapping of name: model_name", key);
+                        free(to);
+                        continue;
+                    }
+                    size_t cap = r->n_group_alias;
+                    grow((void **)&r->group_alias_from, &cap, r->n_group_alias + 1, sizeof(char *));
+                    cap = r->n_group_alias;
+                    grow((void **)&r->group_alias_to, &cap, r->n_group_alias + 1, sizeof(char *));
+                    r->group_alias_from[r->n_group_alias] = xstrndup(ap.p[j].k->s, ap.p[j].k->len);
+                    r->group_alias_to[r->n_group_alias++] = to;
+                }
+            }
+            pairs_free(&ap);
         } else if (scalar_is(k, "default_fallbacks")) {
             for (size_t j = 0; j < r->n_default_fallbacks; j++)
                 free(r->default_fallbacks[j]);
@@ -1430,6 +1485,8 @@ int sb_config_load_string(const char *yaml, size_t len, const char *name, struct
         cfg->server.log_level = xstrdup("info");
     if (!cfg->server.upstream_http1)
         cfg->server.upstream_http1 = xstrdup("native");
+    if (!cfg->router.routing_strategy)
+        cfg->router.routing_strategy = xstrdup("simple-shuffle");
     collect_model_names(cfg);
     /* A fallback naming no configured alias is most likely a typo; it would never serve. */
     for (size_t i = 0; i < cfg->router.n_fallbacks; i++) {
@@ -1519,6 +1576,13 @@ void sb_config_free(struct sb_config *cfg)
     for (size_t j = 0; j < cfg->router.n_default_fallbacks; j++)
         free(cfg->router.default_fallbacks[j]);
     free(cfg->router.default_fallbacks);
+    free(cfg->router.routing_strategy);
+    for (size_t j = 0; j < cfg->router.n_group_alias; j++) {
+        free(cfg->router.group_alias_from[j]);
+        free(cfg->router.group_alias_to[j]);
+    }
+    free(cfg->router.group_alias_from);
+    free(cfg->router.group_alias_to);
     free(cfg);
 }
 

@@ -43,6 +43,8 @@ struct sb_deployment {
     bool disabled;         /* e.g. its os.environ/ variable is unset */
     char *disabled_reason; /* when disabled: why, without any secret value */
     int line;              /* line of the entry in the config file */
+    int order;             /* litellm_params.order: priority tier, 1 first; 0: not given (last) */
+    bool weight_set; /* weight was given (simple-shuffle then weighs by it, else by rpm/tpm) */
 };
 
 struct sb_server_config {
@@ -85,6 +87,13 @@ struct sb_router_config {
     char **default_fallbacks; /* for aliases without their own fallbacks */
     size_t n_default_fallbacks;
     bool num_retries_set; /* given in the config (else the deployments' max_retries apply) */
+    /* routing_strategy: "simple-shuffle" (default, LiteLLM's), "round-robin", "least-busy",
+     * "latency-based-routing". */
+    char *routing_strategy;
+    /* model_group_alias: {name: alias}, a second name for an alias. */
+    char **group_alias_from;
+    char **group_alias_to;
+    size_t n_group_alias;
 };
 
 struct sb_config {

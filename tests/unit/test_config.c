@@ -243,13 +243,13 @@ static void test_full_config(void **state)
     assert_lacks(&d, "num_retries"); /* applied by the router */
     assert_int_equal(cfg->router.num_retries, 2);
     assert_true(cfg->router.num_retries_set);
-    assert_has(&d, "W t.yaml:34: router_settings.routing_strategy is not supported yet");
+    assert_string_equal(cfg->router.routing_strategy, "simple-shuffle");
     assert_has(&d, "W t.yaml:38: general_settings.database_url is not supported yet");
     assert_has(&d, "W t.yaml:39: unknown key 'environment_variables' ignored");
     /* The anthropic entry is disabled for its provider, so its unset key is also noted. */
     assert_has(&d, "W t.yaml:29: litellm_params.api_key: environment variable "
                    "ANTHROPIC_API_KEY is not set");
-    assert_int_equal(d.warnings, 7);
+    assert_int_equal(d.warnings, 6);
     sb_config_free(cfg);
     diags_free(&d);
 }
@@ -1022,6 +1022,31 @@ static void test_router_settings(void **state)
     assert_int_equal(cfg->router.n_default_fallbacks, 1);
     assert_has(&d, "W t.yaml:9: fallbacks: 'c' is not a model_name of model_list");
     sb_config_free(cfg);
+    diags_free(&d);
+
+    cfg = expect_ok("model_list:\n"
+                    "  - {model_name: a, litellm_params: {model: openai/x, order: 2, weight: 3}}\n"
+                    "  - {model_name: a, litellm_params: {model: openai/y, rpm: 10}}\n"
+                    "router_settings:\n"
+                    "  routing_strategy: cost-based-routing\n"
+                    "  model_group_alias: {gpt-4: a}\n",
+                    &d);
+    assert_string_equal(cfg->router.routing_strategy, "simple-shuffle");
+    assert_has(&d, "W t.yaml:5: router_settings.routing_strategy 'cost-based-routing' is not "
+                   "supported yet; using simple-shuffle");
+    assert_int_equal(cfg->deployments[0].order, 2);
+    assert_true(cfg->deployments[0].weight_set);
+    assert_false(cfg->deployments[1].weight_set);
+    assert_int_equal(cfg->deployments[1].order, 0);
+    assert_int_equal(cfg->router.n_group_alias, 1);
+    assert_string_equal(cfg->router.group_alias_from[0], "gpt-4");
+    assert_string_equal(cfg->router.group_alias_to[0], "a");
+    sb_config_free(cfg);
+    diags_free(&d);
+
+    cfg = NULL;
+    assert_int_equal(load("router_settings:\n  routing_strategy: fastest\n", &cfg, &d), -1);
+    assert_has(&d, "t.yaml:2: router_settings.routing_strategy must be simple-shuffle");
     diags_free(&d);
 
     cfg = NULL;
