@@ -26,13 +26,17 @@ struct sb_model_group {
     const char *unavailable_reason; /* when n == 0: why (from a disabled deployment) */
     int fallbacks[8];               /* aliases tried, in order, when this one fails */
     size_t n_fallbacks;
-    int retries; /* router num_retries, else the largest max_retries of the deployments */
+    int retries;     /* router num_retries, else the largest max_retries of the deployments */
+    double *weights; /* for simple-shuffle: weight, else rpm, else tpm; or NULL */
+    int *order;      /* priority tiers, or NULL */
+    struct sb_router_group rg; /* the router's view of deployments, weights, order */
 };
 
 struct sb_gateway {
     const struct sb_config *cfg;
     struct sb_metrics *metrics;
     struct sb_router *router;
+    enum sb_strategy strategy;
     struct sb_provider_target *targets; /* one per deployment; zeroed for disabled ones */
     struct sb_model_group *groups;      /* one per cfg->model_names entry */
     char *models_json;                  /* the GET /v1/models body */

@@ -101,6 +101,7 @@ int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nwor
         grp->deployments[grp->n++] = (int)i;
     }
     const struct sb_router_config *rc = &cfg->router;
+    gw->strategy = sb_router_strategy(rc->routing_strategy);
     gw->router = sb_router_new(cfg->n_deployments, rc->allowed_fails,
                                (uint64_t)(rc->cooldown_time_s * 1000));
     if (!gw->router)
@@ -120,6 +121,34 @@ int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nwor
             if (f >= 0 && (size_t)f != g)
                 grp->fallbacks[grp->n_fallbacks++] = f;
         }
+        /* simple-shuffle weighs by weight when any deployment of the group sets one, else by
+         * rpm, else by tpm (LiteLLM's rule); order tiers only when some deployment has one. */
+        bool any_weight = false, any_rpm = false, any_tpm = false, any_order = false;
+        for (size_t i = 0; i < grp->n; i++) {
+            const struct sb_deployment *d = &cfg->deployments[grp->deployments[i]];
+            any_weight |= d->weight_set;
+            any_rpm |= d->rpm > 0;
+            any_tpm |= d->tpm > 0;
+            any_order |= d->order > 0;
+        }
+        if (grp->n && (any_weight || any_rpm || any_tpm)) {
+            grp->weights = calloc(grp->n, sizeof *grp->weights);
+            if (!grp->weights)
+                goto fail;
+            for (size_t i = 0; i < grp->n; i++) {
+                const struct sb_deployment *d = &cfg->deployments[grp->deployments[i]];
+                double w = any_weight ? d->weight : any_rpm ? (double)d->rpm : (double)d->tpm;
+                grp->weights[i] = w > 0 ? w : 0;
+            }
+        }
+        if (grp->n && any_order) {
+            grp->order = calloc(grp->n, sizeof *grp->order);
+            if (!grp->order)
+                goto fail;
+            for (size_t i = 0; i < grp->n; i++)
+                grp->order[i] = cfg->deployments[grp->deployments[i]].order;
+        }
+        grp->rg = (struct sb_router_group){grp->deployments, grp->weights, grp->order, grp->n};
         grp->retries = rc->num_retries;
         if (!rc->num_retries_set)
             for (size_t i = 0; i < grp->n; i++)
@@ -141,8 +170,11 @@ void sb_gateway_free(struct sb_gateway *gw)
             sb_provider_target_free(&gw->targets[i]);
     free(gw->targets);
     if (gw->groups)
-        for (size_t i = 0; i < gw->cfg->n_model_names; i++)
+        for (size_t i = 0; i < gw->cfg->n_model_names; i++) {
             free(gw->groups[i].deployments);
+            free(gw->groups[i].weights);
+            free(gw->groups[i].order);
+        }
     free(gw->groups);
     free(gw->models_json);
     if (gw->metrics)
@@ -495,6 +527,101 @@ static void serve_models(struct sb_api_req *r, const struct sb_http_str *path)
     sb_buf_free(&b);
 }
 
+/* The router's view of every enabled deployment: GET /router/deployments (master key). */
+static int render_deployments(struct sb_gateway *gw, struct sb_buf *b)
+{
+    const struct sb_config *cfg = gw->cfg;
+    uint64_t now = sb_router_now_ms();
+    static const char *const names[] = {"simple-shuffle", "round-robin", "least-busy",
+                                        "latency-based-routing"};
+    int rc = sb_buf_append_str(b, "{\"routing_strategy\":\"");
+    rc = rc ? rc : sb_buf_append_str(b, names[gw->strategy]);
+    rc = rc ? rc : sb_buf_append_str(b, "\",\"deployments\":[");
+    bool first = true;
+    for (size_t i = 0; i < cfg->n_deployments && rc == 0; i++) {
+        const struct sb_deployment *d = &cfg->deployments[i];
+        if (d->disabled)
+            continue;
+        struct sb_router_state st;
+        sb_router_state(gw->router, (int)i, now, &st);
+        rc = sb_buf_printf(b, "%s{\"id\":%zu,\"model_name\":", first ? "" : ",", i);
+        rc = rc ? rc : sb_buf_append_json_str(b, d->model_name, strlen(d->model_name));
+        rc = rc ? rc : sb_buf_append_str(b, ",\"deployment\":");
+        rc = rc ? rc : sb_buf_append_json_str(b, d->litellm_model, strlen(d->litellm_model));
+        rc = rc ? rc
+                : sb_buf_printf(
+                      b,
+                      ",\"state\":\"%s\",\"cooldown_remaining_ms\":%llu,\"recent_fails\":%d,"
+                      "\"in_flight\":%d,\"latency_ms\":%.3f,\"order\":%d,\"weight\":%g}",
+                      st.cooling ? "cooling_down" : "healthy",
+                      (unsigned long long)st.cooldown_left_ms, st.fails, st.in_flight,
+                      st.latency_s * 1e3, d->order, d->weight);
+        first = false;
+    }
+    return rc ? rc : sb_buf_append_str(b, "]}");
+}
+
+/* A Prometheus label value: backslash, double quote and newline escaped (text format 0.0.4). */
+static void label_value(struct sb_buf *b, const char *v)
+{
+    sb_buf_append_char(b, '"');
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            sb_buf_append_char(b, '\\'), sb_buf_append_char(b, *v);
+        else if (*v == '\n')
+            sb_buf_append_str(b, "\\n");
+        else
+            sb_buf_append_char(b, *v);
+    }
+    sb_buf_append_char(b, '"');
+}
+
+static void metric_labels(struct sb_buf *b, const struct sb_deployment *d, size_t id)
+{
+    sb_buf_append_str(b, "{model=");
+    label_value(b, d->model_name);
+    sb_buf_append_str(b, ",deployment=");
+    label_value(b, d->litellm_model);
+    sb_buf_printf(b, ",deployment_id=\"%zu\"}", id);
+}
+
+/* Per-deployment gauges appended to /metrics: labels are configured names only. */
+static int render_router_metrics(struct sb_gateway *gw, struct sb_buf *b)
+{
+    static const struct {
+        const char *name, *help;
+    } fam[] = {
+        {"switchboard_deployment_cooling_down",
+         "1 while the deployment is out of rotation after failures."},
+        {"switchboard_deployment_in_flight", "Upstream calls in flight to the deployment."},
+        {"switchboard_deployment_latency_seconds",
+         "Moving average of the deployment's latency (time to first byte for streams)."},
+    };
+    const struct sb_config *cfg = gw->cfg;
+    uint64_t now = sb_router_now_ms();
+    int rc = 0;
+    for (size_t f = 0; f < 3 && rc == 0; f++) {
+        rc = sb_buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", fam[f].name, fam[f].help,
+                           fam[f].name);
+        for (size_t i = 0; i < cfg->n_deployments && rc == 0; i++) {
+            const struct sb_deployment *d = &cfg->deployments[i];
+            if (d->disabled)
+                continue;
+            struct sb_router_state st;
+            sb_router_state(gw->router, (int)i, now, &st);
+            sb_buf_append_str(b, fam[f].name);
+            metric_labels(b, d, i);
+            if (f == 0)
+                rc = sb_buf_printf(b, " %d\n", st.cooling ? 1 : 0);
+            else if (f == 1)
+                rc = sb_buf_printf(b, " %d\n", st.in_flight);
+            else
+                rc = sb_buf_printf(b, " %.6f\n", st.latency_s);
+        }
+    }
+    return rc;
+}
+
 void sb_gateway_on_request(struct sb_exchange *x)
 {
     struct sb_gw_worker *gw_w = sb_worker_data(x->worker);
@@ -550,7 +677,7 @@ void sb_gateway_on_request(struct sb_exchange *x)
         r->rec.route = SB_ROUTE_METRICS;
         struct sb_buf b;
         sb_buf_init(&b, 64u << 20);
-        if (sb_metrics_render(gw->metrics, &b) != 0)
+        if (sb_metrics_render(gw->metrics, &b) != 0 || render_router_metrics(gw, &b) != 0)
             sb_api_fail(r, 500, "api_error", "internal_error", NULL, "Metrics too large.");
         else
             sb_http_respond(x, 200, "text/plain; version=0.0.4; charset=utf-8", r->rid_header,
@@ -571,6 +698,26 @@ void sb_gateway_on_request(struct sb_exchange *x)
     } else if (path_is(path, "/v1/embeddings")) {
         route = SB_ROUTE_EMBEDDINGS;
         ep = SB_EP_EMBEDDINGS;
+    } else if (path_is(path, "/router/deployments")) {
+        route = SB_ROUTE_OTHER;
+        if (!method_is(req, "GET")) {
+            method_not_allowed(r, "GET");
+            return;
+        }
+        if (!authorized(gw, req)) {
+            sb_api_fail(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+                        "Missing or invalid API key. Send it as 'Authorization: Bearer <key>'.");
+            return;
+        }
+        struct sb_buf b;
+        sb_buf_init(&b, 64u << 20);
+        if (render_deployments(gw, &b) != 0)
+            sb_api_fail(r, 500, "api_error", "internal_error", NULL, "Out of memory.");
+        else
+            sb_http_respond(x, 200, "application/json", r->rid_header, r->rid_header_len, b.data,
+                            b.len);
+        sb_buf_free(&b);
+        return;
     } else if (path_is(path, "/v1/models") ||
                ((path->n > 11 && memcmp(path->p, "/v1/models/", 11) == 0) ||
                 (path->n > 8 && memcmp(path->p, "/models/", 8) == 0))) {

@@ -63,6 +63,9 @@ struct sb_proxy {
     int retries_left;
     int retries_done;
     uv_timer_t *backoff;
+    bool calling;           /* the router counts this attempt as in flight */
+    uint64_t attempt_ns;    /* when the current attempt started */
+    uint64_t first_byte_ns; /* when its response status arrived */
 };
 
 /* ---------------------------------------------------------------- usage */
@@ -139,9 +142,12 @@ static void detach(struct sb_proxy *p)
     proxy_free(p);
 }
 
+static void end_call(struct sb_proxy *p, bool ok);
+
 void sb_proxy_abort(struct sb_api_req *r)
 {
     struct sb_proxy *p = r->proxy;
+    end_call(p, false);
     if (p->t)
         sb_transfer_cancel(p->t);
     p->t = NULL;
@@ -272,6 +278,7 @@ static void on_status(void *ud, int status)
 {
     struct sb_proxy *p = ud;
     p->status = status;
+    p->first_byte_ns = uv_hrtime();
     struct sb_request_record *rec = &p->r->rec;
     rec->upstream_ttfb_s = (double)(uv_hrtime() - rec->upstream_start_ns) / 1e9;
 }
@@ -494,8 +501,8 @@ static bool plan_next(struct sb_proxy *p, bool retryable, bool fallbackable, uin
     int64_t ra = retry_after_ms(p);
     if (retryable && p->retries_left > 0 && ra <= MAX_RETRY_AFTER_MS) {
         const struct sb_model_group *grp = &gw->groups[p->group];
-        int d = sb_router_pick(gw->router, grp->deployments, grp->n, &p->r->gw_w->rr, p->tried,
-                               p->ntried, now);
+        int d = sb_router_pick(gw->router, gw->strategy, &grp->rg, &p->r->gw_w->rr,
+                               &p->r->gw_w->rng, p->tried, p->ntried, now);
         if (d >= 0) {
             p->retries_left--;
             if (was_tried(p, d)) { /* the same deployment again: wait first */
@@ -519,7 +526,8 @@ static bool plan_next(struct sb_proxy *p, bool retryable, bool fallbackable, uin
         int g = first->fallbacks[p->chain_pos++];
         const struct sb_model_group *grp = &gw->groups[g];
         p->ntried = 0;
-        int d = sb_router_pick(gw->router, grp->deployments, grp->n, &p->r->gw_w->rr, NULL, 0, now);
+        int d = sb_router_pick(gw->router, gw->strategy, &grp->rg, &p->r->gw_w->rr,
+                               &p->r->gw_w->rng, NULL, 0, now);
         if (d >= 0) {
             p->group = g;
             p->retries_left = 0; /* one call per fallback: attempts <= 1 + retries + fallbacks */
@@ -529,6 +537,21 @@ static bool plan_next(struct sb_proxy *p, bool retryable, bool fallbackable, uin
         }
     }
     return false;
+}
+
+/* The router's in-flight count and latency sample for the attempt that just ended. A stream
+ * is measured to its first byte (what its client waits for), a plain call to its end. */
+static void end_call(struct sb_proxy *p, bool ok)
+{
+    if (!p->calling)
+        return;
+    p->calling = false;
+    double latency = -1;
+    if (ok) {
+        uint64_t end = p->stream && p->first_byte_ns ? p->first_byte_ns : uv_hrtime();
+        latency = (double)(end - p->attempt_ns) / 1e9;
+    }
+    sb_router_end(p->r->gw_w->gw->router, p->dep, latency);
 }
 
 static void on_backoff(uv_timer_t *t)
@@ -546,6 +569,7 @@ static void on_done(void *ud, int result, const char *detail)
     if (result != SB_UP_OK)
         sb_debug("request %s: upstream failed: %s", r->request_id, detail);
     if (p->streaming) {
+        end_call(p, result == SB_UP_OK);
         /* A failure, but bytes reached the client: never retried; it still counts. */
         if (result != SB_UP_OK && r->gw_w->gw->groups[p->group].n > 1)
             sb_router_failure(router, p->dep, false, sb_router_now_ms());
@@ -591,6 +615,7 @@ static void on_done(void *ud, int result, const char *detail)
     }
     /* Cooling down a deployment only helps when its group has another one to use: a lone
      * deployment keeps being called, so the client sees the provider's own error. */
+    end_call(p, result == SB_UP_OK && p->status >= 200 && p->status < 300 && !retryable);
     uint64_t now = sb_router_now_ms();
     bool shared = r->gw_w->gw->groups[p->group].n > 1;
     if ((retryable || hard || quota) && shared)
@@ -700,6 +725,12 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
         return;
     }
     int g = sb_config_model_index(gw->cfg, name, name_len);
+    const struct sb_router_config *rcfg = &gw->cfg->router;
+    for (size_t i = 0; g < 0 && i < rcfg->n_group_alias; i++) /* model_group_alias */
+        if (strlen(rcfg->group_alias_from[i]) == name_len &&
+            memcmp(rcfg->group_alias_from[i], name, name_len) == 0)
+            g = sb_config_model_index(gw->cfg, rcfg->group_alias_to[i],
+                                      strlen(rcfg->group_alias_to[i]));
     if (g < 0) {
         char msg[400];
         snprintf(msg, sizeof msg, "The model '%.200s' does not exist.", name);
@@ -803,7 +834,8 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
 
     uint64_t now = sb_router_now_ms();
     uint64_t delay;
-    p->next_dep = sb_router_pick(gw->router, grp->deployments, grp->n, &r->gw_w->rr, NULL, 0, now);
+    p->next_dep = sb_router_pick(gw->router, gw->strategy, &grp->rg, &r->gw_w->rr, &r->gw_w->rng,
+                                 NULL, 0, now);
     if (p->next_dep < 0 && !plan_next(p, false, true, &delay)) {
         /* Every deployment of the alias (and of its fallbacks) is cooling down: fail fast,
          * and say when to come back. */
@@ -875,10 +907,15 @@ static void launch(struct sb_proxy *p)
         .on_body = on_body,
         .on_done = on_done,
     };
+    p->attempt_ns = uv_hrtime();
+    p->first_byte_ns = 0;
     p->t = sb_transfer_start(r->gw_w->up, &o, &cbs, p);
     if (!p->t) {
         sb_api_fail(r, 500, "api_error", "internal_error", NULL,
                     "Could not start the upstream call.");
         detach(p);
+        return;
     }
+    p->calling = true;
+    sb_router_begin(gw->router, p->dep);
 }

@@ -11,7 +11,9 @@
 struct health {
     _Alignas(64) _Atomic uint64_t cooldown_until; /* ms; 0: not cooled since its last success */
     _Atomic uint64_t window_start;
+    _Atomic uint64_t latency_us; /* moving average (1/8 per sample); 0: no sample */
     _Atomic int fails;
+    _Atomic int in_flight;
 };
 
 struct sb_router {
@@ -68,23 +70,143 @@ static bool was_tried(int dep, const int *tried, size_t ntried)
     return false;
 }
 
-int sb_router_pick(struct sb_router *r, const int *deps, size_t n, uint32_t *rr, const int *tried,
-                   size_t ntried, uint64_t now_ms)
+enum sb_strategy sb_router_strategy(const char *name)
 {
-    if (!n)
+    if (name && strcmp(name, "round-robin") == 0)
+        return SB_STRATEGY_ROUND_ROBIN;
+    if (name && strcmp(name, "least-busy") == 0)
+        return SB_STRATEGY_LEAST_BUSY;
+    if (name && strcmp(name, "latency-based-routing") == 0)
+        return SB_STRATEGY_LATENCY;
+    return SB_STRATEGY_SHUFFLE;
+}
+
+static uint64_t next_random(uint64_t *rng)
+{
+    uint64_t v = *rng ? *rng : 0x9E3779B97F4A7C15ULL;
+    v ^= v >> 12, v ^= v << 25, v ^= v >> 27;
+    *rng = v;
+    return v * 0x2545F4914F6CDD1DULL;
+}
+
+#define PICK_MAX 256
+
+int sb_router_pick(struct sb_router *r, enum sb_strategy strategy, const struct sb_router_group *g,
+                   uint32_t *rr, uint64_t *rng, const int *tried, size_t ntried, uint64_t now_ms)
+{
+    size_t n = g->n < PICK_MAX ? g->n : PICK_MAX;
+    size_t cand[PICK_MAX]; /* positions in g->deps */
+    size_t nc = 0;
+    /* Available and untried first; a tried one only when nothing else is left. */
+    for (int pass = 0; pass < 2 && nc == 0; pass++)
+        for (size_t i = 0; i < n; i++) {
+            int d = g->deps[i];
+            if (sb_router_cooling(r, d, now_ms) || (pass == 0) == was_tried(d, tried, ntried))
+                continue;
+            cand[nc++] = i;
+        }
+    if (!nc)
         return -1;
-    uint32_t start = (*rr)++;
-    int fallback = -1;
-    for (size_t i = 0; i < n; i++) {
-        int d = deps[(start + i) % n];
-        if (sb_router_cooling(r, d, now_ms))
-            continue;
-        if (!was_tried(d, tried, ntried))
-            return d;
-        if (fallback < 0)
-            fallback = d;
+    if (g->order) { /* the first tier that has a candidate; 0 means "no order": last */
+        unsigned best = UINT32_MAX;
+        for (size_t i = 0; i < nc; i++) {
+            unsigned o = g->order[cand[i]] ? (unsigned)g->order[cand[i]] : UINT32_MAX - 1;
+            if (o < best)
+                best = o;
+        }
+        size_t k = 0;
+        for (size_t i = 0; i < nc; i++) {
+            unsigned o = g->order[cand[i]] ? (unsigned)g->order[cand[i]] : UINT32_MAX - 1;
+            if (o == best)
+                cand[k++] = cand[i];
+        }
+        nc = k;
     }
-    return fallback;
+    uint32_t start = (*rr)++;
+    switch (strategy) {
+    case SB_STRATEGY_ROUND_ROBIN:
+        return g->deps[cand[start % nc]];
+    case SB_STRATEGY_LEAST_BUSY: {
+        size_t best = cand[start % nc];
+        int low = INT32_MAX;
+        for (size_t i = 0; i < nc; i++) {
+            size_t c = cand[(start + i) % nc];
+            int f = atomic_load_explicit(&r->h[g->deps[c]].in_flight, memory_order_relaxed);
+            if (f < low) {
+                low = f;
+                best = c;
+            }
+        }
+        return g->deps[best];
+    }
+    case SB_STRATEGY_LATENCY: {
+        /* Unmeasured deployments first, then 1 call in 16 explores, else the fastest. */
+        for (size_t i = 0; i < nc; i++) {
+            size_t c = cand[(start + i) % nc];
+            if (!atomic_load_explicit(&r->h[g->deps[c]].latency_us, memory_order_relaxed))
+                return g->deps[c];
+        }
+        uint64_t rnd = next_random(rng);
+        if ((rnd >> 60) == 0)
+            return g->deps[cand[(rnd >> 8) % nc]];
+        size_t best = cand[0];
+        uint64_t low = UINT64_MAX;
+        for (size_t i = 0; i < nc; i++) {
+            uint64_t l =
+                atomic_load_explicit(&r->h[g->deps[cand[i]]].latency_us, memory_order_relaxed);
+            if (l < low) {
+                low = l;
+                best = cand[i];
+            }
+        }
+        return g->deps[best];
+    }
+    case SB_STRATEGY_SHUFFLE:
+    default: {
+        double total = 0;
+        for (size_t i = 0; i < nc; i++)
+            total += g->weights ? g->weights[cand[i]] : 1.0;
+        double x = (double)(next_random(rng) >> 11) / 9007199254740992.0 * total;
+        for (size_t i = 0; i < nc; i++) {
+            x -= g->weights ? g->weights[cand[i]] : 1.0;
+            if (x < 0)
+                return g->deps[cand[i]];
+        }
+        return g->deps[cand[nc - 1]];
+    }
+    }
+}
+
+void sb_router_begin(struct sb_router *r, int dep)
+{
+    if (dep >= 0 && (size_t)dep < r->n)
+        atomic_fetch_add_explicit(&r->h[dep].in_flight, 1, memory_order_relaxed);
+}
+
+void sb_router_end(struct sb_router *r, int dep, double latency_s)
+{
+    if (dep < 0 || (size_t)dep >= r->n)
+        return;
+    struct health *h = &r->h[dep];
+    atomic_fetch_sub_explicit(&h->in_flight, 1, memory_order_relaxed);
+    if (latency_s < 0)
+        return;
+    uint64_t sample = (uint64_t)(latency_s * 1e6) + 1;
+    uint64_t old = atomic_load_explicit(&h->latency_us, memory_order_relaxed);
+    atomic_store_explicit(&h->latency_us, old ? (old * 7 + sample) / 8 : sample,
+                          memory_order_relaxed);
+}
+
+void sb_router_state(const struct sb_router *r, int dep, uint64_t now_ms,
+                     struct sb_router_state *out)
+{
+    struct health *h = &r->h[dep];
+    uint64_t until = atomic_load_explicit(&h->cooldown_until, memory_order_relaxed);
+    out->cooling = until > now_ms;
+    out->cooldown_left_ms = until > now_ms ? until - now_ms : 0;
+    out->fails = atomic_load_explicit(&h->fails, memory_order_relaxed);
+    out->in_flight = atomic_load_explicit(&h->in_flight, memory_order_relaxed);
+    out->latency_s = (double)atomic_load_explicit(&h->latency_us, memory_order_relaxed) / 1e6;
 }
 
 void sb_router_success(struct sb_router *r, int dep)

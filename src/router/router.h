@@ -26,11 +26,45 @@ void sb_router_free(struct sb_router *r);
 /* Milliseconds on a clock shared by all threads. */
 uint64_t sb_router_now_ms(void);
 
-/* Picks a deployment from deps[0..n) for the next attempt: round robin from *rr, skipping
- * deployments that are cooling down, and preferring ones not in tried[0..ntried). Returns
+/* LiteLLM's routing_strategy names, and round-robin. */
+enum sb_strategy {
+    SB_STRATEGY_SHUFFLE,     /* "simple-shuffle": random, weighted by weight, else rpm/tpm */
+    SB_STRATEGY_ROUND_ROBIN, /* "round-robin" */
+    SB_STRATEGY_LEAST_BUSY,  /* "least-busy": fewest requests in flight */
+    SB_STRATEGY_LATENCY,     /* "latency-based-routing": lowest moving average, 1/16 explores */
+};
+/* The strategy for a name; simple-shuffle for anything else. */
+enum sb_strategy sb_router_strategy(const char *name);
+
+/* A model group as the router sees it, built once at startup. */
+struct sb_router_group {
+    const int *deps;       /* deployment indexes */
+    const double *weights; /* per deps[i] for simple-shuffle; NULL: all equal */
+    const int *order;      /* per deps[i]: priority tier, 1 first, 0 last; NULL: one tier */
+    size_t n;
+};
+
+/* Picks the deployment for the next attempt: among the deployments not cooling down (and not
+ * in tried[0..ntried) when there is such a one), in the first `order` tier that has any, by
+ * the strategy. *rr and *rng are the caller's (per worker) counter and random state. Returns
  * the deployment index, or -1 when every one is cooling down. */
-int sb_router_pick(struct sb_router *r, const int *deps, size_t n, uint32_t *rr, const int *tried,
-                   size_t ntried, uint64_t now_ms);
+int sb_router_pick(struct sb_router *r, enum sb_strategy strategy, const struct sb_router_group *g,
+                   uint32_t *rr, uint64_t *rng, const int *tried, size_t ntried, uint64_t now_ms);
+
+/* A call to dep starts / ends; latency_s >= 0 is a sample for latency-based routing. */
+void sb_router_begin(struct sb_router *r, int dep);
+void sb_router_end(struct sb_router *r, int dep, double latency_s);
+
+/* What the router knows of dep, for metrics and the admin view. */
+struct sb_router_state {
+    bool cooling;
+    uint64_t cooldown_left_ms;
+    int fails;
+    int in_flight;
+    double latency_s; /* moving average; 0: no sample yet */
+};
+void sb_router_state(const struct sb_router *r, int dep, uint64_t now_ms,
+                     struct sb_router_state *out);
 
 void sb_router_success(struct sb_router *r, int dep);
 /* hard: a failure that cools the deployment down at once (401, 403, 404). */

@@ -30,6 +30,7 @@ before(async () => {
     ],
     extra: {
       router_settings: {
+        routing_strategy: 'round-robin', // deterministic: which deployment fails first is known
         num_retries: 1,
         allowed_fails: 1,
         cooldown_time: 1.5,
