@@ -26,6 +26,10 @@ struct sb_model_group {
     const char *unavailable_reason; /* when n == 0: why (from a disabled deployment) */
     int fallbacks[8];               /* aliases tried, in order, when this one fails */
     size_t n_fallbacks;
+    int cw_fallbacks[8]; /* after a context-length error */
+    size_t n_cw_fallbacks;
+    int cp_fallbacks[8]; /* after a content-policy refusal */
+    size_t n_cp_fallbacks;
     int retries;     /* router num_retries, else the largest max_retries of the deployments */
     double *weights; /* for simple-shuffle: weight, else rpm, else tpm; or NULL */
     int *order;      /* priority tiers, or NULL */

@@ -61,6 +61,27 @@ static int open_access_log(struct sb_gateway *gw)
     return 0;
 }
 
+/* The fallback aliases (as indexes) for alias `name` from one of the config's lists, or from
+ * `defaults` when the list has no entry for it; itself and unknown names are left out. */
+static void resolve_chain(const struct sb_config *cfg, const struct sb_fallback *list, size_t n,
+                          char *const *defaults, size_t n_defaults, const char *name, size_t self,
+                          int *out, size_t *nout)
+{
+    char *const *to = defaults;
+    size_t n_to = n_defaults;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i].from, name) == 0) {
+            to = list[i].to;
+            n_to = list[i].n_to;
+        }
+    *nout = 0;
+    for (size_t i = 0; i < n_to && *nout < 8; i++) {
+        int f = sb_config_model_index(cfg, to[i], strlen(to[i]));
+        if (f >= 0 && (size_t)f != self)
+            out[(*nout)++] = f;
+    }
+}
+
 int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nworkers)
 {
     memset(gw, 0, sizeof *gw);
@@ -109,18 +130,12 @@ int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nwor
     for (size_t g = 0; g < cfg->n_model_names; g++) {
         struct sb_model_group *grp = &gw->groups[g];
         const char *name = cfg->model_names[g];
-        char *const *to = rc->default_fallbacks;
-        size_t n_to = rc->n_default_fallbacks;
-        for (size_t i = 0; i < rc->n_fallbacks; i++)
-            if (strcmp(rc->fallbacks[i].from, name) == 0) {
-                to = rc->fallbacks[i].to;
-                n_to = rc->fallbacks[i].n_to;
-            }
-        for (size_t i = 0; i < n_to && grp->n_fallbacks < 8; i++) {
-            int f = sb_config_model_index(cfg, to[i], strlen(to[i]));
-            if (f >= 0 && (size_t)f != g)
-                grp->fallbacks[grp->n_fallbacks++] = f;
-        }
+        resolve_chain(cfg, rc->fallbacks, rc->n_fallbacks, rc->default_fallbacks,
+                      rc->n_default_fallbacks, name, g, grp->fallbacks, &grp->n_fallbacks);
+        resolve_chain(cfg, rc->context_window_fallbacks, rc->n_context_window_fallbacks, NULL, 0,
+                      name, g, grp->cw_fallbacks, &grp->n_cw_fallbacks);
+        resolve_chain(cfg, rc->content_policy_fallbacks, rc->n_content_policy_fallbacks, NULL, 0,
+                      name, g, grp->cp_fallbacks, &grp->n_cp_fallbacks);
         /* simple-shuffle weighs by weight when any deployment of the group sets one, else by
          * rpm, else by tpm (LiteLLM's rule); order tiers only when some deployment has one. */
         bool any_weight = false, any_rpm = false, any_tpm = false, any_order = false;

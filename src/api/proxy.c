@@ -54,11 +54,14 @@ struct sb_proxy {
     enum sb_endpoint ep;
     struct edit edits[3]; /* edits[0] is the `model` value, rewritten for each deployment */
     int ne;
-    int group;     /* alias being tried */
-    int chain_pos; /* next fallback of the requested alias's group */
-    int dep;       /* deployment of the current attempt */
-    int next_dep;  /* deployment chosen for the next attempt */
-    int tried[16]; /* deployments tried in the current group */
+    int group;        /* alias being tried */
+    const int *chain; /* fallback aliases being tried (one of the requested alias's lists) */
+    size_t nchain;
+    size_t chain_pos;   /* next one in `chain` */
+    int fallbacks_done; /* capped by max_fallbacks */
+    int dep;            /* deployment of the current attempt */
+    int next_dep;       /* deployment chosen for the next attempt */
+    int tried[16];      /* deployments tried in the current group */
     size_t ntried;
     int retries_left;
     int retries_done;
@@ -491,20 +494,108 @@ static uint64_t backoff_ms(struct sb_proxy *p)
     return base / 2 + (v * 0x2545F4914F6CDD1DULL >> 33) % (base / 2 + 1);
 }
 
+/* What went wrong, as LiteLLM's retry_policy names it; decides retries, cooldown, fallbacks. */
+enum err_class {
+    E_OK,
+    E_AUTH,           /* 401, 403: this deployment's key */
+    E_NOT_FOUND,      /* 404: this deployment's model */
+    E_TIMEOUT,        /* no answer in time, 408 */
+    E_RATE_LIMIT,     /* 429 */
+    E_QUOTA,          /* 429 for an exhausted quota or balance */
+    E_SERVER,         /* connection failures, 5xx, 409, 425, malformed answers */
+    E_CONTEXT_WINDOW, /* 400: the prompt is too long for this model */
+    E_CONTENT_POLICY, /* 400: the provider's content filter refused */
+    E_BAD_REQUEST,    /* any other 4xx: the client's mistake */
+    E_FINAL,          /* the response is over the size cap, or the gateway's own failure */
+};
+
+static bool body_has(const struct sb_proxy *p, const char *needle)
+{
+    return p->resp.data && memmem(p->resp.data, p->resp.len, needle, strlen(needle));
+}
+
+static enum err_class classify(const struct sb_proxy *p, int result)
+{
+    if (result != SB_UP_OK) {
+        if (p->too_large)
+            return E_FINAL;
+        if (result == SB_UP_E_TIMEOUT)
+            return E_TIMEOUT;
+        return result == SB_UP_E_CONNECT || result == SB_UP_E_PROTOCOL ? E_SERVER : E_FINAL;
+    }
+    int st = p->status;
+    if (st >= 200 && st < 300)
+        return sb_json_validate(p->resp.data ? p->resp.data : "", p->resp.len, JSON_MAX_DEPTH) == 0
+                   ? E_OK
+                   : E_SERVER;
+    switch (st) {
+    case 401:
+    case 403:
+        return E_AUTH;
+    case 404:
+        return E_NOT_FOUND;
+    case 408:
+        return E_TIMEOUT;
+    case 429:
+        return body_has(p, "insufficient_quota") || body_has(p, "credit_balance") ? E_QUOTA
+                                                                                  : E_RATE_LIMIT;
+    case 409:
+    case 425:
+        return E_SERVER;
+    case 400:
+    case 413:
+    case 422:
+        /* OpenAI's and Azure's codes, and the wording other servers use. */
+        if (body_has(p, "context_length_exceeded") || body_has(p, "maximum context length") ||
+            body_has(p, "context window") || body_has(p, "too many tokens"))
+            return E_CONTEXT_WINDOW;
+        if (body_has(p, "content_policy_violation") || body_has(p, "content_filter") ||
+            body_has(p, "content management policy"))
+            return E_CONTENT_POLICY;
+        return E_BAD_REQUEST;
+    default:
+        return st >= 500 ? E_SERVER : E_BAD_REQUEST;
+    }
+}
+
+/* Retries allowed for an error class: retry_policy, else num_retries for the transient
+ * classes and none for the others. */
+static int class_retries(const struct sb_proxy *p, enum err_class c)
+{
+    const struct sb_router_config *rc = &p->r->gw_w->gw->cfg->router;
+    int group = p->r->gw_w->gw->groups[p->group].retries;
+    switch (c) {
+    case E_AUTH:
+        return rc->retries_auth >= 0 ? rc->retries_auth : 0;
+    case E_TIMEOUT:
+        return rc->retries_timeout >= 0 ? rc->retries_timeout : group;
+    case E_RATE_LIMIT:
+        return rc->retries_rate_limit >= 0 ? rc->retries_rate_limit : group;
+    case E_SERVER:
+        return rc->retries_server >= 0 ? rc->retries_server : group;
+    case E_CONTENT_POLICY:
+        return rc->retries_content_policy >= 0 ? rc->retries_content_policy : 0;
+    case E_BAD_REQUEST:
+        return rc->retries_bad_request >= 0 ? rc->retries_bad_request : 0;
+    default:
+        return 0;
+    }
+}
+
 /* After a failed attempt: picks the next deployment (a retry in the same group, preferring
- * one not tried yet, or the first available fallback), or returns false. */
-static bool plan_next(struct sb_proxy *p, bool retryable, bool fallbackable, uint64_t *delay)
+ * one not tried yet; then the first available alias of the fallback list that fits the
+ * error), or returns false. */
+static bool plan_next(struct sb_proxy *p, enum err_class c, uint64_t *delay)
 {
     struct sb_gateway *gw = p->r->gw_w->gw;
     uint64_t now = sb_router_now_ms();
     *delay = 0;
     int64_t ra = retry_after_ms(p);
-    if (retryable && p->retries_left > 0 && ra <= MAX_RETRY_AFTER_MS) {
+    if (p->retries_left > 0 && p->retries_done < class_retries(p, c) && ra <= MAX_RETRY_AFTER_MS) {
         const struct sb_model_group *grp = &gw->groups[p->group];
         int d = sb_router_pick(gw->router, gw->strategy, &grp->rg, &p->r->gw_w->rr,
                                &p->r->gw_w->rng, p->tried, p->ntried, now);
         if (d >= 0) {
-            p->retries_left--;
             if (was_tried(p, d)) { /* the same deployment again: wait first */
                 uint64_t wait = backoff_ms(p);
                 uint64_t floor = (uint64_t)(gw->cfg->router.retry_after_s * 1000);
@@ -519,22 +610,40 @@ static bool plan_next(struct sb_proxy *p, bool retryable, bool fallbackable, uin
             return true;
         }
     }
-    if (!fallbackable)
-        return false;
+    /* Which list: a context-length or content-policy error has its own. */
     const struct sb_model_group *first = &gw->groups[p->r->rec.model];
-    while ((size_t)p->chain_pos < first->n_fallbacks) {
-        int g = first->fallbacks[p->chain_pos++];
+    const int *chain = first->fallbacks;
+    size_t nchain = first->n_fallbacks;
+    if (c == E_CONTEXT_WINDOW) {
+        chain = first->cw_fallbacks;
+        nchain = first->n_cw_fallbacks;
+    } else if (c == E_CONTENT_POLICY) {
+        chain = first->cp_fallbacks;
+        nchain = first->n_cp_fallbacks;
+    } else if (c == E_BAD_REQUEST || c == E_FINAL) {
+        return false;
+    }
+    if (chain != p->chain) {
+        p->chain = chain;
+        p->nchain = nchain;
+        p->chain_pos = 0;
+    }
+    while (p->chain_pos < p->nchain && p->fallbacks_done < gw->cfg->router.max_fallbacks) {
+        int g = p->chain[p->chain_pos++];
+        if (g == p->group)
+            continue;
         const struct sb_model_group *grp = &gw->groups[g];
-        p->ntried = 0;
         int d = sb_router_pick(gw->router, gw->strategy, &grp->rg, &p->r->gw_w->rr,
                                &p->r->gw_w->rng, NULL, 0, now);
-        if (d >= 0) {
-            p->group = g;
-            p->retries_left = 0; /* one call per fallback: attempts <= 1 + retries + fallbacks */
-            p->r->rec.served_by = g;
-            p->next_dep = d;
-            return true;
-        }
+        if (d < 0)
+            continue;
+        p->group = g;
+        p->ntried = 0;
+        p->retries_left = 0; /* one call per fallback: attempts <= 1 + retries + fallbacks */
+        p->fallbacks_done++;
+        p->r->rec.served_by = g;
+        p->next_dep = d;
+        return true;
     }
     return false;
 }
@@ -578,52 +687,22 @@ static void on_done(void *ud, int result, const char *detail)
         return;
     }
     /* Nothing has reached the client: decide between answering and another attempt. */
-    bool retryable = false, hard = false, quota = false;
-    if (result != SB_UP_OK) {
-        retryable = !p->too_large && (result == SB_UP_E_CONNECT || result == SB_UP_E_TIMEOUT ||
-                                      result == SB_UP_E_PROTOCOL);
-    } else if (p->status >= 200 && p->status < 300) {
-        retryable =
-            sb_json_validate(p->resp.data ? p->resp.data : "", p->resp.len, JSON_MAX_DEPTH) != 0;
-    } else {
-        switch (p->status) {
-        case 408:
-        case 409:
-        case 425:
-        case 500:
-        case 502:
-        case 503:
-        case 504:
-        case 529:
-            retryable = true;
-            break;
-        case 429:
-            /* An exhausted quota or balance does not come back with a retry; another
-             * provider may still answer. */
-            quota = p->resp.data && (strstr(p->resp.data, "insufficient_quota") ||
-                                     strstr(p->resp.data, "credit_balance"));
-            retryable = !quota;
-            break;
-        case 401:
-        case 403:
-        case 404:
-            hard = true; /* this deployment's key or model is wrong */
-            break;
-        default:
-            break;
-        }
-    }
+    enum err_class c = classify(p, result);
+    bool hard = c == E_AUTH || c == E_NOT_FOUND || c == E_QUOTA;
+    bool transient = c == E_TIMEOUT || c == E_RATE_LIMIT || c == E_SERVER;
+    end_call(p, c == E_OK);
     /* Cooling down a deployment only helps when its group has another one to use: a lone
-     * deployment keeps being called, so the client sees the provider's own error. */
-    end_call(p, result == SB_UP_OK && p->status >= 200 && p->status < 300 && !retryable);
+     * deployment keeps being called, so the client sees the provider's own error. Errors
+     * about the request itself (a bad request, too long a prompt, a content filter) say
+     * nothing of the deployment's health. */
     uint64_t now = sb_router_now_ms();
     bool shared = r->gw_w->gw->groups[p->group].n > 1;
-    if ((retryable || hard || quota) && shared)
-        sb_router_failure(router, p->dep, hard || quota, now);
-    else if (result == SB_UP_OK)
+    if ((transient || hard) && shared)
+        sb_router_failure(router, p->dep, hard, now);
+    else if (c == E_OK || c == E_BAD_REQUEST)
         sb_router_success(router, p->dep);
     uint64_t delay = 0;
-    if ((retryable || hard || quota) && plan_next(p, retryable, true, &delay)) {
+    if (c != E_OK && plan_next(p, c, &delay)) {
         count_upstream_error(p, result == SB_UP_E_TIMEOUT   ? SB_UPERR_TIMEOUT
                                 : result == SB_UP_E_CONNECT ? SB_UPERR_CONNECT
                                 : p->status >= 500          ? SB_UPERR_STATUS_5XX
@@ -826,7 +905,7 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     p->ne = ne;
     p->ep = ep;
     p->group = g;
-    p->retries_left = grp->retries;
+    p->retries_left = 10; /* the per-class limits apply (class_retries) */
     /* The request's id goes upstream too, for correlation in the provider's logs. */
     snprintf(p->rid_line, sizeof p->rid_line, "x-request-id: %s", r->request_id);
     p->rid_node.data = p->rid_line;
@@ -836,7 +915,7 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     uint64_t delay;
     p->next_dep = sb_router_pick(gw->router, gw->strategy, &grp->rg, &r->gw_w->rr, &r->gw_w->rng,
                                  NULL, 0, now);
-    if (p->next_dep < 0 && !plan_next(p, false, true, &delay)) {
+    if (p->next_dep < 0 && !plan_next(p, E_SERVER, &delay)) {
         /* Every deployment of the alias (and of its fallbacks) is cooling down: fail fast,
          * and say when to come back. */
         uint64_t wait = sb_router_wait_ms(gw->router, grp->deployments, grp->n, now);

@@ -1239,7 +1239,7 @@ static char **read_alias_list(struct ctx *c, const struct ynode *v, const char *
 
 /* fallbacks: [{alias: [other, ...]}, ...] */
 static void load_fallbacks(struct ctx *c, const struct ynode *v, const char *key,
-                           struct sb_router_config *r)
+                           struct sb_fallback **list, size_t *n)
 {
     if (is_null(v))
         return;
@@ -1267,9 +1267,9 @@ static void load_fallbacks(struct ctx *c, const struct ynode *v, const char *key
         fb.from = xstrndup(ps.p[0].k->s, ps.p[0].k->len);
         fb.to = read_alias_list(c, ps.p[0].v, key, &fb.n_to);
         pairs_free(&ps);
-        size_t cap = r->n_fallbacks;
-        grow((void **)&r->fallbacks, &cap, r->n_fallbacks + 1, sizeof *r->fallbacks);
-        r->fallbacks[r->n_fallbacks++] = fb;
+        size_t cap = *n;
+        grow((void **)list, &cap, *n + 1, sizeof **list);
+        (*list)[(*n)++] = fb;
     }
 }
 
@@ -1312,7 +1312,47 @@ static void load_router(struct ctx *c, const char *section, const struct ynode *
             else if (rc != 1 && rc != -1)
                 fail(c, val->line, "%s must be a number of seconds in 0..60", key);
         } else if (scalar_is(k, "fallbacks")) {
-            load_fallbacks(c, val, key, r);
+            load_fallbacks(c, val, key, &r->fallbacks, &r->n_fallbacks);
+        } else if (scalar_is(k, "context_window_fallbacks")) {
+            load_fallbacks(c, val, key, &r->context_window_fallbacks,
+                           &r->n_context_window_fallbacks);
+        } else if (scalar_is(k, "content_policy_fallbacks")) {
+            load_fallbacks(c, val, key, &r->content_policy_fallbacks,
+                           &r->n_content_policy_fallbacks);
+        } else if (scalar_is(k, "max_fallbacks")) {
+            int64_t n = r->max_fallbacks;
+            get_int(c, val, key, NULL, 0, 8, &n);
+            r->max_fallbacks = (int)n;
+        } else if (scalar_is(k, "retry_policy")) {
+            struct pairs rp = {0};
+            if (val->kind != Y_MAP) {
+                if (!is_null(val))
+                    fail(c, val->line, "%s must be a mapping of error class: retries", key);
+            } else if (flatten(c, val, &rp, 0) == 0) {
+                static const char *const classes[] = {
+                    "AuthenticationErrorRetries", "TimeoutErrorRetries",
+                    "RateLimitErrorRetries",      "ContentPolicyViolationErrorRetries",
+                    "InternalServerErrorRetries", "BadRequestErrorRetries"};
+                int *slots[] = {&r->retries_auth,       &r->retries_timeout,
+                                &r->retries_rate_limit, &r->retries_content_policy,
+                                &r->retries_server,     &r->retries_bad_request};
+                for (size_t j = 0; j < rp.n; j++) {
+                    size_t m = 0;
+                    while (m < 6 && !scalar_is(rp.p[j].k, classes[m]))
+                        m++;
+                    char sub[256];
+                    snprintf(sub, sizeof sub, "%s.%.64s", key,
+                             rp.p[j].k->kind == Y_SCALAR ? rp.p[j].k->s : "?");
+                    if (m == 6) {
+                        warn(c, rp.p[j].k->line, "unknown key '%s' ignored", sub);
+                        continue;
+                    }
+                    int64_t n = 0;
+                    get_int(c, rp.p[j].v, sub, NULL, 0, 10, &n);
+                    *slots[m] = (int)n;
+                }
+            }
+            pairs_free(&rp);
         } else if (scalar_is(k, "routing_strategy")) {
             char *str = NULL;
             if (!is_null(val) && read_str(c, val, key, NULL, &str) == 0) {
@@ -1469,6 +1509,10 @@ int sb_config_load_string(const char *yaml, size_t len, const char *name, struct
     set_defaults(&cfg->server);
     cfg->router.allowed_fails = 3;
     cfg->router.cooldown_time_s = 5;
+    cfg->router.max_fallbacks = 5;
+    cfg->router.retries_auth = cfg->router.retries_timeout = cfg->router.retries_rate_limit = -1;
+    cfg->router.retries_content_policy = cfg->router.retries_server = -1;
+    cfg->router.retries_bad_request = -1;
     load_root(&c, doc.root, cfg);
     ydoc_free(&doc);
     if (c.errors) {
@@ -1489,15 +1533,22 @@ int sb_config_load_string(const char *yaml, size_t len, const char *name, struct
         cfg->router.routing_strategy = xstrdup("simple-shuffle");
     collect_model_names(cfg);
     /* A fallback naming no configured alias is most likely a typo; it would never serve. */
-    for (size_t i = 0; i < cfg->router.n_fallbacks; i++) {
-        const struct sb_fallback *fb = &cfg->router.fallbacks[i];
-        if (sb_config_model_index(cfg, fb->from, strlen(fb->from)) < 0)
-            warn(&c, fb->line, "fallbacks: '%.64s' is not a model_name of model_list", fb->from);
-        for (size_t j = 0; j < fb->n_to; j++)
-            if (sb_config_model_index(cfg, fb->to[j], strlen(fb->to[j])) < 0)
+    const struct sb_router_config *rt = &cfg->router;
+    struct sb_fallback *all[] = {rt->fallbacks, rt->context_window_fallbacks,
+                                 rt->content_policy_fallbacks};
+    size_t counts[] = {rt->n_fallbacks, rt->n_context_window_fallbacks,
+                       rt->n_content_policy_fallbacks};
+    for (size_t list = 0; list < 3; list++)
+        for (size_t i = 0; i < counts[list]; i++) {
+            const struct sb_fallback *fb = &all[list][i];
+            if (sb_config_model_index(cfg, fb->from, strlen(fb->from)) < 0)
                 warn(&c, fb->line, "fallbacks: '%.64s' is not a model_name of model_list",
-                     fb->to[j]);
-    }
+                     fb->from);
+            for (size_t j = 0; j < fb->n_to; j++)
+                if (sb_config_model_index(cfg, fb->to[j], strlen(fb->to[j])) < 0)
+                    warn(&c, fb->line, "fallbacks: '%.64s' is not a model_name of model_list",
+                         fb->to[j]);
+        }
     *out = cfg;
     return 0;
 }
@@ -1550,6 +1601,17 @@ static void deployment_free(struct sb_deployment *d)
     free(d->disabled_reason);
 }
 
+static void fallbacks_free(struct sb_fallback *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(list[i].from);
+        for (size_t j = 0; j < list[i].n_to; j++)
+            free(list[i].to[j]);
+        free(list[i].to);
+    }
+    free(list);
+}
+
 void sb_config_free(struct sb_config *cfg)
 {
     if (!cfg)
@@ -1566,13 +1628,9 @@ void sb_config_free(struct sb_config *cfg)
     free(cfg->server.access_log);
     free(cfg->server.log_level);
     free(cfg->server.upstream_http1);
-    for (size_t i = 0; i < cfg->router.n_fallbacks; i++) {
-        free(cfg->router.fallbacks[i].from);
-        for (size_t j = 0; j < cfg->router.fallbacks[i].n_to; j++)
-            free(cfg->router.fallbacks[i].to[j]);
-        free(cfg->router.fallbacks[i].to);
-    }
-    free(cfg->router.fallbacks);
+    fallbacks_free(cfg->router.fallbacks, cfg->router.n_fallbacks);
+    fallbacks_free(cfg->router.context_window_fallbacks, cfg->router.n_context_window_fallbacks);
+    fallbacks_free(cfg->router.content_policy_fallbacks, cfg->router.n_content_policy_fallbacks);
     for (size_t j = 0; j < cfg->router.n_default_fallbacks; j++)
         free(cfg->router.default_fallbacks[j]);
     free(cfg->router.default_fallbacks);

@@ -90,6 +90,16 @@ struct sb_router_config {
     /* routing_strategy: "simple-shuffle" (default, LiteLLM's), "round-robin", "least-busy",
      * "latency-based-routing". */
     char *routing_strategy;
+    /* retry_policy: retries per error class, -1 where not given (num_retries applies to
+     * timeouts, rate limits and server errors; 0 to the others). */
+    int retries_auth, retries_timeout, retries_rate_limit, retries_content_policy, retries_server,
+        retries_bad_request;
+    /* Fallbacks chosen by the provider's error: a context-length error, a content filter. */
+    struct sb_fallback *context_window_fallbacks;
+    size_t n_context_window_fallbacks;
+    struct sb_fallback *content_policy_fallbacks;
+    size_t n_content_policy_fallbacks;
+    int max_fallbacks; /* default 5 */
     /* model_group_alias: {name: alias}, a second name for an alias. */
     char **group_alias_from;
     char **group_alias_to;

@@ -43,6 +43,7 @@ struct directives {
     int64_t body_bytes;
     bool split;
     bool hang;
+    char code[64];   /* code=<s>: the error code of a status= answer */
     bool close_conn; /* close=1: "connection: close", then close */
     bool drop;       /* drop=1: close after the response without a header saying so */
     bool malformed;
@@ -215,6 +216,13 @@ static void send_401(struct ctx *x)
 static void send_status(struct ctx *x, int status)
 {
     const char *file = NULL;
+    if (x->d.code[0]) { /* status=400,code=context_length_exceeded and the like */
+        char msg[160];
+        snprintf(msg, sizeof msg, "fake-provider: injected status %d (%s)", status, x->d.code);
+        send_error(x, status, status >= 500 ? "server_error" : "invalid_request_error", msg, NULL,
+                   x->d.code);
+        return;
+    }
     switch (status) {
     case 400:
         file = "error_400_unsupported_parameter.json";
@@ -309,6 +317,11 @@ static int apply_directive(struct directives *d, const char *name, const char *v
         rc = n == 0 || n >= sizeof d->fixture ? -1 : 0;
         if (!rc)
             memcpy(d->fixture, val, n + 1);
+    } else if (strcmp(name, "code") == 0) {
+        size_t n = strlen(val);
+        rc = n == 0 || n >= sizeof d->code ? -1 : 0;
+        if (!rc)
+            memcpy(d->code, val, n + 1);
     } else if (strcmp(name, "key") == 0) {
         size_t n = strlen(val);
         rc = n == 0 || n > MAX_KEY ? -1 : 0;

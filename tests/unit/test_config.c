@@ -1044,6 +1044,23 @@ static void test_router_settings(void **state)
     sb_config_free(cfg);
     diags_free(&d);
 
+    cfg = expect_ok("router_settings:\n"
+                    "  retry_policy: {RateLimitErrorRetries: 0, TimeoutErrorRetries: 4, Other: 1}\n"
+                    "  context_window_fallbacks: [{a: [b]}]\n"
+                    "  content_policy_fallbacks: [{a: c}]\n"
+                    "  max_fallbacks: 1\n",
+                    &d);
+    assert_int_equal(cfg->router.retries_rate_limit, 0);
+    assert_int_equal(cfg->router.retries_timeout, 4);
+    assert_int_equal(cfg->router.retries_server, -1); /* not given */
+    assert_int_equal(cfg->router.max_fallbacks, 1);
+    assert_int_equal(cfg->router.n_context_window_fallbacks, 1);
+    assert_string_equal(cfg->router.content_policy_fallbacks[0].to[0], "c");
+    assert_has(&d, "W t.yaml:2: unknown key 'router_settings.retry_policy.Other' ignored");
+    assert_has(&d, "W t.yaml:3: fallbacks: 'a' is not a model_name of model_list");
+    sb_config_free(cfg);
+    diags_free(&d);
+
     cfg = NULL;
     assert_int_equal(load("router_settings:\n  routing_strategy: fastest\n", &cfg, &d), -1);
     assert_has(&d, "t.yaml:2: router_settings.routing_strategy must be simple-shuffle");
