@@ -30,9 +30,11 @@ struct sb_model_group {
     size_t n_cw_fallbacks;
     int cp_fallbacks[8]; /* after a content-policy refusal */
     size_t n_cp_fallbacks;
-    int retries;     /* router num_retries, else the largest max_retries of the deployments */
-    double *weights; /* for simple-shuffle: weight, else rpm, else tpm; or NULL */
-    int *order;      /* priority tiers, or NULL */
+    int retries; /* router num_retries, else the largest max_retries of the deployments */
+    int64_t max_input_tokens;  /* the largest context window of its deployments; 0: unknown */
+    bool wildcard;             /* model_name holds a '*' (like "openai/" followed by '*') */
+    double *weights;           /* for simple-shuffle: weight, else rpm, else tpm; or NULL */
+    int *order;                /* priority tiers, or NULL */
     struct sb_router_group rg; /* the router's view of deployments, weights, order */
 };
 

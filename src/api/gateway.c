@@ -164,6 +164,17 @@ int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nwor
                 grp->order[i] = cfg->deployments[grp->deployments[i]].order;
         }
         grp->rg = (struct sb_router_group){grp->deployments, grp->weights, grp->order, grp->n};
+        grp->wildcard = strchr(name, '*') != NULL;
+        grp->max_input_tokens = 0;
+        for (size_t i = 0; i < grp->n; i++) {
+            int64_t m = cfg->deployments[grp->deployments[i]].max_input_tokens;
+            if (m <= 0) { /* one deployment of unknown size: no pre-call check */
+                grp->max_input_tokens = 0;
+                break;
+            }
+            if (m > grp->max_input_tokens)
+                grp->max_input_tokens = m;
+        }
         grp->retries = rc->num_retries;
         if (!rc->num_retries_set)
             for (size_t i = 0; i < grp->n; i++)

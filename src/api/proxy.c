@@ -66,9 +66,11 @@ struct sb_proxy {
     int retries_left;
     int retries_done;
     uv_timer_t *backoff;
-    bool calling;           /* the router counts this attempt as in flight */
-    uint64_t attempt_ns;    /* when the current attempt started */
-    uint64_t first_byte_ns; /* when its response status arrived */
+    bool calling;             /* the router counts this attempt as in flight */
+    uint64_t attempt_ns;      /* when the current attempt started */
+    uint64_t first_byte_ns;   /* when its response status arrived */
+    char wild[257];           /* what a wildcard alias's '*' matched in the requested model */
+    struct sb_buf model_json; /* the upstream model of a wildcard deployment, as JSON */
 };
 
 /* ---------------------------------------------------------------- usage */
@@ -127,6 +129,7 @@ static void free_handle(uv_handle_t *h)
 
 static void proxy_free(struct sb_proxy *p)
 {
+    sb_buf_free(&p->model_json);
     if (p->backoff) {
         uv_timer_stop(p->backoff);
         uv_close((uv_handle_t *)p->backoff, free_handle);
@@ -810,6 +813,30 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
             memcmp(rcfg->group_alias_from[i], name, name_len) == 0)
             g = sb_config_model_index(gw->cfg, rcfg->group_alias_to[i],
                                       strlen(rcfg->group_alias_to[i]));
+    /* Wildcard aliases (a model_name with one '*', or just '*'): the longest prefix wins,
+     * and what the '*' matched replaces the '*' of the deployment's model. */
+    char wild[257] = "";
+    int wg = -1;
+    size_t best_prefix = 0;
+    for (size_t i = 0; g < 0 && i < gw->cfg->n_model_names; i++) {
+        if (!gw->groups[i].wildcard)
+            continue;
+        const char *pat = gw->cfg->model_names[i];
+        const char *star = strchr(pat, '*');
+        size_t pre = (size_t)(star - pat), suf = strlen(star + 1);
+        if (name_len < pre + suf || memcmp(name, pat, pre) != 0 ||
+            memcmp(name + name_len - suf, star + 1, suf) != 0)
+            continue;
+        if (wg < 0 || pre > best_prefix) {
+            wg = (int)i;
+            best_prefix = pre;
+            size_t mid = name_len - pre - suf;
+            memcpy(wild, name + pre, mid);
+            wild[mid] = '\0';
+        }
+    }
+    if (g < 0)
+        g = wg;
     if (g < 0) {
         char msg[400];
         snprintf(msg, sizeof msg, "The model '%.200s' does not exist.", name);
@@ -848,6 +875,8 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     p->r = r;
     p->x = x;
     p->stream = stream;
+    memcpy(p->wild, wild, sizeof wild);
+    sb_buf_init(&p->model_json, 1024);
     const struct sb_server_config *sc = &gw->cfg->server;
     sb_buf_init(&p->url, 16384);
     sb_buf_init(&p->body, (size_t)sc->max_request_bytes + 4096);
@@ -913,9 +942,15 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
 
     uint64_t now = sb_router_now_ms();
     uint64_t delay;
-    p->next_dep = sb_router_pick(gw->router, gw->strategy, &grp->rg, &r->gw_w->rr, &r->gw_w->rng,
-                                 NULL, 0, now);
-    if (p->next_dep < 0 && !plan_next(p, E_SERVER, &delay)) {
+    /* A prompt clearly larger than every deployment's context window (max_input_tokens in
+     * model_info; estimated at 4 bytes a token) goes straight to context_window_fallbacks. */
+    bool planned = grp->max_input_tokens > 0 && grp->n_cw_fallbacks &&
+                   (int64_t)(n / 4) > grp->max_input_tokens &&
+                   plan_next(p, E_CONTEXT_WINDOW, &delay);
+    if (!planned)
+        p->next_dep = sb_router_pick(gw->router, gw->strategy, &grp->rg, &r->gw_w->rr,
+                                     &r->gw_w->rng, NULL, 0, now);
+    if (!planned && p->next_dep < 0 && !plan_next(p, E_SERVER, &delay)) {
         /* Every deployment of the alias (and of its fallbacks) is cooling down: fail fast,
          * and say when to come back. */
         uint64_t wait = sb_router_wait_ms(gw->router, grp->deployments, grp->n, now);
@@ -960,6 +995,20 @@ static void launch(struct sb_proxy *p)
     memcpy(e, p->edits, sizeof e);
     e[0].text = target->upstream_model_json;
     e[0].len = strlen(target->upstream_model_json);
+    const char *star = strchr(target->d->upstream_model, '*');
+    if (star) { /* a wildcard deployment: its '*' becomes what the request's model matched */
+        struct sb_buf m;
+        sb_buf_init(&m, 1024);
+        sb_buf_append(&m, target->d->upstream_model, (size_t)(star - target->d->upstream_model));
+        sb_buf_append_str(&m, p->wild);
+        sb_buf_append_str(&m, star + 1);
+        sb_buf_reset(&p->model_json);
+        if (m.data && sb_buf_append_json_str(&p->model_json, m.data, m.len) == 0) {
+            e[0].text = p->model_json.data;
+            e[0].len = p->model_json.len;
+        }
+        sb_buf_free(&m);
+    }
     const char *s = r->x->body.data ? r->x->body.data : "";
     if (apply_edits(s, r->x->body.len, e, p->ne, &p->body) != 0 ||
         sb_provider_url(target, p->ep, &p->url) != 0) {
@@ -979,6 +1028,7 @@ static void launch(struct sb_proxy *p)
         .connect_timeout_ms = (long)sc->connect_timeout_ms,
         .timeout_ms = p->stream ? 0 : (long)(d->timeout_s * 1000),
         .idle_timeout_ms = p->stream ? (uint64_t)(d->stream_timeout_s * 1000) : 0,
+        .first_byte_timeout_ms = (uint64_t)(d->ttft_timeout_s * 1000),
     };
     static const struct sb_transfer_cbs cbs = {
         .on_status = on_status,

@@ -947,6 +947,8 @@ static void load_params(struct ctx *c, const struct ynode *params, struct sb_dep
         } else if (scalar_is(k, "weight")) {
             get_double(c, v, "litellm_params.weight", d, 1e9, &d->weight);
             d->weight_set = !is_null(v);
+        } else if (scalar_is(k, "ttft_timeout")) {
+            get_double(c, v, "litellm_params.ttft_timeout", d, 1e7, &d->ttft_timeout_s);
         } else if (scalar_is(k, "order")) {
             iv = d->order;
             get_int(c, v, "litellm_params.order", d, 1, 1000, &iv);
@@ -1028,6 +1030,10 @@ static void load_deployment(struct ctx *c, const struct ynode *entry, struct sb_
             json_t *j = to_json(c, info, 0, &count);
             if (j) {
                 d->model_info_json = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(15));
+                /* The router reads this one: the context window, for the pre-call check. */
+                json_t *mit = json_object_get(j, "max_input_tokens");
+                if (json_is_integer(mit) && json_integer_value(mit) > 0)
+                    d->max_input_tokens = (int64_t)json_integer_value(mit);
                 json_decref(j);
                 if (!d->model_info_json)
                     fail(c, info->line, "model_info cannot be written as JSON");

@@ -45,6 +45,8 @@ struct sb_deployment {
     int line;              /* line of the entry in the config file */
     int order;             /* litellm_params.order: priority tier, 1 first; 0: not given (last) */
     bool weight_set; /* weight was given (simple-shuffle then weighs by it, else by rpm/tpm) */
+    double ttft_timeout_s;    /* litellm_params.ttft_timeout: wait for the first byte; 0: none */
+    int64_t max_input_tokens; /* model_info.max_input_tokens; 0: unknown */
 };
 
 struct sb_server_config {

@@ -666,6 +666,8 @@ struct sb_transfer *sb_h1_start(struct sb_upstream *u, const struct sb_transfer_
     uint64_t now = uv_now(u->loop);
     t->idle_ms = o->idle_timeout_ms;
     t->last_activity = now;
+    if (o->first_byte_timeout_ms)
+        t->first_byte_deadline = now + o->first_byte_timeout_ms;
     x->total_deadline = o->timeout_ms > 0 ? now + (uint64_t)o->timeout_ms : 0;
     sb_upstream_link(u, t);
 

@@ -237,6 +237,7 @@ restart:
     for (struct sb_transfer *t = u->active; t; t = t->next) {
         bool silent = t->idle_ms && !t->paused && now - t->last_activity >= t->idle_ms;
         bool late = t->deadline && now >= t->deadline; /* native transfers only */
+        late |= t->first_byte_deadline && !t->status && now >= t->first_byte_deadline;
         if (!silent && !late)
             continue;
         if (t->h1) {
@@ -251,7 +252,7 @@ restart:
         curl_multi_remove_handle(u->multi, t->easy);
         curl_easy_cleanup(t->easy); /* its connection is mid-response: not reused */
         free(t);
-        cbs.on_done(ud, SB_UP_E_TIMEOUT, "no data from the provider within the stream timeout");
+        cbs.on_done(ud, SB_UP_E_TIMEOUT, "no answer from the provider in time");
         goto restart; /* on_done may have changed the list; every pass removes one */
     }
 }
@@ -408,6 +409,8 @@ struct sb_transfer *sb_transfer_start(struct sb_upstream *u, const struct sb_tra
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, o->timeout_ms);
     t->idle_ms = o->idle_timeout_ms;
     t->last_activity = uv_now(u->loop);
+    if (o->first_byte_timeout_ms)
+        t->first_byte_deadline = t->last_activity + o->first_byte_timeout_ms;
     if (curl_multi_add_handle(u->multi, e) != CURLM_OK) {
         curl_easy_cleanup(e);
         free(t);

@@ -57,6 +57,9 @@ struct sb_transfer_opts {
     /* Longest silence from the provider (before the response and between body bytes),
      * enforced to 100 ms; 0: none. */
     uint64_t idle_timeout_ms;
+    /* Longest wait for the response's status line (time to first token, for streams); a
+     * timeout before any byte is a failure the router may retry. 0: none. */
+    uint64_t first_byte_timeout_ms;
 };
 
 struct sb_upstream;

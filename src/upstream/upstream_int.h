@@ -42,10 +42,11 @@ struct sb_transfer {
     bool in_headers_of_final; /* true once the final (non-1xx) status line was seen */
     bool paused;
     bool got_body;
-    bool retried;           /* sent once more after a reused connection died */
-    uint64_t idle_ms;       /* 0: no silence limit */
-    uint64_t last_activity; /* uv_now of the last byte received (or of the start) */
-    uint64_t deadline;      /* uv_now after which a native transfer times out; 0: none */
+    bool retried;                 /* sent once more after a reused connection died */
+    uint64_t idle_ms;             /* 0: no silence limit */
+    uint64_t last_activity;       /* uv_now of the last byte received (or of the start) */
+    uint64_t deadline;            /* uv_now after which a native transfer times out; 0: none */
+    uint64_t first_byte_deadline; /* uv_now by which a status line must arrive; 0: none */
     char errbuf[CURL_ERROR_SIZE];
 };
 

@@ -1,0 +1,85 @@
+// Wildcard aliases, the context-window check before the call, and the time-to-first-byte
+// timeout.
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, test } from 'node:test';
+import { PROVIDER_KEY, fakeModel, recordedBody, startStack } from '../lib/harness.mjs';
+
+let stack;
+
+before(async () => {
+  stack = await startStack({
+    models: (fake) => [
+      { model_name: 'fake/*', litellm_params: { model: 'openai/*', api_base: fake.base('delay_ms=1'), api_key: PROVIDER_KEY } },
+      { model_name: '*', litellm_params: { model: 'openai/catchall-*', api_base: fake.base('delay_ms=2'), api_key: PROVIDER_KEY } },
+      { ...fakeModel(fake, 'small', 'delay_ms=3'), model_info: { max_input_tokens: 50 } },
+      fakeModel(fake, 'big', 'delay_ms=4'),
+      fakeModel(fake, 'slowstart', 'delay_ms=1500', { ttft_timeout: 0.2 }),
+      fakeModel(fake, 'slowstart', 'delay_ms=5', { ttft_timeout: 0.2 }),
+      fakeModel(fake, 'slowonly', 'delay_ms=1500', { ttft_timeout: 0.2 }),
+    ],
+    extra: {
+      router_settings: {
+        routing_strategy: 'round-robin',
+        num_retries: 1,
+        context_window_fallbacks: [{ small: ['big'] }],
+      },
+    },
+  });
+});
+
+after(async () => {
+  await stack?.stop();
+});
+
+beforeEach(async () => {
+  await stack.fake.clear();
+});
+
+const chat = (model, content = 'hi', extra = {}) => ({
+  model,
+  messages: [{ role: 'user', content }],
+  ...extra,
+});
+
+async function upstreamModel() {
+  const last = await stack.fake.lastUpstream();
+  return JSON.parse(recordedBody(last)).model;
+}
+
+test('a wildcard alias passes what its * matched on to the provider', async () => {
+  const r = await stack.gw.call('/v1/chat/completions', { body: chat('fake/gpt-x') });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(await upstreamModel(), 'gpt-x');
+  // The catch-all takes what no other alias matches; the longer prefix wins otherwise.
+  const c = await stack.gw.call('/v1/chat/completions', { body: chat('zzz-1') });
+  assert.equal(c.status, 200, c.text);
+  assert.equal(await upstreamModel(), 'catchall-zzz-1');
+});
+
+test('a prompt larger than the context window goes to context_window_fallbacks first', async () => {
+  const short = await stack.gw.call('/v1/chat/completions', { body: chat('small') });
+  assert.equal(short.status, 200);
+  assert.equal(short.headers.get('x-switchboard-fallback'), null);
+  await stack.fake.clear();
+  const long = await stack.gw.call('/v1/chat/completions', { body: chat('small', 'word '.repeat(100)) });
+  assert.equal(long.status, 200, long.text);
+  assert.equal(long.headers.get('x-switchboard-fallback'), 'big');
+  assert.equal(long.headers.get('x-switchboard-attempts'), '1');
+  const paths = (await stack.fake.upstreamRequests()).map((q) => q.path);
+  assert.deepEqual(paths.map((p) => p.includes('delay_ms=4')), [true], 'small was not called');
+});
+
+test('no first byte within ttft_timeout: a timeout the router retries elsewhere', async () => {
+  for (let i = 0; i < 2; i++) {
+    const t0 = Date.now();
+    const r = await stack.gw.call('/v1/chat/completions', { body: chat('slowstart', 'hi', { stream: true }) });
+    assert.equal(r.status, 200, r.text);
+    assert.ok(Date.now() - t0 < 1200, 'did not wait for the slow deployment');
+  }
+  const t0 = Date.now();
+  const r = await stack.gw.call('/v1/chat/completions', { body: chat('slowonly') });
+  const took = Date.now() - t0;
+  assert.equal(r.status, 504, r.text);
+  assert.equal(r.json.error.code, 'upstream_timeout');
+  assert.ok(took < 1200, `answered after ${took} ms`);
+});
