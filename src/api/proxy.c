@@ -52,9 +52,11 @@ struct sb_proxy {
     bool too_large;
     /* The attempt plan (src/router/router.h for health and choice). */
     enum sb_endpoint ep;
-    struct edit edits[3]; /* edits[0] is the `model` value, rewritten for each deployment */
+    struct edit edits[4]; /* edits[0] is the `model` value, rewritten for each deployment */
     int ne;
-    int group;        /* alias being tried */
+    int group;            /* alias being tried */
+    int req_fallbacks[8]; /* the request's own "fallbacks" (LiteLLM), replacing the config's */
+    size_t n_req_fallbacks;
     const int *chain; /* fallback aliases being tried (one of the requested alias's lists) */
     size_t nchain;
     size_t chain_pos;   /* next one in `chain` */
@@ -617,6 +619,10 @@ static bool plan_next(struct sb_proxy *p, enum err_class c, uint64_t *delay)
     const struct sb_model_group *first = &gw->groups[p->r->rec.model];
     const int *chain = first->fallbacks;
     size_t nchain = first->n_fallbacks;
+    if (p->n_req_fallbacks) {
+        chain = p->req_fallbacks;
+        nchain = p->n_req_fallbacks;
+    }
     if (c == E_CONTEXT_WINDOW) {
         chain = first->cw_fallbacks;
         nchain = first->n_cw_fallbacks;
@@ -783,10 +789,10 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
         return;
     }
     const struct sb_json_span root = idx.root;
-    static const char *const keys[] = {"model", "stream", "stream_options"};
-    struct sb_json_member m[3];
-    int c[3];
-    int rc = sb_json_index_get_many(s, n, &idx, keys, 3, m, c);
+    static const char *const keys[] = {"model", "stream", "stream_options", "fallbacks"};
+    struct sb_json_member m[4];
+    int c[4];
+    int rc = sb_json_index_get_many(s, n, &idx, keys, 4, m, c);
     const struct sb_json_member model = m[0];
     if (rc != 0 || c[0] == 0) {
         sb_api_fail(r, 400, "invalid_request_error", "missing_model", "model",
@@ -885,7 +891,7 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     sb_sse_parser_init(&p->sse, (size_t)sc->max_event_bytes);
     r->proxy = p;
 
-    struct edit edits[3];
+    struct edit edits[4];
     int ne = 0;
     /* The model value's text is set for each attempt's deployment (launch). */
     edits[ne++] = (struct edit){model.value.start, model.value.end, NULL, 0};
@@ -929,6 +935,66 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
             detach(p);
             return;
         }
+    }
+    /* LiteLLM's per-request "fallbacks": a list of aliases (or {"model": alias} objects). The
+     * gateway acts on it and removes it from what goes upstream: a provider would refuse it. */
+    if (c[3] > 1) {
+        sb_api_fail(r, 400, "invalid_request_error", "invalid_json", "fallbacks",
+                    "The request has more than one 'fallbacks' key.");
+        detach(p);
+        return;
+    }
+    if (c[3] == 1) {
+        const struct sb_json_member *fb = &m[3];
+        if (fb->value.type != SB_JSON_ARRAY && fb->value.type != SB_JSON_NULL) {
+            sb_api_fail(r, 400, "invalid_request_error", "invalid_value", "fallbacks",
+                        "'fallbacks' must be a list of model names.");
+            detach(p);
+            return;
+        }
+        size_t pos = 0;
+        struct sb_json_span el;
+        while (fb->value.type == SB_JSON_ARRAY &&
+               sb_json_array_next(s, n, &fb->value, &pos, &el) == 0) {
+            struct sb_json_span mv = el;
+            struct sb_json_member mm;
+            if (el.type == SB_JSON_OBJECT && sb_json_object_get(s, n, &el, "model", &mm) == 0)
+                mv = mm.value;
+            char fname[257];
+            size_t flen;
+            if (mv.type != SB_JSON_STRING ||
+                sb_json_string_copy(s, n, &mv, fname, sizeof fname, &flen) != 0) {
+                sb_api_fail(r, 400, "invalid_request_error", "invalid_value", "fallbacks",
+                            "'fallbacks' must be a list of model names.");
+                detach(p);
+                return;
+            }
+            int f = sb_config_model_index(gw->cfg, fname, flen);
+            if (f < 0) {
+                char msg[400];
+                snprintf(msg, sizeof msg, "The fallback model '%.200s' does not exist.", fname);
+                sb_api_fail(r, 404, "invalid_request_error", "model_not_found", "fallbacks", msg);
+                detach(p);
+                return;
+            }
+            if (f != g && p->n_req_fallbacks < 8)
+                p->req_fallbacks[p->n_req_fallbacks++] = f;
+        }
+        /* Remove the member with one neighbouring comma, keeping the JSON valid. */
+        size_t from = fb->key.start, to = fb->value.end, k = to;
+        while (k < n && (s[k] == ' ' || s[k] == '\t' || s[k] == '\n' || s[k] == '\r'))
+            k++;
+        if (k < n && s[k] == ',') {
+            to = k + 1;
+        } else {
+            size_t b = from;
+            while (b > root.start + 1 &&
+                   (s[b - 1] == ' ' || s[b - 1] == '\t' || s[b - 1] == '\n' || s[b - 1] == '\r'))
+                b--;
+            if (b > root.start + 1 && s[b - 1] == ',')
+                from = b - 1;
+        }
+        edits[ne++] = (struct edit){from, to, "", 0};
     }
     memcpy(p->edits, edits, sizeof edits);
     p->ne = ne;
@@ -991,7 +1057,7 @@ static void launch(struct sb_proxy *p)
     sb_buf_reset(&p->resp);
     sb_buf_reset(&p->body);
     sb_buf_reset(&p->url);
-    struct edit e[3];
+    struct edit e[4];
     memcpy(e, p->edits, sizeof e);
     e[0].text = target->upstream_model_json;
     e[0].len = strlen(target->upstream_model_json);

@@ -86,6 +86,36 @@ test('retry_policy and max_fallbacks bound the calls: 1 + 1 retry + 2 fallbacks'
   assert.equal((await stack.fake.upstreamRequests()).length, 4);
 });
 
+test("the request's own fallbacks replace the config's, and never reach the provider", async () => {
+  const body = '{"fallbacks" : ["spare3"],"model":"broken","messages":[{"role":"user","content":"hi"}]}';
+  const r = await stack.gw.call('/v1/chat/completions', { body });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.headers.get('x-switchboard-fallback'), 'spare3');
+  const reqs = await stack.fake.upstreamRequests();
+  assert.equal(reqs.length, 3); // broken, its retry, spare3
+  for (const q of reqs) {
+    const sent = JSON.parse(q.body);
+    assert.equal(sent.fallbacks, undefined, q.body);
+  }
+  // Last member, objects with "model", and a stream: still valid JSON upstream.
+  await stack.fake.clear();
+  const s2 = await stack.gw.call('/v1/chat/completions', {
+    body: '{"model":"throttled","stream":true,"messages":[{"role":"user","content":"hi"}],"fallbacks":[{"model":"spare3"}]}',
+  });
+  assert.equal(s2.status, 200, s2.text);
+  assert.equal(s2.headers.get('x-switchboard-fallback'), 'spare3');
+  for (const q of await stack.fake.upstreamRequests()) {
+    const sent = JSON.parse(q.body);
+    assert.equal(sent.fallbacks, undefined);
+    assert.equal(sent.stream_options.include_usage, true);
+  }
+  const bad = await stack.gw.call('/v1/chat/completions', {
+    body: '{"model":"broken","fallbacks":["nope"],"messages":[]}',
+  });
+  assert.equal(bad.status, 404);
+  assert.equal(bad.json.error.param, 'fallbacks');
+});
+
 test('stress: 600 requests over faulty deployments, every one answered exactly once', async () => {
   const n = 600;
   const ids = [];
