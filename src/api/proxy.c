@@ -13,6 +13,7 @@
 #include "http/sse.h"
 #include "json/scan.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,7 @@ struct sb_proxy {
     struct edit edits[4]; /* edits[0] is the `model` value, rewritten for each deployment */
     int ne;
     int group;            /* alias being tried */
+    int retry_override;   /* x-switchboard-config retry.attempts, else -1 */
     int req_fallbacks[8]; /* the request's own "fallbacks" (LiteLLM), replacing the config's */
     size_t n_req_fallbacks;
     const int *chain; /* fallback aliases being tried (one of the requested alias's lists) */
@@ -569,6 +571,8 @@ static int class_retries(const struct sb_proxy *p, enum err_class c)
 {
     const struct sb_router_config *rc = &p->r->gw_w->gw->cfg->router;
     int group = p->r->gw_w->gw->groups[p->group].retries;
+    if (p->retry_override >= 0 && (c == E_TIMEOUT || c == E_RATE_LIMIT || c == E_SERVER))
+        return p->retry_override;
     switch (c) {
     case E_AUTH:
         return rc->retries_auth >= 0 ? rc->retries_auth : 0;
@@ -774,6 +778,95 @@ static size_t closing_brace(const struct sb_json_span *obj)
     return obj->end - 1;
 }
 
+/* A per-request routing config in the x-switchboard-config header (Portkey's shape):
+ *   {"strategy": {"mode": "fallback" | "loadbalance"},
+ *    "targets": [{"model": "<alias>", "weight": 1}, ...],   (or override_params.model)
+ *    "retry": {"attempts": 2}}
+ * fallback: the first target serves, the others are its fallbacks, in order; loadbalance:
+ * one target by weight. Returns the alias to serve, -1 when the config names no targets, or
+ * -2 with a message in err. */
+static int route_config(struct sb_gateway *gw, const struct sb_http_str *h, uint64_t *rng,
+                        int *chain, size_t *nchain, int *retries, char *err, size_t errlen)
+{
+    *nchain = 0;
+    *retries = -1;
+    json_error_t je;
+    json_t *root = json_loadb(h->p, h->n, JSON_REJECT_DUPLICATES, &je);
+    int ret = -2;
+    if (!json_is_object(root)) {
+        snprintf(err, errlen, "x-switchboard-config is not a JSON object.");
+        goto out;
+    }
+    json_t *retry = json_object_get(root, "retry");
+    if (retry) {
+        json_t *a = json_object_get(retry, "attempts");
+        if (!json_is_integer(a) || json_integer_value(a) < 0 || json_integer_value(a) > 10) {
+            snprintf(err, errlen, "x-switchboard-config: retry.attempts must be 0..10.");
+            goto out;
+        }
+        *retries = (int)json_integer_value(a);
+    }
+    json_t *targets = json_object_get(root, "targets");
+    if (!targets) {
+        ret = -1;
+        goto out;
+    }
+    const char *mode =
+        json_string_value(json_object_get(json_object_get(root, "strategy"), "mode"));
+    if (!mode || (strcmp(mode, "fallback") && strcmp(mode, "loadbalance"))) {
+        snprintf(err, errlen,
+                 "x-switchboard-config: strategy.mode must be fallback or loadbalance.");
+        goto out;
+    }
+    size_t n = json_array_size(targets);
+    if (!json_is_array(targets) || n == 0 || n > 8) {
+        snprintf(err, errlen, "x-switchboard-config: targets must be a list of 1 to 8 targets.");
+        goto out;
+    }
+    int ids[8];
+    double w[8], total = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(targets, i);
+        const char *m = json_string_value(json_object_get(t, "model"));
+        if (!m)
+            m = json_string_value(json_object_get(json_object_get(t, "override_params"), "model"));
+        ids[i] = m ? sb_config_model_index(gw->cfg, m, strlen(m)) : -1;
+        if (ids[i] < 0) {
+            snprintf(err, errlen, "x-switchboard-config: target %zu names no configured model.", i);
+            goto out;
+        }
+        json_t *wt = json_object_get(t, "weight");
+        w[i] = wt ? json_number_value(wt) : 1;
+        if (!(w[i] >= 0)) {
+            snprintf(err, errlen, "x-switchboard-config: a weight must be a number >= 0.");
+            goto out;
+        }
+        total += w[i];
+    }
+    if (strcmp(mode, "fallback") == 0) {
+        ret = ids[0];
+        for (size_t i = 1; i < n; i++)
+            chain[(*nchain)++] = ids[i];
+        goto out;
+    }
+    uint64_t v = *rng ? *rng : 1;
+    v ^= v >> 12, v ^= v << 25, v ^= v >> 27;
+    *rng = v;
+    double x =
+        total > 0 ? (double)((v * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0 * total : 0;
+    ret = ids[n - 1];
+    for (size_t i = 0; i < n; i++) {
+        x -= total > 0 ? w[i] : 1;
+        if (x < 0) {
+            ret = ids[i];
+            break;
+        }
+    }
+out:
+    json_decref(root);
+    return ret;
+}
+
 void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
 {
     struct sb_exchange *x = r->x;
@@ -843,6 +936,25 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     }
     if (g < 0)
         g = wg;
+    int hdr_chain[8];
+    size_t hdr_n = 0;
+    int hdr_retries = -1;
+    bool hdr_targets = false;
+    const struct sb_http_str *hc = sb_http_header_get(&x->req, "x-switchboard-config");
+    if (hc) {
+        char err[200];
+        int pg =
+            route_config(gw, hc, &r->gw_w->rng, hdr_chain, &hdr_n, &hdr_retries, err, sizeof err);
+        if (pg == -2) {
+            sb_api_fail(r, 400, "invalid_request_error", "invalid_config", NULL, err);
+            return;
+        }
+        if (pg >= 0) { /* the config's targets decide; the body's model is not routed on */
+            g = pg;
+            wild[0] = '\0';
+            hdr_targets = true;
+        }
+    }
     if (g < 0) {
         char msg[400];
         snprintf(msg, sizeof msg, "The model '%.200s' does not exist.", name);
@@ -881,6 +993,7 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     p->r = r;
     p->x = x;
     p->stream = stream;
+    p->retry_override = hdr_retries;
     memcpy(p->wild, wild, sizeof wild);
     sb_buf_init(&p->model_json, 1024);
     const struct sb_server_config *sc = &gw->cfg->server;
@@ -995,6 +1108,10 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
                 from = b - 1;
         }
         edits[ne++] = (struct edit){from, to, "", 0};
+    }
+    if (hdr_targets) { /* the header's fallback targets replace any other list */
+        memcpy(p->req_fallbacks, hdr_chain, hdr_n * sizeof hdr_chain[0]);
+        p->n_req_fallbacks = hdr_n;
     }
     memcpy(p->edits, edits, sizeof edits);
     p->ne = ne;

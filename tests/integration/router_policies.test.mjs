@@ -116,6 +116,39 @@ test("the request's own fallbacks replace the config's, and never reach the prov
   assert.equal(bad.json.error.param, 'fallbacks');
 });
 
+test('x-switchboard-config: fallback and loadbalance targets, retry attempts', async () => {
+  const call = (cfg, model = 'whatever-the-body-says') =>
+    stack.gw.call('/v1/chat/completions', {
+      body: chat(model),
+      headers: { 'x-switchboard-config': JSON.stringify(cfg) },
+    });
+  const a = await call({ strategy: { mode: 'fallback' }, targets: [{ model: 'broken' }, { model: 'spare3' }] });
+  assert.equal(a.status, 200, a.text);
+  assert.equal(a.headers.get('x-switchboard-fallback'), 'spare3');
+  assert.equal(a.headers.get('x-switchboard-attempts'), '3'); // broken, its retry, spare3
+  const b = await call({
+    strategy: { mode: 'fallback' },
+    targets: [{ model: 'broken' }, { override_params: { model: 'spare3' } }],
+    retry: { attempts: 0 },
+  });
+  assert.equal(b.status, 200);
+  assert.equal(b.headers.get('x-switchboard-attempts'), '2');
+  for (let i = 0; i < 5; i++) {
+    const c = await call({
+      strategy: { mode: 'loadbalance' },
+      targets: [{ model: 'spare3', weight: 1 }, { model: 'broken', weight: 0 }],
+    });
+    assert.equal(c.status, 200);
+    assert.equal(c.headers.get('x-switchboard-attempts'), '1');
+  }
+  for (const bad of ['not json', '{"strategy":{"mode":"random"},"targets":[{"model":"spare3"}]}',
+    '{"strategy":{"mode":"fallback"},"targets":[{"model":"nope"}]}', '{"retry":{"attempts":99}}']) {
+    const r = await stack.gw.call('/v1/chat/completions', { body: chat('spare3'), headers: { 'x-switchboard-config': bad } });
+    assert.equal(r.status, 400, bad);
+    assert.equal(r.json.error.code, 'invalid_config');
+  }
+});
+
 test('stress: 600 requests over faulty deployments, every one answered exactly once', async () => {
   const n = 600;
   const ids = [];
