@@ -578,10 +578,12 @@ static int render_deployments(struct sb_gateway *gw, struct sb_buf *b)
                 : sb_buf_printf(
                       b,
                       ",\"state\":\"%s\",\"cooldown_remaining_ms\":%llu,\"recent_fails\":%d,"
-                      "\"in_flight\":%d,\"latency_ms\":%.3f,\"order\":%d,\"weight\":%g}",
+                      "\"in_flight\":%d,\"latency_ms\":%.3f,\"order\":%d,\"weight\":%g,"
+                      "\"calls\":%llu,\"failures\":%llu,\"fallback_calls\":%llu}",
                       st.cooling ? "cooling_down" : "healthy",
                       (unsigned long long)st.cooldown_left_ms, st.fails, st.in_flight,
-                      st.latency_s * 1e3, d->order, d->weight);
+                      st.latency_s * 1e3, d->order, d->weight, (unsigned long long)st.calls,
+                      (unsigned long long)st.failures, (unsigned long long)st.fallbacks);
         first = false;
     }
     return rc ? rc : sb_buf_append_str(b, "]}");
@@ -622,13 +624,18 @@ static int render_router_metrics(struct sb_gateway *gw, struct sb_buf *b)
         {"switchboard_deployment_in_flight", "Upstream calls in flight to the deployment."},
         {"switchboard_deployment_latency_seconds",
          "Moving average of the deployment's latency (time to first byte for streams)."},
+        {"switchboard_deployment_calls_total", "Upstream calls made to the deployment."},
+        {"switchboard_deployment_failures_total",
+         "Failures of the deployment counted toward its cooldowns."},
+        {"switchboard_deployment_fallback_calls_total",
+         "Calls made to the deployment as a fallback for another model."},
     };
     const struct sb_config *cfg = gw->cfg;
     uint64_t now = sb_router_now_ms();
     int rc = 0;
-    for (size_t f = 0; f < 3 && rc == 0; f++) {
-        rc = sb_buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", fam[f].name, fam[f].help,
-                           fam[f].name);
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0] && rc == 0; f++) {
+        rc = sb_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name,
+                           f < 3 ? "gauge" : "counter");
         for (size_t i = 0; i < cfg->n_deployments && rc == 0; i++) {
             const struct sb_deployment *d = &cfg->deployments[i];
             if (d->disabled)
@@ -641,8 +648,13 @@ static int render_router_metrics(struct sb_gateway *gw, struct sb_buf *b)
                 rc = sb_buf_printf(b, " %d\n", st.cooling ? 1 : 0);
             else if (f == 1)
                 rc = sb_buf_printf(b, " %d\n", st.in_flight);
-            else
+            else if (f == 2)
                 rc = sb_buf_printf(b, " %.6f\n", st.latency_s);
+            else
+                rc = sb_buf_printf(b, " %llu\n",
+                                   (unsigned long long)(f == 3   ? st.calls
+                                                        : f == 4 ? st.failures
+                                                                 : st.fallbacks));
         }
     }
     return rc;

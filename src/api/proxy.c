@@ -1229,5 +1229,5 @@ static void launch(struct sb_proxy *p)
         return;
     }
     p->calling = true;
-    sb_router_begin(gw->router, p->dep);
+    sb_router_begin(gw->router, p->dep, r->rec.served_by >= 0);
 }

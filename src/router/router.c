@@ -12,6 +12,9 @@ struct health {
     _Alignas(64) _Atomic uint64_t cooldown_until; /* ms; 0: not cooled since its last success */
     _Atomic uint64_t window_start;
     _Atomic uint64_t latency_us; /* moving average (1/8 per sample); 0: no sample */
+    _Atomic uint64_t calls;      /* every call started */
+    _Atomic uint64_t failures;   /* every failure recorded */
+    _Atomic uint64_t fallbacks;  /* calls made as a fallback for another alias */
     _Atomic int fails;
     _Atomic int in_flight;
 };
@@ -177,10 +180,14 @@ int sb_router_pick(struct sb_router *r, enum sb_strategy strategy, const struct 
     }
 }
 
-void sb_router_begin(struct sb_router *r, int dep)
+void sb_router_begin(struct sb_router *r, int dep, bool fallback)
 {
-    if (dep >= 0 && (size_t)dep < r->n)
-        atomic_fetch_add_explicit(&r->h[dep].in_flight, 1, memory_order_relaxed);
+    if (dep < 0 || (size_t)dep >= r->n)
+        return;
+    atomic_fetch_add_explicit(&r->h[dep].in_flight, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->h[dep].calls, 1, memory_order_relaxed);
+    if (fallback)
+        atomic_fetch_add_explicit(&r->h[dep].fallbacks, 1, memory_order_relaxed);
 }
 
 void sb_router_end(struct sb_router *r, int dep, double latency_s)
@@ -207,6 +214,9 @@ void sb_router_state(const struct sb_router *r, int dep, uint64_t now_ms,
     out->fails = atomic_load_explicit(&h->fails, memory_order_relaxed);
     out->in_flight = atomic_load_explicit(&h->in_flight, memory_order_relaxed);
     out->latency_s = (double)atomic_load_explicit(&h->latency_us, memory_order_relaxed) / 1e6;
+    out->calls = atomic_load_explicit(&h->calls, memory_order_relaxed);
+    out->failures = atomic_load_explicit(&h->failures, memory_order_relaxed);
+    out->fallbacks = atomic_load_explicit(&h->fallbacks, memory_order_relaxed);
 }
 
 void sb_router_success(struct sb_router *r, int dep)
@@ -223,6 +233,7 @@ void sb_router_failure(struct sb_router *r, int dep, bool hard, uint64_t now_ms)
     if (dep < 0 || (size_t)dep >= r->n)
         return;
     struct health *h = &r->h[dep];
+    atomic_fetch_add_explicit(&h->failures, 1, memory_order_relaxed);
     /* Cooled before and no success since: the first failure after the cooldown is enough. */
     uint64_t until = atomic_load_explicit(&h->cooldown_until, memory_order_relaxed);
     bool half_open = until && until <= now_ms;

@@ -51,8 +51,9 @@ struct sb_router_group {
 int sb_router_pick(struct sb_router *r, enum sb_strategy strategy, const struct sb_router_group *g,
                    uint32_t *rr, uint64_t *rng, const int *tried, size_t ntried, uint64_t now_ms);
 
-/* A call to dep starts / ends; latency_s >= 0 is a sample for latency-based routing. */
-void sb_router_begin(struct sb_router *r, int dep);
+/* A call to dep starts (fallback: on behalf of another alias) / ends; latency_s >= 0 is a
+ * sample for latency-based routing. */
+void sb_router_begin(struct sb_router *r, int dep, bool fallback);
 void sb_router_end(struct sb_router *r, int dep, double latency_s);
 
 /* What the router knows of dep, for metrics and the admin view. */
@@ -61,7 +62,10 @@ struct sb_router_state {
     uint64_t cooldown_left_ms;
     int fails;
     int in_flight;
-    double latency_s; /* moving average; 0: no sample yet */
+    double latency_s;   /* moving average; 0: no sample yet */
+    uint64_t calls;     /* since start */
+    uint64_t failures;  /* failures the router counted (toward cooldowns) since start */
+    uint64_t fallbacks; /* calls made as a fallback for another alias since start */
 };
 void sb_router_state(const struct sb_router *r, int dep, uint64_t now_ms,
                      struct sb_router_state *out);

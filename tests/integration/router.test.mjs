@@ -96,6 +96,16 @@ test('an alias that keeps failing falls back: attempts = 1 + retries + fallbacks
   const line = await stack.gw.waitForAccess((l) => l.fallback_model === 'backup');
   assert.equal(line.model, 'primary');
   assert.equal(line.attempts, 3);
+  // The deployment view and the metrics count the fallback call.
+  const view = await stack.gw.call('/router/deployments');
+  const backup = view.json.deployments.find((d) => d.model_name === 'backup');
+  assert.equal(backup.fallback_calls, 1);
+  assert.equal(backup.calls, 1);
+  const primary = view.json.deployments.find((d) => d.model_name === 'primary');
+  assert.equal(primary.calls, 2);
+  const m = await stack.gw.call('/metrics', { key: null });
+  assert.match(m.text, /^switchboard_deployment_fallback_calls_total\{model="backup",[^}]*\} 1$/m);
+  assert.match(m.text, /^switchboard_deployment_calls_total\{model="primary",[^}]*\} 2$/m);
 });
 
 test('a stream that fails after its first bytes is never retried', async () => {

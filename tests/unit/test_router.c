@@ -118,9 +118,9 @@ static void test_strategies(void **state)
     for (int i = 0; i < 3; i++)
         assert_in_range(even[i], 9000, 11000);
     /* least-busy: the fewest calls in flight. */
-    sb_router_begin(r, 0);
-    sb_router_begin(r, 0);
-    sb_router_begin(r, 2);
+    sb_router_begin(r, 0, false);
+    sb_router_begin(r, 0, false);
+    sb_router_begin(r, 2, true);
     for (int i = 0; i < 5; i++)
         assert_int_equal(sb_router_pick(r, SB_STRATEGY_LEAST_BUSY, &eq, &rr, &rng, NULL, 0, 10), 1);
     sb_router_end(r, 0, -1);
@@ -139,6 +139,11 @@ static void test_strategies(void **state)
     struct sb_router_state st;
     sb_router_state(r, 1, 10, &st);
     assert_true(st.latency_s > 0.049 && st.latency_s < 0.051);
+    sb_router_state(r, 0, 10, &st);
+    assert_int_equal(st.calls, 2);
+    assert_int_equal(st.fallbacks, 0);
+    sb_router_state(r, 2, 10, &st);
+    assert_int_equal(st.fallbacks, 1);
     assert_false(st.cooling);
     sb_router_free(r);
 }
