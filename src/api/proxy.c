@@ -55,8 +55,14 @@ struct sb_proxy {
     enum sb_endpoint ep;
     struct edit edits[4]; /* edits[0] is the `model` value, rewritten for each deployment */
     int ne;
-    int group;            /* alias being tried */
-    int retry_override;   /* x-switchboard-config retry.attempts, else -1 */
+    int group;          /* alias being tried */
+    int retry_override; /* x-switchboard-config retry.attempts, else -1 */
+    char tags[8][65];   /* the request's tags, for tag routing */
+    size_t ntags;
+    int fdeps[64]; /* a group restricted to the request's tags (routing_group) */
+    double fweights[64];
+    int forder[64];
+    struct sb_router_group frg;
     int req_fallbacks[8]; /* the request's own "fallbacks" (LiteLLM), replacing the config's */
     size_t n_req_fallbacks;
     const int *chain; /* fallback aliases being tried (one of the requested alias's lists) */
@@ -501,6 +507,92 @@ static uint64_t backoff_ms(struct sb_proxy *p)
     return base / 2 + (v * 0x2545F4914F6CDD1DULL >> 33) % (base / 2 + 1);
 }
 
+static bool has_tag(const struct sb_deployment *d, const char *tag)
+{
+    for (size_t i = 0; i < d->n_tags; i++)
+        if (strcmp(d->tags[i], tag) == 0)
+            return true;
+    return false;
+}
+
+/* The deployments of alias g that may serve this request. With enable_tag_filtering
+ * (LiteLLM's rule): those sharing a tag with the request; if none, those tagged "default";
+ * a request without tags goes to the "default" ones when there are any, else to all. A group
+ * in which no deployment has tags is not filtered. */
+static const struct sb_router_group *routing_group(struct sb_proxy *p, int g)
+{
+    struct sb_gateway *gw = p->r->gw_w->gw;
+    const struct sb_model_group *grp = &gw->groups[g];
+    if (!gw->cfg->router.enable_tag_filtering)
+        return &grp->rg;
+    bool tagged = false; /* a group none of whose deployments has tags serves everyone */
+    for (size_t i = 0; i < grp->n && !tagged; i++)
+        tagged = gw->cfg->deployments[grp->deployments[i]].n_tags > 0;
+    if (!tagged)
+        return &grp->rg;
+    for (int pass = p->ntags ? 0 : 1; pass < 2; pass++) {
+        size_t k = 0;
+        for (size_t i = 0; i < grp->n && k < 64; i++) {
+            const struct sb_deployment *d = &gw->cfg->deployments[grp->deployments[i]];
+            bool take = false;
+            for (size_t t = 0; pass == 0 && t < p->ntags && !take; t++)
+                take = has_tag(d, p->tags[t]);
+            if (pass == 1)
+                take = has_tag(d, "default");
+            if (!take)
+                continue;
+            p->fdeps[k] = grp->deployments[i];
+            p->fweights[k] = grp->weights ? grp->weights[i] : 1;
+            p->forder[k] = grp->order ? grp->order[i] : 0;
+            k++;
+        }
+        if (k || (pass == 1 && p->ntags)) {
+            p->frg = (struct sb_router_group){p->fdeps, p->fweights, p->forder, k};
+            return &p->frg;
+        }
+    }
+    return &grp->rg; /* no tags, no "default" deployments: all of them */
+}
+
+/* The request's tags: x-switchboard-tags (comma-separated), else the body's metadata.tags. */
+static void read_tags(struct sb_proxy *p, const char *s, size_t n,
+                      const struct sb_json_member *metadata, int metadata_count)
+{
+    const struct sb_http_str *h = sb_http_header_get(&p->x->req, "x-switchboard-tags");
+    if (h) {
+        size_t i = 0;
+        while (i < h->n && p->ntags < 8) {
+            while (i < h->n && (h->p[i] == ' ' || h->p[i] == ','))
+                i++;
+            size_t start = i;
+            while (i < h->n && h->p[i] != ',')
+                i++;
+            size_t end = i;
+            while (end > start && h->p[end - 1] == ' ')
+                end--;
+            if (end > start && end - start < sizeof p->tags[0]) {
+                memcpy(p->tags[p->ntags], h->p + start, end - start);
+                p->tags[p->ntags++][end - start] = '\0';
+            }
+        }
+        return;
+    }
+    struct sb_json_member tags;
+    if (metadata_count != 1 || metadata->value.type != SB_JSON_OBJECT ||
+        sb_json_object_get(s, n, &metadata->value, "tags", &tags) != 0 ||
+        tags.value.type != SB_JSON_ARRAY)
+        return;
+    size_t pos = 0;
+    struct sb_json_span el;
+    while (p->ntags < 8 && sb_json_array_next(s, n, &tags.value, &pos, &el) == 0) {
+        size_t len;
+        if (el.type == SB_JSON_STRING &&
+            sb_json_string_copy(s, n, &el, p->tags[p->ntags], sizeof p->tags[0], &len) == 0 &&
+            len > 0)
+            p->ntags++;
+    }
+}
+
 /* What went wrong, as LiteLLM's retry_policy names it; decides retries, cooldown, fallbacks. */
 enum err_class {
     E_OK,
@@ -601,9 +693,8 @@ static bool plan_next(struct sb_proxy *p, enum err_class c, uint64_t *delay)
     *delay = 0;
     int64_t ra = retry_after_ms(p);
     if (p->retries_left > 0 && p->retries_done < class_retries(p, c) && ra <= MAX_RETRY_AFTER_MS) {
-        const struct sb_model_group *grp = &gw->groups[p->group];
-        int d = sb_router_pick(gw->router, gw->strategy, &grp->rg, &p->r->gw_w->rr,
-                               &p->r->gw_w->rng, p->tried, p->ntried, now);
+        int d = sb_router_pick(gw->router, gw->strategy, routing_group(p, p->group),
+                               &p->r->gw_w->rr, &p->r->gw_w->rng, p->tried, p->ntried, now);
         if (d >= 0) {
             if (was_tried(p, d)) { /* the same deployment again: wait first */
                 uint64_t wait = backoff_ms(p);
@@ -645,8 +736,7 @@ static bool plan_next(struct sb_proxy *p, enum err_class c, uint64_t *delay)
         int g = p->chain[p->chain_pos++];
         if (g == p->group)
             continue;
-        const struct sb_model_group *grp = &gw->groups[g];
-        int d = sb_router_pick(gw->router, gw->strategy, &grp->rg, &p->r->gw_w->rr,
+        int d = sb_router_pick(gw->router, gw->strategy, routing_group(p, g), &p->r->gw_w->rr,
                                &p->r->gw_w->rng, NULL, 0, now);
         if (d < 0)
             continue;
@@ -882,10 +972,11 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
         return;
     }
     const struct sb_json_span root = idx.root;
-    static const char *const keys[] = {"model", "stream", "stream_options", "fallbacks"};
-    struct sb_json_member m[4];
-    int c[4];
-    int rc = sb_json_index_get_many(s, n, &idx, keys, 4, m, c);
+    static const char *const keys[] = {"model", "stream", "stream_options", "fallbacks",
+                                       "metadata"};
+    struct sb_json_member m[5];
+    int c[5];
+    int rc = sb_json_index_get_many(s, n, &idx, keys, 5, m, c);
     const struct sb_json_member model = m[0];
     if (rc != 0 || c[0] == 0) {
         sb_api_fail(r, 400, "invalid_request_error", "missing_model", "model",
@@ -1127,12 +1218,21 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     uint64_t delay;
     /* A prompt clearly larger than every deployment's context window (max_input_tokens in
      * model_info; estimated at 4 bytes a token) goes straight to context_window_fallbacks. */
+    read_tags(p, s, n, &m[4], c[4]);
     bool planned = grp->max_input_tokens > 0 && grp->n_cw_fallbacks &&
                    (int64_t)(n / 4) > grp->max_input_tokens &&
                    plan_next(p, E_CONTEXT_WINDOW, &delay);
+    const struct sb_router_group *rgp = routing_group(p, g);
+    if (!planned && rgp->n == 0) {
+        sb_api_fail(r, 400, "invalid_request_error", "no_deployment_for_tags", NULL,
+                    "No deployment of this model has the request's tags (and none is tagged "
+                    "'default').");
+        detach(p);
+        return;
+    }
     if (!planned)
-        p->next_dep = sb_router_pick(gw->router, gw->strategy, &grp->rg, &r->gw_w->rr,
-                                     &r->gw_w->rng, NULL, 0, now);
+        p->next_dep = sb_router_pick(gw->router, gw->strategy, rgp, &r->gw_w->rr, &r->gw_w->rng,
+                                     NULL, 0, now);
     if (!planned && p->next_dep < 0 && !plan_next(p, E_SERVER, &delay)) {
         /* Every deployment of the alias (and of its fallbacks) is cooling down: fail fast,
          * and say when to come back. */

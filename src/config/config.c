@@ -891,6 +891,8 @@ static void resolve_provider(struct ctx *c, struct sb_deployment *d, int model_l
 
 /* ---- Sections ------------------------------------------------------------------------ */
 
+static char **read_alias_list(struct ctx *c, const struct ynode *v, const char *key, size_t *n);
+
 static void load_params(struct ctx *c, const struct ynode *params, struct sb_deployment *d)
 {
     struct pairs ps = {0};
@@ -947,6 +949,11 @@ static void load_params(struct ctx *c, const struct ynode *params, struct sb_dep
         } else if (scalar_is(k, "weight")) {
             get_double(c, v, "litellm_params.weight", d, 1e9, &d->weight);
             d->weight_set = !is_null(v);
+        } else if (scalar_is(k, "tags")) {
+            for (size_t j = 0; j < d->n_tags; j++)
+                free(d->tags[j]);
+            free(d->tags);
+            d->tags = read_alias_list(c, v, "litellm_params.tags", &d->n_tags);
         } else if (scalar_is(k, "ttft_timeout")) {
             get_double(c, v, "litellm_params.ttft_timeout", d, 1e7, &d->ttft_timeout_s);
         } else if (scalar_is(k, "order")) {
@@ -1325,6 +1332,13 @@ static void load_router(struct ctx *c, const char *section, const struct ynode *
         } else if (scalar_is(k, "content_policy_fallbacks")) {
             load_fallbacks(c, val, key, &r->content_policy_fallbacks,
                            &r->n_content_policy_fallbacks);
+        } else if (scalar_is(k, "enable_tag_filtering")) {
+            if (val->kind == Y_SCALAR && (scalar_is(val, "true") || scalar_is(val, "True")))
+                r->enable_tag_filtering = true;
+            else if (val->kind == Y_SCALAR && (scalar_is(val, "false") || scalar_is(val, "False")))
+                r->enable_tag_filtering = false;
+            else
+                fail(c, val->line, "%s must be true or false", key);
         } else if (scalar_is(k, "max_fallbacks")) {
             int64_t n = r->max_fallbacks;
             get_int(c, val, key, NULL, 0, 8, &n);
@@ -1605,6 +1619,9 @@ static void deployment_free(struct sb_deployment *d)
     free(d->api_version);
     free(d->model_info_json);
     free(d->disabled_reason);
+    for (size_t i = 0; i < d->n_tags; i++)
+        free(d->tags[i]);
+    free(d->tags);
 }
 
 static void fallbacks_free(struct sb_fallback *list, size_t n)

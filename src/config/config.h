@@ -47,6 +47,8 @@ struct sb_deployment {
     bool weight_set; /* weight was given (simple-shuffle then weighs by it, else by rpm/tpm) */
     double ttft_timeout_s;    /* litellm_params.ttft_timeout: wait for the first byte; 0: none */
     int64_t max_input_tokens; /* model_info.max_input_tokens; 0: unknown */
+    char **tags;              /* litellm_params.tags, for tag routing */
+    size_t n_tags;
 };
 
 struct sb_server_config {
@@ -101,7 +103,8 @@ struct sb_router_config {
     size_t n_context_window_fallbacks;
     struct sb_fallback *content_policy_fallbacks;
     size_t n_content_policy_fallbacks;
-    int max_fallbacks; /* default 5 */
+    int max_fallbacks;         /* default 5 */
+    bool enable_tag_filtering; /* route by the request's tags (deployments' litellm_params.tags) */
     /* model_group_alias: {name: alias}, a second name for an alias. */
     char **group_alias_from;
     char **group_alias_to;
