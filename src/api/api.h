@@ -13,6 +13,7 @@
 #include "obs/metrics.h"
 #include "providers/provider.h"
 #include "router/router.h"
+#include "router/rules.h"
 #include "upstream/upstream.h"
 
 #include <pthread.h>
@@ -43,6 +44,9 @@ struct sb_gateway {
     struct sb_metrics *metrics;
     struct sb_router *router;
     enum sb_strategy strategy;
+    json_t *rules;                      /* routing_rules (validated), or NULL */
+    int *rule_then;                     /* per rule: the alias it routes to */
+    int *rule_model;                    /* per rule: the alias it applies to, or -1 for any */
     struct sb_provider_target *targets; /* one per deployment; zeroed for disabled ones */
     struct sb_model_group *groups;      /* one per cfg->model_names entry */
     char *models_json;                  /* the GET /v1/models body */

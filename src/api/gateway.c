@@ -181,6 +181,26 @@ int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nwor
                 if (cfg->deployments[grp->deployments[i]].max_retries > grp->retries)
                     grp->retries = cfg->deployments[grp->deployments[i]].max_retries;
     }
+    if (rc->routing_rules_json) {
+        gw->rules = json_loads(rc->routing_rules_json, 0, NULL);
+        size_t nr = json_array_size(gw->rules);
+        gw->rule_then = calloc(nr ? nr : 1, sizeof *gw->rule_then);
+        gw->rule_model = calloc(nr ? nr : 1, sizeof *gw->rule_model);
+        if (!gw->rules || !gw->rule_then || !gw->rule_model)
+            goto fail;
+        for (size_t i = 0; i < nr; i++) {
+            json_t *rule = json_array_get(gw->rules, i);
+            const char *then = json_string_value(json_object_get(rule, "then"));
+            const char *model = json_string_value(json_object_get(rule, "model"));
+            gw->rule_then[i] = sb_config_model_index(cfg, then, strlen(then));
+            gw->rule_model[i] =
+                model && strcmp(model, "*") ? sb_config_model_index(cfg, model, strlen(model)) : -1;
+            if (gw->rule_then[i] < 0 || (model && strcmp(model, "*") && gw->rule_model[i] < 0)) {
+                sb_error("routing_rules: rule %zu names a model that is not in model_list", i + 1);
+                goto fail;
+            }
+        }
+    }
     if (build_models_json(gw) != 0 || open_access_log(gw) != 0)
         goto fail;
     return 0;
@@ -206,6 +226,9 @@ void sb_gateway_free(struct sb_gateway *gw)
     if (gw->metrics)
         sb_metrics_free(gw->metrics);
     sb_router_free(gw->router);
+    json_decref(gw->rules);
+    free(gw->rule_then);
+    free(gw->rule_model);
     if (gw->access_fd_owned)
         close(gw->access_fd);
     pthread_mutex_destroy(&gw->access_lock);

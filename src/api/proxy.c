@@ -875,8 +875,20 @@ static size_t closing_brace(const struct sb_json_span *obj)
  * fallback: the first target serves, the others are its fallbacks, in order; loadbalance:
  * one target by weight. Returns the alias to serve, -1 when the config names no targets, or
  * -2 with a message in err. */
+/* The request as the rules see it (src/router/rules.h), built once when first needed. */
+static json_t *rules_ctx(const struct sb_exchange *x, json_t **ctx)
+{
+    if (!*ctx) {
+        const struct sb_http_str *mh = sb_http_header_get(&x->req, "x-switchboard-metadata");
+        *ctx = sb_rules_context(x->body.data ? x->body.data : "", x->body.len, mh ? mh->p : NULL,
+                                mh ? mh->n : 0);
+    }
+    return *ctx;
+}
+
 static int route_config(struct sb_gateway *gw, const struct sb_http_str *h, uint64_t *rng,
-                        int *chain, size_t *nchain, int *retries, char *err, size_t errlen)
+                        const struct sb_exchange *x, json_t **ctx, int *chain, size_t *nchain,
+                        int *retries, char *err, size_t errlen)
 {
     *nchain = 0;
     *retries = -1;
@@ -901,11 +913,13 @@ static int route_config(struct sb_gateway *gw, const struct sb_http_str *h, uint
         ret = -1;
         goto out;
     }
-    const char *mode =
-        json_string_value(json_object_get(json_object_get(root, "strategy"), "mode"));
-    if (!mode || (strcmp(mode, "fallback") && strcmp(mode, "loadbalance"))) {
+    json_t *strategy = json_object_get(root, "strategy");
+    const char *mode = json_string_value(json_object_get(strategy, "mode"));
+    if (!mode ||
+        (strcmp(mode, "fallback") && strcmp(mode, "loadbalance") && strcmp(mode, "conditional"))) {
         snprintf(err, errlen,
-                 "x-switchboard-config: strategy.mode must be fallback or loadbalance.");
+                 "x-switchboard-config: strategy.mode must be fallback, loadbalance or "
+                 "conditional.");
         goto out;
     }
     size_t n = json_array_size(targets);
@@ -933,6 +947,43 @@ static int route_config(struct sb_gateway *gw, const struct sb_http_str *h, uint
         }
         total += w[i];
     }
+    if (strcmp(mode, "conditional") == 0) {
+        /* The first condition whose query holds names the target; else "default". */
+        const char *pick = json_string_value(json_object_get(strategy, "default"));
+        json_t *conds = json_object_get(strategy, "conditions");
+        size_t ci;
+        json_t *cond;
+        json_array_foreach(conds, ci, cond)
+        {
+            json_t *q = json_object_get(cond, "query");
+            const char *then = json_string_value(json_object_get(cond, "then"));
+            if (!then || sb_rules_validate(q, err, errlen) != 0) {
+                if (then)
+                    goto out; /* err says what is wrong with the query */
+                snprintf(err, errlen, "x-switchboard-config: a condition needs query and then.");
+                goto out;
+            }
+            json_t *c = rules_ctx(x, ctx);
+            if (c && sb_rules_match(q, c)) {
+                pick = then;
+                break;
+            }
+        }
+        if (!pick) {
+            snprintf(err, errlen, "x-switchboard-config: no condition matched and no default.");
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+            const char *name =
+                json_string_value(json_object_get(json_array_get(targets, i), "name"));
+            if (name && strcmp(name, pick) == 0) {
+                ret = ids[i];
+                goto out;
+            }
+        }
+        snprintf(err, errlen, "x-switchboard-config: no target is named '%.60s'.", pick);
+        goto out;
+    }
     if (strcmp(mode, "fallback") == 0) {
         ret = ids[0];
         for (size_t i = 1; i < n; i++)
@@ -942,12 +993,12 @@ static int route_config(struct sb_gateway *gw, const struct sb_http_str *h, uint
     uint64_t v = *rng ? *rng : 1;
     v ^= v >> 12, v ^= v << 25, v ^= v >> 27;
     *rng = v;
-    double x =
+    double pickx =
         total > 0 ? (double)((v * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0 * total : 0;
     ret = ids[n - 1];
     for (size_t i = 0; i < n; i++) {
-        x -= total > 0 ? w[i] : 1;
-        if (x < 0) {
+        pickx -= total > 0 ? w[i] : 1;
+        if (pickx < 0) {
             ret = ids[i];
             break;
         }
@@ -1027,6 +1078,18 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     }
     if (g < 0)
         g = wg;
+    /* routing_rules: the first rule for this alias whose query holds picks another one. */
+    json_t *rctx = NULL;
+    for (size_t i = 0; g >= 0 && i < json_array_size(gw->rules); i++) {
+        if (gw->rule_model[i] >= 0 && gw->rule_model[i] != g)
+            continue;
+        json_t *ctx = rules_ctx(x, &rctx);
+        if (ctx && sb_rules_match(json_object_get(json_array_get(gw->rules, i), "if"), ctx)) {
+            g = gw->rule_then[i];
+            wild[0] = '\0';
+            break;
+        }
+    }
     int hdr_chain[8];
     size_t hdr_n = 0;
     int hdr_retries = -1;
@@ -1034,9 +1097,10 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     const struct sb_http_str *hc = sb_http_header_get(&x->req, "x-switchboard-config");
     if (hc) {
         char err[200];
-        int pg =
-            route_config(gw, hc, &r->gw_w->rng, hdr_chain, &hdr_n, &hdr_retries, err, sizeof err);
+        int pg = route_config(gw, hc, &r->gw_w->rng, x, &rctx, hdr_chain, &hdr_n, &hdr_retries, err,
+                              sizeof err);
         if (pg == -2) {
+            json_decref(rctx);
             sb_api_fail(r, 400, "invalid_request_error", "invalid_config", NULL, err);
             return;
         }
@@ -1046,6 +1110,7 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
             hdr_targets = true;
         }
     }
+    json_decref(rctx);
     if (g < 0) {
         char msg[400];
         snprintf(msg, sizeof msg, "The model '%.200s' does not exist.", name);

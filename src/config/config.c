@@ -1,5 +1,7 @@
 #include "config/config.h"
 
+#include "router/rules.h"
+
 #include "core/buf.h"
 
 #include <errno.h>
@@ -1286,6 +1288,40 @@ static void load_fallbacks(struct ctx *c, const struct ynode *v, const char *key
     }
 }
 
+/* routing_rules: each {model: ..., if: {...}, then: alias}; kept as JSON for the router. */
+static void load_rules(struct ctx *c, const struct ynode *v, const char *key,
+                       struct sb_router_config *r)
+{
+    if (is_null(v))
+        return;
+    if (v->kind != Y_SEQ) {
+        fail(c, v->line, "%s must be a list of {if: {...}, then: model}", key);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < v->n; i++) {
+        const struct ynode *item = v->kids[i];
+        long count = 0;
+        json_t *rule = item->kind == Y_MAP ? to_json(c, item, 0, &count) : NULL;
+        json_t *cond = json_object_get(rule, "if");
+        json_t *then = json_object_get(rule, "then");
+        json_t *model = json_object_get(rule, "model");
+        char err[160];
+        if (!json_is_object(cond) || !json_is_string(then) || (model && !json_is_string(model))) {
+            fail(c, item->line, "%s: each rule needs 'if' (a query) and 'then' (a model name)",
+                 key);
+        } else if (sb_rules_validate(cond, err, sizeof err) != 0) {
+            fail(c, item->line, "%s: %s", key, err);
+        } else {
+            json_array_append(arr, rule);
+        }
+        json_decref(rule);
+    }
+    free(r->routing_rules_json);
+    r->routing_rules_json = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+}
+
 /* router_settings and litellm_settings: the keys the router applies; the rest warn. */
 static void load_router(struct ctx *c, const char *section, const struct ynode *v,
                         struct sb_config *cfg)
@@ -1332,6 +1368,8 @@ static void load_router(struct ctx *c, const char *section, const struct ynode *
         } else if (scalar_is(k, "content_policy_fallbacks")) {
             load_fallbacks(c, val, key, &r->content_policy_fallbacks,
                            &r->n_content_policy_fallbacks);
+        } else if (scalar_is(k, "routing_rules")) {
+            load_rules(c, val, key, r);
         } else if (scalar_is(k, "enable_tag_filtering")) {
             if (val->kind == Y_SCALAR && (scalar_is(val, "true") || scalar_is(val, "True")))
                 r->enable_tag_filtering = true;
@@ -1658,6 +1696,7 @@ void sb_config_free(struct sb_config *cfg)
         free(cfg->router.default_fallbacks[j]);
     free(cfg->router.default_fallbacks);
     free(cfg->router.routing_strategy);
+    free(cfg->router.routing_rules_json);
     for (size_t j = 0; j < cfg->router.n_group_alias; j++) {
         free(cfg->router.group_alias_from[j]);
         free(cfg->router.group_alias_to[j]);

@@ -105,6 +105,9 @@ struct sb_router_config {
     size_t n_content_policy_fallbacks;
     int max_fallbacks;         /* default 5 */
     bool enable_tag_filtering; /* route by the request's tags (deployments' litellm_params.tags) */
+    /* routing_rules: [{model: alias or "*", if: {query}, then: alias}], as a JSON array (the
+     * queries are validated at load; src/router/rules.h). NULL: none. */
+    char *routing_rules_json;
     /* model_group_alias: {name: alias}, a second name for an alias. */
     char **group_alias_from;
     char **group_alias_to;

@@ -22,6 +22,10 @@ before(async () => {
         routing_strategy: 'round-robin',
         num_retries: 1,
         context_window_fallbacks: [{ small: ['big'] }],
+        routing_rules: [
+          { model: 'small', if: { 'request.last_user_message': { $regex: '(?i)python' } }, then: 'big' },
+          { if: { 'metadata.plan': 'enterprise' }, then: 'big' },
+        ],
       },
     },
   });
@@ -82,4 +86,66 @@ test('no first byte within ttft_timeout: a timeout the router retries elsewhere'
   assert.equal(r.status, 504, r.text);
   assert.equal(r.json.error.code, 'upstream_timeout');
   assert.ok(took < 1200, `answered after ${took} ms`);
+});
+
+test('routing_rules: a query on the request picks another alias', async () => {
+  const py = await stack.gw.call('/v1/chat/completions', { body: chat('small', 'Write PYTHON please') });
+  assert.equal(py.status, 200);
+  const paths = (await stack.fake.upstreamRequests()).map((q) => q.path);
+  assert.ok(paths[0].includes('delay_ms=4'), `served by big: ${paths}`);
+  const line = await stack.gw.waitForAccess((l) => l.request_id === py.headers.get('x-request-id'));
+  assert.equal(line.model, 'big');
+  // A rule without a model applies to every alias; metadata may come from a header.
+  await stack.fake.clear();
+  const ent = await stack.gw.call('/v1/chat/completions', {
+    body: chat('fake/gpt-x'),
+    headers: { 'x-switchboard-metadata': '{"plan":"enterprise"}' },
+  });
+  assert.equal(ent.status, 200);
+  assert.ok((await stack.fake.upstreamRequests())[0].path.includes('delay_ms=4'));
+  // No rule holds: the alias as asked.
+  await stack.fake.clear();
+  const plain = await stack.gw.call('/v1/chat/completions', { body: chat('small', 'hello') });
+  assert.equal(plain.status, 200);
+  assert.ok((await stack.fake.upstreamRequests())[0].path.includes('delay_ms=3'));
+});
+
+test('x-switchboard-config conditional mode: conditions pick a named target', async () => {
+  const cfg = {
+    strategy: {
+      mode: 'conditional',
+      conditions: [
+        { query: { 'metadata.tier': { $eq: 'gold' } }, then: 'fast' },
+        { query: { 'params.temperature': { $gt: 1 } }, then: 'creative' },
+      ],
+      default: 'cheap',
+    },
+    targets: [
+      { name: 'fast', model: 'big' },
+      { name: 'creative', model: 'small' },
+      { name: 'cheap', model: 'fake/*' },
+    ],
+  };
+  const send = async (body, meta) => {
+    await stack.fake.clear();
+    const headers = { 'x-switchboard-config': JSON.stringify(cfg) };
+    if (meta) headers['x-switchboard-metadata'] = JSON.stringify(meta);
+    const r = await stack.gw.call('/v1/chat/completions', { body, headers });
+    assert.equal(r.status, 200, r.text);
+    return (await stack.fake.upstreamRequests())[0].path.match(/delay_ms=(\d)/)[1];
+  };
+  assert.equal(await send(chat('ignored'), { tier: 'gold' }), '4');
+  assert.equal(await send({ ...chat('ignored'), temperature: 1.5 }), '3');
+  assert.equal(await send(chat('ignored')), '1');
+  const bad = await stack.gw.call('/v1/chat/completions', {
+    body: chat('small'),
+    headers: {
+      'x-switchboard-config': JSON.stringify({
+        strategy: { mode: 'conditional', conditions: [{ query: { a: { $regex: '(' } }, then: 'x' }] },
+        targets: [{ name: 'x', model: 'big' }],
+      }),
+    },
+  });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.json.error.code, 'invalid_config');
 });
