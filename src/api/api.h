@@ -36,6 +36,8 @@ struct sb_model_group {
     bool wildcard;             /* model_name holds a '*' (like "openai/" followed by '*') */
     double *weights;           /* for simple-shuffle: weight, else rpm, else tpm; or NULL */
     int *order;                /* priority tiers, or NULL */
+    int64_t *rpm, *tpm;        /* per deployment, for usage-based routing */
+    double *cost;              /* per deployment: input + output price per token, < 0 unknown */
     struct sb_router_group rg; /* the router's view of deployments, weights, order */
 };
 

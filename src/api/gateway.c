@@ -117,8 +117,11 @@ int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nwor
             sb_error("model %s (%s): %s", d->model_name, d->litellm_model, err);
             goto fail;
         }
-        if (d->rpm > 0 || d->tpm > 0)
-            sb_warn("model %s: rpm/tpm limits are not enforced yet", d->model_name);
+        if ((d->rpm > 0 || d->tpm > 0) &&
+            sb_router_strategy(cfg->router.routing_strategy) != SB_STRATEGY_USAGE)
+            sb_warn("model %s: rpm/tpm only steer simple-shuffle and usage-based-routing; "
+                    "requests over them are not refused yet",
+                    d->model_name);
         grp->deployments[grp->n++] = (int)i;
     }
     const struct sb_router_config *rc = &cfg->router;
@@ -163,7 +166,22 @@ int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nwor
             for (size_t i = 0; i < grp->n; i++)
                 grp->order[i] = cfg->deployments[grp->deployments[i]].order;
         }
-        grp->rg = (struct sb_router_group){grp->deployments, grp->weights, grp->order, grp->n};
+        grp->rpm = calloc(grp->n ? grp->n : 1, sizeof *grp->rpm);
+        grp->tpm = calloc(grp->n ? grp->n : 1, sizeof *grp->tpm);
+        grp->cost = calloc(grp->n ? grp->n : 1, sizeof *grp->cost);
+        if (!grp->rpm || !grp->tpm || !grp->cost)
+            goto fail;
+        for (size_t i = 0; i < grp->n; i++) {
+            const struct sb_deployment *d = &cfg->deployments[grp->deployments[i]];
+            grp->rpm[i] = d->rpm;
+            grp->tpm[i] = d->tpm;
+            grp->cost[i] =
+                d->cost_in >= 0 || d->cost_out >= 0
+                    ? (d->cost_in > 0 ? d->cost_in : 0) + (d->cost_out > 0 ? d->cost_out : 0)
+                    : -1;
+        }
+        grp->rg = (struct sb_router_group){grp->deployments, grp->weights, grp->order, grp->n,
+                                           grp->rpm,         grp->tpm,     grp->cost};
         grp->wildcard = strchr(name, '*') != NULL;
         grp->max_input_tokens = 0;
         for (size_t i = 0; i < grp->n; i++) {
@@ -220,6 +238,9 @@ void sb_gateway_free(struct sb_gateway *gw)
             free(gw->groups[i].deployments);
             free(gw->groups[i].weights);
             free(gw->groups[i].order);
+            free(gw->groups[i].rpm);
+            free(gw->groups[i].tpm);
+            free(gw->groups[i].cost);
         }
     free(gw->groups);
     free(gw->models_json);
@@ -581,8 +602,9 @@ static int render_deployments(struct sb_gateway *gw, struct sb_buf *b)
 {
     const struct sb_config *cfg = gw->cfg;
     uint64_t now = sb_router_now_ms();
-    static const char *const names[] = {"simple-shuffle", "round-robin", "least-busy",
-                                        "latency-based-routing"};
+    static const char *const names[] = {"simple-shuffle",      "round-robin",
+                                        "least-busy",          "latency-based-routing",
+                                        "usage-based-routing", "cost-based-routing"};
     int rc = sb_buf_append_str(b, "{\"routing_strategy\":\"");
     rc = rc ? rc : sb_buf_append_str(b, names[gw->strategy]);
     rc = rc ? rc : sb_buf_append_str(b, "\",\"deployments\":[");

@@ -62,6 +62,8 @@ struct sb_proxy {
     int fdeps[64]; /* a group restricted to the request's tags (routing_group) */
     double fweights[64];
     int forder[64];
+    int64_t frpm[64], ftpm[64];
+    double fcost[64];
     struct sb_router_group frg;
     int req_fallbacks[8]; /* the request's own "fallbacks" (LiteLLM), replacing the config's */
     size_t n_req_fallbacks;
@@ -336,6 +338,21 @@ static void response_headers(struct sb_proxy *p, struct sb_buf *h)
     sb_buf_append_str(h, "\r\nx-switchboard-attempts: ");
     sb_buf_append_i64(h, r->rec.attempts);
     sb_buf_append(h, "\r\n", 2);
+    /* The gateway's own time so far: everything but waiting for providers (to the first
+     * byte for a stream, whose response starts now). */
+    uint64_t now = uv_hrtime();
+    uint64_t upstream = 0;
+    if (r->rec.upstream_start_ns)
+        upstream = (p->streaming && p->first_byte_ns ? p->first_byte_ns
+                    : r->rec.upstream_end_ns         ? r->rec.upstream_end_ns
+                                                     : now) -
+                   r->rec.upstream_start_ns;
+    uint64_t total = now - p->x->t_start_ns;
+    uint64_t own_us = (total > upstream ? total - upstream : 0) / 1000;
+    char ms[48];
+    snprintf(ms, sizeof ms, "x-switchboard-overhead-ms: %llu.%03llu\r\n",
+             (unsigned long long)(own_us / 1000), (unsigned long long)(own_us % 1000));
+    sb_buf_append_str(h, ms);
     if (r->rec.served_by >= 0) {
         sb_buf_append_str(h, "x-switchboard-fallback: ");
         sb_buf_append_str(h, cfg->model_names[r->rec.served_by]);
@@ -544,10 +561,14 @@ static const struct sb_router_group *routing_group(struct sb_proxy *p, int g)
             p->fdeps[k] = grp->deployments[i];
             p->fweights[k] = grp->weights ? grp->weights[i] : 1;
             p->forder[k] = grp->order ? grp->order[i] : 0;
+            p->frpm[k] = grp->rpm ? grp->rpm[i] : 0;
+            p->ftpm[k] = grp->tpm ? grp->tpm[i] : 0;
+            p->fcost[k] = grp->cost ? grp->cost[i] : -1;
             k++;
         }
         if (k || (pass == 1 && p->ntags)) {
-            p->frg = (struct sb_router_group){p->fdeps, p->fweights, p->forder, k};
+            p->frg = (struct sb_router_group){p->fdeps, p->fweights, p->forder, k,
+                                              p->frpm,  p->ftpm,     p->fcost};
             return &p->frg;
         }
     }
@@ -784,7 +805,12 @@ static void on_done(void *ud, int result, const char *detail)
         end_call(p, result == SB_UP_OK);
         /* A failure, but bytes reached the client: never retried; it still counts. */
         if (result != SB_UP_OK && r->gw_w->gw->groups[p->group].n > 1)
-            sb_router_failure(router, p->dep, false, sb_router_now_ms());
+            sb_router_failure(router, p->dep, false, 0, sb_router_now_ms());
+        if (r->rec.tokens_in >= 0) /* usage-based routing counts what the stream used */
+            sb_router_tokens(router, p->dep,
+                             (uint64_t)r->rec.tokens_in +
+                                 (uint64_t)(r->rec.tokens_out > 0 ? r->rec.tokens_out : 0),
+                             sb_router_now_ms());
         finish_stream(p, result);
         detach(p);
         return;
@@ -800,9 +826,16 @@ static void on_done(void *ud, int result, const char *detail)
      * nothing of the deployment's health. */
     uint64_t now = sb_router_now_ms();
     bool shared = r->gw_w->gw->groups[p->group].n > 1;
-    if ((transient || hard) && shared)
-        sb_router_failure(router, p->dep, hard, now);
-    else if (c == E_OK || c == E_BAD_REQUEST)
+    if ((transient || hard) && shared) {
+        /* allowed_fails_policy: a threshold per class; a class given one is not "at once". */
+        const struct sb_router_config *rc = &r->gw_w->gw->cfg->router;
+        int allowed = c == E_AUTH || c == E_NOT_FOUND ? rc->allowed_auth
+                      : c == E_TIMEOUT                ? rc->allowed_timeout
+                      : c == E_RATE_LIMIT             ? rc->allowed_rate_limit
+                      : c == E_SERVER                 ? rc->allowed_server
+                                                      : -1;
+        sb_router_failure(router, p->dep, hard && allowed < 0, allowed, now);
+    } else if (c == E_OK || c == E_BAD_REQUEST)
         sb_router_success(router, p->dep);
     uint64_t delay = 0;
     if (c != E_OK && plan_next(p, c, &delay)) {
@@ -829,6 +862,11 @@ static void on_done(void *ud, int result, const char *detail)
         return;
     }
     finish_plain(p, result);
+    if (c == E_OK && r->rec.tokens_in >= 0)
+        sb_router_tokens(router, p->dep,
+                         (uint64_t)r->rec.tokens_in +
+                             (uint64_t)(r->rec.tokens_out > 0 ? r->rec.tokens_out : 0),
+                         now);
     detach(p);
 }
 
@@ -1394,5 +1432,5 @@ static void launch(struct sb_proxy *p)
         return;
     }
     p->calling = true;
-    sb_router_begin(gw->router, p->dep, r->rec.served_by >= 0);
+    sb_router_begin(gw->router, p->dep, r->rec.served_by >= 0, sb_router_now_ms());
 }

@@ -951,6 +951,18 @@ static void load_params(struct ctx *c, const struct ynode *params, struct sb_dep
         } else if (scalar_is(k, "weight")) {
             get_double(c, v, "litellm_params.weight", d, 1e9, &d->weight);
             d->weight_set = !is_null(v);
+        } else if (scalar_is(k, "input_cost_per_token") || scalar_is(k, "output_cost_per_token")) {
+            bool in = scalar_is(k, "input_cost_per_token");
+            double cost = 0;
+            int rc = read_double(c, v,
+                                 in ? "litellm_params.input_cost_per_token"
+                                    : "litellm_params.output_cost_per_token",
+                                 d, &cost);
+            if (rc == 0 && cost >= 0 && cost < 1)
+                *(in ? &d->cost_in : &d->cost_out) = cost;
+            else if (rc != 1 && rc != -1)
+                fail(c, v->line, "litellm_params.%s must be a number in 0..1 (per token)",
+                     in ? "input_cost_per_token" : "output_cost_per_token");
         } else if (scalar_is(k, "tags")) {
             for (size_t j = 0; j < d->n_tags; j++)
                 free(d->tags[j]);
@@ -968,6 +980,8 @@ static void load_params(struct ctx *c, const struct ynode *params, struct sb_dep
     }
     if (timeout > 0)
         d->timeout_s = timeout;
+    d->timeout_set = timeout > 0;
+    d->stream_timeout_set = stream_timeout > 0;
     d->stream_timeout_s = stream_timeout > 0 ? stream_timeout : d->timeout_s;
     if (!model) {
         fail(c, params->line, "litellm_params.model is required");
@@ -989,6 +1003,8 @@ static void load_deployment(struct ctx *c, const struct ynode *entry, struct sb_
     d->timeout_s = 600;
     d->stream_timeout_s = 600;
     d->weight = 1;
+    d->cost_in = -1;
+    d->cost_out = -1;
     d->line = entry->line;
     if (entry->kind != Y_MAP) {
         fail(c, entry->line, "model_list entries must be mappings");
@@ -1043,6 +1059,13 @@ static void load_deployment(struct ctx *c, const struct ynode *entry, struct sb_
                 json_t *mit = json_object_get(j, "max_input_tokens");
                 if (json_is_integer(mit) && json_integer_value(mit) > 0)
                     d->max_input_tokens = (int64_t)json_integer_value(mit);
+                /* Prices in model_info count where litellm_params gives none. */
+                json_t *ci = json_object_get(j, "input_cost_per_token");
+                json_t *co = json_object_get(j, "output_cost_per_token");
+                if (d->cost_in < 0 && json_is_number(ci) && json_number_value(ci) >= 0)
+                    d->cost_in = json_number_value(ci);
+                if (d->cost_out < 0 && json_is_number(co) && json_number_value(co) >= 0)
+                    d->cost_out = json_number_value(co);
                 json_decref(j);
                 if (!d->model_info_json)
                     fail(c, info->line, "model_info cannot be written as JSON");
@@ -1370,6 +1393,38 @@ static void load_router(struct ctx *c, const char *section, const struct ynode *
                            &r->n_content_policy_fallbacks);
         } else if (scalar_is(k, "routing_rules")) {
             load_rules(c, val, key, r);
+        } else if (scalar_is(k, "timeout") || scalar_is(k, "request_timeout")) {
+            get_double(c, val, key, NULL, 1e7, &r->timeout_s);
+        } else if (scalar_is(k, "allowed_fails_policy")) {
+            struct pairs fp = {0};
+            if (val->kind != Y_MAP) {
+                if (!is_null(val))
+                    fail(c, val->line, "%s must be a mapping of error class: failures", key);
+            } else if (flatten(c, val, &fp, 0) == 0) {
+                static const char *const classes[] = {
+                    "AuthenticationErrorAllowedFails", "TimeoutErrorAllowedFails",
+                    "RateLimitErrorAllowedFails",      "ContentPolicyViolationErrorAllowedFails",
+                    "InternalServerErrorAllowedFails", "BadRequestErrorAllowedFails"};
+                int *slots[] = {&r->allowed_auth,       &r->allowed_timeout,
+                                &r->allowed_rate_limit, &r->allowed_content_policy,
+                                &r->allowed_server,     &r->allowed_bad_request};
+                for (size_t j = 0; j < fp.n; j++) {
+                    size_t m = 0;
+                    while (m < 6 && !scalar_is(fp.p[j].k, classes[m]))
+                        m++;
+                    char sub[256];
+                    snprintf(sub, sizeof sub, "%s.%.64s", key,
+                             fp.p[j].k->kind == Y_SCALAR ? fp.p[j].k->s : "?");
+                    if (m == 6) {
+                        warn(c, fp.p[j].k->line, "unknown key '%s' ignored", sub);
+                        continue;
+                    }
+                    int64_t n = 1;
+                    get_int(c, fp.p[j].v, sub, NULL, 1, 1000, &n);
+                    *slots[m] = (int)n;
+                }
+            }
+            pairs_free(&fp);
         } else if (scalar_is(k, "enable_tag_filtering")) {
             if (val->kind == Y_SCALAR && (scalar_is(val, "true") || scalar_is(val, "True")))
                 r->enable_tag_filtering = true;
@@ -1414,24 +1469,17 @@ static void load_router(struct ctx *c, const char *section, const struct ynode *
         } else if (scalar_is(k, "routing_strategy")) {
             char *str = NULL;
             if (!is_null(val) && read_str(c, val, key, NULL, &str) == 0) {
-                static const char *const known[] = {"simple-shuffle", "round-robin", "least-busy",
-                                                    "latency-based-routing"};
+                static const char *const known[] = {"simple-shuffle",      "round-robin",
+                                                    "least-busy",          "latency-based-routing",
+                                                    "usage-based-routing", "usage-based-routing-v2",
+                                                    "cost-based-routing"};
                 bool ok = false;
                 for (size_t j = 0; j < sizeof known / sizeof known[0]; j++)
                     ok |= strcmp(str, known[j]) == 0;
-                if (!ok && (strcmp(str, "usage-based-routing") == 0 ||
-                            strcmp(str, "usage-based-routing-v2") == 0 ||
-                            strcmp(str, "cost-based-routing") == 0)) {
-                    warn(c, val->line, "%s '%s' is not supported yet; using simple-shuffle", key,
-                         str);
-                    free(str);
-                    str = xstrdup("simple-shuffle");
-                    ok = true;
-                }
                 if (!ok) {
                     fail(c, val->line,
-                         "%s must be simple-shuffle, round-robin, least-busy or "
-                         "latency-based-routing",
+                         "%s must be simple-shuffle, round-robin, least-busy, "
+                         "latency-based-routing, usage-based-routing(-v2) or cost-based-routing",
                          key);
                     free(str);
                 } else {
@@ -1571,6 +1619,9 @@ int sb_config_load_string(const char *yaml, size_t len, const char *name, struct
     cfg->router.retries_auth = cfg->router.retries_timeout = cfg->router.retries_rate_limit = -1;
     cfg->router.retries_content_policy = cfg->router.retries_server = -1;
     cfg->router.retries_bad_request = -1;
+    cfg->router.allowed_auth = cfg->router.allowed_timeout = cfg->router.allowed_rate_limit = -1;
+    cfg->router.allowed_content_policy = cfg->router.allowed_server = -1;
+    cfg->router.allowed_bad_request = -1;
     load_root(&c, doc.root, cfg);
     ydoc_free(&doc);
     if (c.errors) {
@@ -1590,6 +1641,14 @@ int sb_config_load_string(const char *yaml, size_t len, const char *name, struct
     if (!cfg->router.routing_strategy)
         cfg->router.routing_strategy = xstrdup("simple-shuffle");
     collect_model_names(cfg);
+    /* router_settings.timeout: for deployments that set none of their own. */
+    for (size_t i = 0; cfg->router.timeout_s > 0 && i < cfg->n_deployments; i++) {
+        struct sb_deployment *d = &cfg->deployments[i];
+        if (!d->timeout_set)
+            d->timeout_s = cfg->router.timeout_s;
+        if (!d->stream_timeout_set)
+            d->stream_timeout_s = d->timeout_s;
+    }
     /* A fallback naming no configured alias is most likely a typo; it would never serve. */
     const struct sb_router_config *rt = &cfg->router;
     struct sb_fallback *all[] = {rt->fallbacks, rt->context_window_fallbacks,

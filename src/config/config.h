@@ -47,7 +47,11 @@ struct sb_deployment {
     bool weight_set; /* weight was given (simple-shuffle then weighs by it, else by rpm/tpm) */
     double ttft_timeout_s;    /* litellm_params.ttft_timeout: wait for the first byte; 0: none */
     int64_t max_input_tokens; /* model_info.max_input_tokens; 0: unknown */
-    char **tags;              /* litellm_params.tags, for tag routing */
+    double cost_in;  /* input_cost_per_token (litellm_params, else model_info); < 0: unknown */
+    double cost_out; /* output_cost_per_token */
+    bool timeout_set;
+    bool stream_timeout_set;
+    char **tags; /* litellm_params.tags, for tag routing */
     size_t n_tags;
 };
 
@@ -105,6 +109,11 @@ struct sb_router_config {
     size_t n_content_policy_fallbacks;
     int max_fallbacks;         /* default 5 */
     bool enable_tag_filtering; /* route by the request's tags (deployments' litellm_params.tags) */
+    double timeout_s;          /* router_settings.timeout / litellm_settings.request_timeout:
+                                  for deployments without their own; 0: none */
+    /* allowed_fails_policy: failures of one class before a cooldown, -1 where not given. */
+    int allowed_auth, allowed_timeout, allowed_rate_limit, allowed_content_policy, allowed_server,
+        allowed_bad_request;
     /* routing_rules: [{model: alias or "*", if: {query}, then: alias}], as a JSON array (the
      * queries are validated at load; src/router/rules.h). NULL: none. */
     char *routing_rules_json;

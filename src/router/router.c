@@ -15,6 +15,9 @@ struct health {
     _Atomic uint64_t calls;      /* every call started */
     _Atomic uint64_t failures;   /* every failure recorded */
     _Atomic uint64_t fallbacks;  /* calls made as a fallback for another alias */
+    _Atomic uint64_t minute;     /* the minute the counts below are for */
+    _Atomic uint64_t min_calls;  /* calls started this minute */
+    _Atomic uint64_t min_tokens; /* tokens used this minute */
     _Atomic int fails;
     _Atomic int in_flight;
 };
@@ -81,6 +84,11 @@ enum sb_strategy sb_router_strategy(const char *name)
         return SB_STRATEGY_LEAST_BUSY;
     if (name && strcmp(name, "latency-based-routing") == 0)
         return SB_STRATEGY_LATENCY;
+    if (name &&
+        (strcmp(name, "usage-based-routing") == 0 || strcmp(name, "usage-based-routing-v2") == 0))
+        return SB_STRATEGY_USAGE;
+    if (name && strcmp(name, "cost-based-routing") == 0)
+        return SB_STRATEGY_COST;
     return SB_STRATEGY_SHUFFLE;
 }
 
@@ -164,6 +172,49 @@ int sb_router_pick(struct sb_router *r, enum sb_strategy strategy, const struct 
         }
         return g->deps[best];
     }
+    case SB_STRATEGY_USAGE: {
+        /* The most headroom against rpm/tpm this minute; deployments at a limit only when
+         * every one is (limits are refused by keys, not here). No limits: fewest tokens. */
+        uint64_t minute = now_ms / 60000;
+        size_t best = cand[start % nc];
+        double low = 1e300;
+        for (int pass = 0; pass < 2 && low == 1e300; pass++)
+            for (size_t i = 0; i < nc; i++) {
+                size_t c = cand[(start + i) % nc];
+                struct health *h = &r->h[g->deps[c]];
+                bool fresh = atomic_load_explicit(&h->minute, memory_order_relaxed) == minute;
+                double calls =
+                    fresh ? (double)atomic_load_explicit(&h->min_calls, memory_order_relaxed) : 0;
+                double toks =
+                    fresh ? (double)atomic_load_explicit(&h->min_tokens, memory_order_relaxed) : 0;
+                double rpm = g->rpm ? (double)g->rpm[c] : 0, tpm = g->tpm ? (double)g->tpm[c] : 0;
+                if (pass == 0 && ((rpm > 0 && calls >= rpm) || (tpm > 0 && toks >= tpm)))
+                    continue;
+                double score = rpm > 0 || tpm > 0 ? 0 : toks / 1e12;
+                if (rpm > 0 && calls / rpm > score)
+                    score = calls / rpm;
+                if (tpm > 0 && toks / tpm > score)
+                    score = toks / tpm;
+                if (score < low) {
+                    low = score;
+                    best = c;
+                }
+            }
+        return g->deps[best];
+    }
+    case SB_STRATEGY_COST: {
+        size_t best = cand[start % nc];
+        double low = 1e300;
+        for (size_t i = 0; i < nc; i++) {
+            size_t c = cand[(start + i) % nc];
+            double cost = g->cost && g->cost[c] >= 0 ? g->cost[c] : 1e299; /* unknown: last */
+            if (cost < low) {
+                low = cost;
+                best = c;
+            }
+        }
+        return g->deps[best];
+    }
     case SB_STRATEGY_SHUFFLE:
     default: {
         double total = 0;
@@ -180,10 +231,31 @@ int sb_router_pick(struct sb_router *r, enum sb_strategy strategy, const struct 
     }
 }
 
-void sb_router_begin(struct sb_router *r, int dep, bool fallback)
+/* Moves the per-minute counts to the current minute (racy by design: approximate). */
+static void roll_minute(struct health *h, uint64_t now_ms)
+{
+    uint64_t minute = now_ms / 60000;
+    if (atomic_load_explicit(&h->minute, memory_order_relaxed) != minute) {
+        atomic_store_explicit(&h->minute, minute, memory_order_relaxed);
+        atomic_store_explicit(&h->min_calls, 0, memory_order_relaxed);
+        atomic_store_explicit(&h->min_tokens, 0, memory_order_relaxed);
+    }
+}
+
+void sb_router_tokens(struct sb_router *r, int dep, uint64_t tokens, uint64_t now_ms)
 {
     if (dep < 0 || (size_t)dep >= r->n)
         return;
+    roll_minute(&r->h[dep], now_ms);
+    atomic_fetch_add_explicit(&r->h[dep].min_tokens, tokens, memory_order_relaxed);
+}
+
+void sb_router_begin(struct sb_router *r, int dep, bool fallback, uint64_t now_ms)
+{
+    if (dep < 0 || (size_t)dep >= r->n)
+        return;
+    roll_minute(&r->h[dep], now_ms);
+    atomic_fetch_add_explicit(&r->h[dep].min_calls, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->h[dep].in_flight, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->h[dep].calls, 1, memory_order_relaxed);
     if (fallback)
@@ -228,7 +300,7 @@ void sb_router_success(struct sb_router *r, int dep)
     atomic_store_explicit(&h->cooldown_until, 0, memory_order_relaxed);
 }
 
-void sb_router_failure(struct sb_router *r, int dep, bool hard, uint64_t now_ms)
+void sb_router_failure(struct sb_router *r, int dep, bool hard, int allowed, uint64_t now_ms)
 {
     if (dep < 0 || (size_t)dep >= r->n)
         return;
@@ -245,7 +317,7 @@ void sb_router_failure(struct sb_router *r, int dep, bool hard, uint64_t now_ms)
         atomic_store_explicit(&h->fails, 0, memory_order_relaxed);
     }
     int fails = atomic_fetch_add_explicit(&h->fails, 1, memory_order_relaxed) + 1;
-    if (hard || half_open || fails >= r->allowed_fails) {
+    if (hard || half_open || fails >= (allowed > 0 ? allowed : r->allowed_fails)) {
         atomic_store_explicit(&h->cooldown_until, now_ms + r->cooldown_ms, memory_order_relaxed);
         atomic_store_explicit(&h->fails, 0, memory_order_relaxed);
     }

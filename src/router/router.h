@@ -32,6 +32,8 @@ enum sb_strategy {
     SB_STRATEGY_ROUND_ROBIN, /* "round-robin" */
     SB_STRATEGY_LEAST_BUSY,  /* "least-busy": fewest requests in flight */
     SB_STRATEGY_LATENCY,     /* "latency-based-routing": lowest moving average, 1/16 explores */
+    SB_STRATEGY_USAGE,       /* "usage-based-routing(-v2)": most rpm/tpm headroom this minute */
+    SB_STRATEGY_COST,        /* "cost-based-routing": lowest price per token */
 };
 /* The strategy for a name; simple-shuffle for anything else. */
 enum sb_strategy sb_router_strategy(const char *name);
@@ -42,6 +44,9 @@ struct sb_router_group {
     const double *weights; /* per deps[i] for simple-shuffle; NULL: all equal */
     const int *order;      /* per deps[i]: priority tier, 1 first, 0 last; NULL: one tier */
     size_t n;
+    const int64_t *rpm; /* per deps[i]: limits for usage-based routing (0: none); NULL: none */
+    const int64_t *tpm;
+    const double *cost; /* per deps[i]: price per token for cost-based routing (< 0: unknown) */
 };
 
 /* Picks the deployment for the next attempt: among the deployments not cooling down (and not
@@ -53,7 +58,7 @@ int sb_router_pick(struct sb_router *r, enum sb_strategy strategy, const struct 
 
 /* A call to dep starts (fallback: on behalf of another alias) / ends; latency_s >= 0 is a
  * sample for latency-based routing. */
-void sb_router_begin(struct sb_router *r, int dep, bool fallback);
+void sb_router_begin(struct sb_router *r, int dep, bool fallback, uint64_t now_ms);
 void sb_router_end(struct sb_router *r, int dep, double latency_s);
 
 /* What the router knows of dep, for metrics and the admin view. */
@@ -71,8 +76,11 @@ void sb_router_state(const struct sb_router *r, int dep, uint64_t now_ms,
                      struct sb_router_state *out);
 
 void sb_router_success(struct sb_router *r, int dep);
-/* hard: a failure that cools the deployment down at once (401, 403, 404). */
-void sb_router_failure(struct sb_router *r, int dep, bool hard, uint64_t now_ms);
+/* hard: a failure that cools the deployment down at once (401, 403, 404). allowed > 0
+ * replaces allowed_fails for this failure's class (allowed_fails_policy). */
+void sb_router_failure(struct sb_router *r, int dep, bool hard, int allowed, uint64_t now_ms);
+/* Tokens a call to dep used, for usage-based routing (counted per minute). */
+void sb_router_tokens(struct sb_router *r, int dep, uint64_t tokens, uint64_t now_ms);
 
 bool sb_router_cooling(const struct sb_router *r, int dep, uint64_t now_ms);
 /* Milliseconds until the first of deps[0..n) leaves its cooldown (0 if one is available). */

@@ -149,8 +149,8 @@ test('x-switchboard-config: fallback and loadbalance targets, retry attempts', a
   }
 });
 
-test('stress: 600 requests over faulty deployments, every one answered exactly once', async () => {
-  const n = 600;
+test('stress: 2000 requests over faulty deployments, every one answered exactly once', async () => {
+  const n = 2000;
   const ids = [];
   const results = [];
   for (let i = 0; i < n; i += 30) {

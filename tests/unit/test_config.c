@@ -617,7 +617,8 @@ static void test_unknown_key_warnings(void **state)
                                       "litellm_settings: true\n",
                                       &d);
     assert_has(&d, "W t.yaml:5: unknown key 'litellm_params.aws_region_name' ignored");
-    assert_has(&d, "W t.yaml:6: unknown key 'litellm_params.input_cost_per_token' ignored");
+    assert_lacks(&d, "input_cost_per_token"); /* a price, read for cost-based routing */
+    assert_true(cfg->deployments[0].cost_in == 0.1);
     assert_has(&d, "W t.yaml:7: unknown key 'tpm_limit' in a model_list entry ignored");
     assert_has(&d, "W t.yaml:8: unknown key 'credential_list' ignored");
     assert_has(&d, "W t.yaml:9: unknown key 'guardrails' ignored");
@@ -626,7 +627,7 @@ static void test_unknown_key_warnings(void **state)
     /* Key names are shown printable. */
     assert_has(&d, "W t.yaml:14: unknown key 'we?ird' ignored");
     assert_has(&d, "W t.yaml:15: litellm_settings is not a mapping; ignored");
-    assert_int_equal(d.warnings, 9);
+    assert_int_equal(d.warnings, 8);
     sb_config_free(cfg);
     diags_free(&d);
 
@@ -1031,9 +1032,8 @@ static void test_router_settings(void **state)
                     "  routing_strategy: cost-based-routing\n"
                     "  model_group_alias: {gpt-4: a}\n",
                     &d);
-    assert_string_equal(cfg->router.routing_strategy, "simple-shuffle");
-    assert_has(&d, "W t.yaml:5: router_settings.routing_strategy 'cost-based-routing' is not "
-                   "supported yet; using simple-shuffle");
+    assert_string_equal(cfg->router.routing_strategy, "cost-based-routing");
+    assert_lacks(&d, "routing_strategy");
     assert_int_equal(cfg->deployments[0].order, 2);
     assert_true(cfg->deployments[0].weight_set);
     assert_false(cfg->deployments[1].weight_set);
