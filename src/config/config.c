@@ -121,6 +121,11 @@ static void report(struct ctx *c, enum sb_diag_level level, int line, const char
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* Messages quote names and values from the file: no control byte may reach a terminal or a
+     * log through them, whatever a caller passed. */
+    for (char *m = msg; *m; m++)
+        if ((unsigned char)*m < 0x20 || *m == 0x7f)
+            *m = '?';
     c->diag(c->ud, level, c->name, line, msg);
 }
 
@@ -1364,7 +1369,7 @@ static void load_router(struct ctx *c, const char *section, const struct ynode *
     for (size_t i = 0; i < ps.n; i++) {
         const struct ynode *k = ps.p[i].k, *val = ps.p[i].v;
         char key[128];
-        snprintf(key, sizeof key, "%s.%.64s", section, k->kind == Y_SCALAR ? k->s : "?");
+        snprintf(key, sizeof key, "%s.%.64s", section, show_node(k).s);
         if (scalar_is(k, "num_retries")) {
             int64_t n = r->num_retries;
             get_int(c, val, key, NULL, 0, 10, &n);
@@ -1413,8 +1418,7 @@ static void load_router(struct ctx *c, const char *section, const struct ynode *
                     while (m < 6 && !scalar_is(fp.p[j].k, classes[m]))
                         m++;
                     char sub[256];
-                    snprintf(sub, sizeof sub, "%s.%.64s", key,
-                             fp.p[j].k->kind == Y_SCALAR ? fp.p[j].k->s : "?");
+                    snprintf(sub, sizeof sub, "%s.%.64s", key, show_node(fp.p[j].k).s);
                     if (m == 6) {
                         warn(c, fp.p[j].k->line, "unknown key '%s' ignored", sub);
                         continue;
@@ -1454,8 +1458,7 @@ static void load_router(struct ctx *c, const char *section, const struct ynode *
                     while (m < 6 && !scalar_is(rp.p[j].k, classes[m]))
                         m++;
                     char sub[256];
-                    snprintf(sub, sizeof sub, "%s.%.64s", key,
-                             rp.p[j].k->kind == Y_SCALAR ? rp.p[j].k->s : "?");
+                    snprintf(sub, sizeof sub, "%s.%.64s", key, show_node(rp.p[j].k).s);
                     if (m == 6) {
                         warn(c, rp.p[j].k->line, "unknown key '%s' ignored", sub);
                         continue;
