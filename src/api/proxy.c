@@ -13,6 +13,7 @@
 #include "http/sse.h"
 #include "json/scan.h"
 
+#include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -920,6 +921,25 @@ static json_t *rules_ctx(const struct sb_exchange *x, json_t **ctx)
         const struct sb_http_str *mh = sb_http_header_get(&x->req, "x-switchboard-metadata");
         *ctx = sb_rules_context(x->body.data ? x->body.data : "", x->body.len, mh ? mh->p : NULL,
                                 mh ? mh->n : 0);
+        /* headers.<lower-case name>, but never the credentials. */
+        json_t *hs = *ctx ? json_object() : NULL;
+        for (size_t i = 0; hs && i < x->req.nheaders; i++) {
+            const struct sb_http_header *h = &x->req.headers[i];
+            char name[64];
+            if (h->name.n >= sizeof name)
+                continue;
+            for (size_t k = 0; k < h->name.n; k++)
+                name[k] = (char)tolower((unsigned char)h->name.p[k]);
+            name[h->name.n] = '\0';
+            if (!strcmp(name, "authorization") || !strcmp(name, "x-api-key") ||
+                !strcmp(name, "api-key") || !strcmp(name, "cookie"))
+                continue;
+            json_t *v = json_stringn(h->value.p, h->value.n);
+            if (v)
+                json_object_set_new(hs, name, v);
+        }
+        if (hs)
+            json_object_set_new(*ctx, "headers", hs);
     }
     return *ctx;
 }

@@ -25,6 +25,8 @@ before(async () => {
         routing_rules: [
           { model: 'small', if: { 'request.last_user_message': { $regex: '(?i)python' } }, then: 'big' },
           { if: { 'metadata.plan': 'enterprise' }, then: 'big' },
+          { if: { 'headers.x-team': { $in: ['research', 'ml'] } }, then: 'big' },
+          { if: { 'headers.authorization': { $exists: true } }, then: 'slowonly' },
         ],
       },
     },
@@ -102,6 +104,14 @@ test('routing_rules: a query on the request picks another alias', async () => {
     headers: { 'x-switchboard-metadata': '{"plan":"enterprise"}' },
   });
   assert.equal(ent.status, 200);
+  assert.ok((await stack.fake.upstreamRequests())[0].path.includes('delay_ms=4'));
+  // Request headers (never credentials: the rule on authorization does not hold).
+  await stack.fake.clear();
+  const team = await stack.gw.call('/v1/chat/completions', {
+    body: chat('small', 'hello'),
+    headers: { 'X-Team': 'ml' },
+  });
+  assert.equal(team.status, 200);
   assert.ok((await stack.fake.upstreamRequests())[0].path.includes('delay_ms=4'));
   // No rule holds: the alias as asked.
   await stack.fake.clear();
