@@ -15,6 +15,7 @@
 
 #include <ctype.h>
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,16 +57,9 @@ struct sb_proxy {
     enum sb_endpoint ep;
     struct edit edits[4]; /* edits[0] is the `model` value, rewritten for each deployment */
     int ne;
-    int group;          /* alias being tried */
-    int retry_override; /* x-switchboard-config retry.attempts, else -1 */
-    char tags[8][65];   /* the request's tags, for tag routing */
-    size_t ntags;
-    int fdeps[64]; /* a group restricted to the request's tags (routing_group) */
-    double fweights[64];
-    int forder[64];
-    int64_t frpm[64], ftpm[64];
-    double fcost[64];
-    struct sb_router_group frg;
+    int group;            /* alias being tried */
+    size_t ntags;         /* the request's tags, for tag routing (tags[] below) */
+    int retry_override;   /* x-switchboard-config retry.attempts, else -1 */
     int req_fallbacks[8]; /* the request's own "fallbacks" (LiteLLM), replacing the config's */
     size_t n_req_fallbacks;
     const int *chain; /* fallback aliases being tried (one of the requested alias's lists) */
@@ -82,8 +76,18 @@ struct sb_proxy {
     bool calling;             /* the router counts this attempt as in flight */
     uint64_t attempt_ns;      /* when the current attempt started */
     uint64_t first_byte_ns;   /* when its response status arrived */
+    bool resp_indexed;        /* resp_idx holds this attempt's response */
     char wild[257];           /* what a wildcard alias's '*' matched in the requested model */
     struct sb_buf model_json; /* the upstream model of a wildcard deployment, as JSON */
+    /* Scratch space, last and not zeroed at allocation: written before it is read. */
+    char tags[8][65];
+    int fdeps[64]; /* a group restricted to the request's tags (routing_group) */
+    double fweights[64];
+    int forder[64];
+    int64_t frpm[64], ftpm[64];
+    double fcost[64];
+    struct sb_router_group frg;
+    struct sb_json_index resp_idx; /* the 2xx response, indexed once by classify() */
 };
 
 /* ---------------------------------------------------------------- usage */
@@ -457,9 +461,9 @@ static void finish_plain(struct sb_proxy *p, int result)
     int status = p->status ? p->status : 502;
     bool ok = status >= 200 && status < 300;
     if (ok) {
-        struct sb_json_index idx;
-        if (sb_json_validate_index(p->resp.data ? p->resp.data : "", p->resp.len, JSON_MAX_DEPTH,
-                                   &idx) != 0) {
+        struct sb_json_index *idxp = &p->resp_idx;
+        if (!p->resp_indexed && sb_json_validate_index(p->resp.data ? p->resp.data : "",
+                                                       p->resp.len, JSON_MAX_DEPTH, idxp) != 0) {
             count_upstream_error(p, SB_UPERR_PROTOCOL);
             sb_api_fail(r, 502, "api_error", "upstream_invalid_response", NULL,
                         "The provider's response is not valid JSON.");
@@ -468,8 +472,8 @@ static void finish_plain(struct sb_proxy *p, int result)
         static const char *const keys[] = {"usage"};
         struct sb_json_member usage;
         int count;
-        if (idx.root.type == SB_JSON_OBJECT &&
-            sb_json_index_get_many(p->resp.data, p->resp.len, &idx, keys, 1, &usage, &count) == 0 &&
+        if (idxp->root.type == SB_JSON_OBJECT &&
+            sb_json_index_get_many(p->resp.data, p->resp.len, idxp, keys, 1, &usage, &count) == 0 &&
             count == 1)
             read_usage(&r->rec, p->resp.data, p->resp.len, &usage.value);
     } else {
@@ -635,7 +639,7 @@ static bool body_has(const struct sb_proxy *p, const char *needle)
     return p->resp.data && memmem(p->resp.data, p->resp.len, needle, strlen(needle));
 }
 
-static enum err_class classify(const struct sb_proxy *p, int result)
+static enum err_class classify(struct sb_proxy *p, int result)
 {
     if (result != SB_UP_OK) {
         if (p->too_large)
@@ -645,10 +649,12 @@ static enum err_class classify(const struct sb_proxy *p, int result)
         return result == SB_UP_E_CONNECT || result == SB_UP_E_PROTOCOL ? E_SERVER : E_FINAL;
     }
     int st = p->status;
-    if (st >= 200 && st < 300)
-        return sb_json_validate(p->resp.data ? p->resp.data : "", p->resp.len, JSON_MAX_DEPTH) == 0
-                   ? E_OK
-                   : E_SERVER;
+    if (st >= 200 && st < 300) {
+        /* Validated and indexed once here; finish_plain reads usage from the same index. */
+        p->resp_indexed = sb_json_validate_index(p->resp.data ? p->resp.data : "", p->resp.len,
+                                                 JSON_MAX_DEPTH, &p->resp_idx) == 0;
+        return p->resp_indexed ? E_OK : E_SERVER;
+    }
     switch (st) {
     case 401:
     case 403:
@@ -1199,11 +1205,14 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
 
     r->rec.stream = stream;
 
-    struct sb_proxy *p = calloc(1, sizeof *p);
+    /* The scratch space at the end (several KiB) is written before it is read: only the
+     * fields before it are zeroed, on every request. */
+    struct sb_proxy *p = malloc(sizeof *p);
     if (!p) {
         sb_api_fail(r, 500, "api_error", "internal_error", NULL, "Out of memory.");
         return;
     }
+    memset(p, 0, offsetof(struct sb_proxy, tags));
     p->r = r;
     p->x = x;
     p->stream = stream;
@@ -1394,6 +1403,7 @@ static void launch(struct sb_proxy *p)
     p->status = 0;
     p->content_type[0] = p->retry_after[0] = p->retry_after_ms[0] = '\0';
     p->too_large = false;
+    p->resp_indexed = false;
     sb_buf_reset(&p->resp);
     sb_buf_reset(&p->body);
     sb_buf_reset(&p->url);
