@@ -1316,6 +1316,44 @@ static void load_fallbacks(struct ctx *c, const struct ynode *v, const char *key
     }
 }
 
+/* LiteLLM's per-error-class maps (retry_policy, allowed_fails_policy): keys are the class
+ * names with `suffix` ("AuthenticationErrorRetries"), values integers in [min, max], stored
+ * in slots[] in the order auth, timeout, rate limit, content policy, server, bad request. */
+static void load_class_map(struct ctx *c, const struct ynode *val, const char *key,
+                           const char *suffix, int *const *slots, int64_t min, int64_t max)
+{
+    static const char *const classes[] = {"AuthenticationError", "TimeoutError",
+                                          "RateLimitError",      "ContentPolicyViolationError",
+                                          "InternalServerError", "BadRequestError"};
+    if (val->kind != Y_MAP) {
+        if (!is_null(val))
+            fail(c, val->line, "%s must be a mapping of error class: number", key);
+        return;
+    }
+    struct pairs ps = {0};
+    if (flatten(c, val, &ps, 0) == 0) {
+        for (size_t j = 0; j < ps.n; j++) {
+            size_t m = 0;
+            for (; m < 6; m++) {
+                char name[64];
+                snprintf(name, sizeof name, "%s%s", classes[m], suffix);
+                if (scalar_is(ps.p[j].k, name))
+                    break;
+            }
+            char sub[256];
+            snprintf(sub, sizeof sub, "%s.%.64s", key, show_node(ps.p[j].k).s);
+            if (m == 6) {
+                warn(c, ps.p[j].k->line, "unknown key '%s' ignored", sub);
+                continue;
+            }
+            int64_t n = min;
+            get_int(c, ps.p[j].v, sub, NULL, min, max, &n);
+            *slots[m] = (int)n;
+        }
+    }
+    pairs_free(&ps);
+}
+
 /* routing_rules: each {model: ..., if: {...}, then: alias}; kept as JSON for the router. */
 static void load_rules(struct ctx *c, const struct ynode *v, const char *key,
                        struct sb_router_config *r)
@@ -1401,34 +1439,10 @@ static void load_router(struct ctx *c, const char *section, const struct ynode *
         } else if (scalar_is(k, "timeout") || scalar_is(k, "request_timeout")) {
             get_double(c, val, key, NULL, 1e7, &r->timeout_s);
         } else if (scalar_is(k, "allowed_fails_policy")) {
-            struct pairs fp = {0};
-            if (val->kind != Y_MAP) {
-                if (!is_null(val))
-                    fail(c, val->line, "%s must be a mapping of error class: failures", key);
-            } else if (flatten(c, val, &fp, 0) == 0) {
-                static const char *const classes[] = {
-                    "AuthenticationErrorAllowedFails", "TimeoutErrorAllowedFails",
-                    "RateLimitErrorAllowedFails",      "ContentPolicyViolationErrorAllowedFails",
-                    "InternalServerErrorAllowedFails", "BadRequestErrorAllowedFails"};
-                int *slots[] = {&r->allowed_auth,       &r->allowed_timeout,
-                                &r->allowed_rate_limit, &r->allowed_content_policy,
-                                &r->allowed_server,     &r->allowed_bad_request};
-                for (size_t j = 0; j < fp.n; j++) {
-                    size_t m = 0;
-                    while (m < 6 && !scalar_is(fp.p[j].k, classes[m]))
-                        m++;
-                    char sub[256];
-                    snprintf(sub, sizeof sub, "%s.%.64s", key, show_node(fp.p[j].k).s);
-                    if (m == 6) {
-                        warn(c, fp.p[j].k->line, "unknown key '%s' ignored", sub);
-                        continue;
-                    }
-                    int64_t n = 1;
-                    get_int(c, fp.p[j].v, sub, NULL, 1, 1000, &n);
-                    *slots[m] = (int)n;
-                }
-            }
-            pairs_free(&fp);
+            int *slots[] = {&r->allowed_auth,       &r->allowed_timeout,
+                            &r->allowed_rate_limit, &r->allowed_content_policy,
+                            &r->allowed_server,     &r->allowed_bad_request};
+            load_class_map(c, val, key, "AllowedFails", slots, 1, 1000);
         } else if (scalar_is(k, "enable_tag_filtering")) {
             if (val->kind == Y_SCALAR && (scalar_is(val, "true") || scalar_is(val, "True")))
                 r->enable_tag_filtering = true;
@@ -1441,34 +1455,10 @@ static void load_router(struct ctx *c, const char *section, const struct ynode *
             get_int(c, val, key, NULL, 0, 8, &n);
             r->max_fallbacks = (int)n;
         } else if (scalar_is(k, "retry_policy")) {
-            struct pairs rp = {0};
-            if (val->kind != Y_MAP) {
-                if (!is_null(val))
-                    fail(c, val->line, "%s must be a mapping of error class: retries", key);
-            } else if (flatten(c, val, &rp, 0) == 0) {
-                static const char *const classes[] = {
-                    "AuthenticationErrorRetries", "TimeoutErrorRetries",
-                    "RateLimitErrorRetries",      "ContentPolicyViolationErrorRetries",
-                    "InternalServerErrorRetries", "BadRequestErrorRetries"};
-                int *slots[] = {&r->retries_auth,       &r->retries_timeout,
-                                &r->retries_rate_limit, &r->retries_content_policy,
-                                &r->retries_server,     &r->retries_bad_request};
-                for (size_t j = 0; j < rp.n; j++) {
-                    size_t m = 0;
-                    while (m < 6 && !scalar_is(rp.p[j].k, classes[m]))
-                        m++;
-                    char sub[256];
-                    snprintf(sub, sizeof sub, "%s.%.64s", key, show_node(rp.p[j].k).s);
-                    if (m == 6) {
-                        warn(c, rp.p[j].k->line, "unknown key '%s' ignored", sub);
-                        continue;
-                    }
-                    int64_t n = 0;
-                    get_int(c, rp.p[j].v, sub, NULL, 0, 10, &n);
-                    *slots[m] = (int)n;
-                }
-            }
-            pairs_free(&rp);
+            int *slots[] = {&r->retries_auth,       &r->retries_timeout,
+                            &r->retries_rate_limit, &r->retries_content_policy,
+                            &r->retries_server,     &r->retries_bad_request};
+            load_class_map(c, val, key, "Retries", slots, 0, 10);
         } else if (scalar_is(k, "routing_strategy")) {
             char *str = NULL;
             if (!is_null(val) && read_str(c, val, key, NULL, &str) == 0) {
