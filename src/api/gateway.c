@@ -1,6 +1,7 @@
 #include "api/api.h"
 
 #include "core/log.h"
+#include "core/rand.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -487,14 +488,11 @@ static void make_request_id(struct sb_api_req *r)
         memcpy(r->request_id, h->p, h->n);
         r->request_id[h->n] = '\0';
     } else {
-        /* xorshift64*: unique enough for correlation; not a secret. */
+        /* Unique enough for correlation; not a secret. */
         static const char hex[] = "0123456789abcdef";
         memcpy(r->request_id, "req_", 4);
         for (int half = 0; half < 2; half++) {
-            uint64_t v = r->gw_w->rng;
-            v ^= v >> 12, v ^= v << 25, v ^= v >> 27;
-            r->gw_w->rng = v;
-            v *= 0x2545F4914F6CDD1DULL;
+            uint64_t v = sb_rand_next(&r->gw_w->rng);
             for (int i = 0; i < 16; i++)
                 r->request_id[4 + half * 16 + i] = hex[(v >> (i * 4)) & 15];
         }
@@ -602,11 +600,8 @@ static int render_deployments(struct sb_gateway *gw, struct sb_buf *b)
 {
     const struct sb_config *cfg = gw->cfg;
     uint64_t now = sb_router_now_ms();
-    static const char *const names[] = {"simple-shuffle",      "round-robin",
-                                        "least-busy",          "latency-based-routing",
-                                        "usage-based-routing", "cost-based-routing"};
     int rc = sb_buf_append_str(b, "{\"routing_strategy\":\"");
-    rc = rc ? rc : sb_buf_append_str(b, names[gw->strategy]);
+    rc = rc ? rc : sb_buf_append_str(b, sb_router_strategy_name(gw->strategy));
     rc = rc ? rc : sb_buf_append_str(b, "\",\"deployments\":[");
     bool first = true;
     for (size_t i = 0; i < cfg->n_deployments && rc == 0; i++) {

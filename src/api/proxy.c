@@ -10,6 +10,7 @@
 #include "api/api.h"
 
 #include "core/log.h"
+#include "core/rand.h"
 #include "http/sse.h"
 #include "json/scan.h"
 
@@ -523,10 +524,7 @@ static int64_t retry_after_ms(const struct sb_proxy *p)
 static uint64_t backoff_ms(struct sb_proxy *p)
 {
     uint64_t base = 250u << (p->retries_done < 4 ? p->retries_done : 4);
-    uint64_t v = p->r->gw_w->rng;
-    v ^= v >> 12, v ^= v << 25, v ^= v >> 27;
-    p->r->gw_w->rng = v;
-    return base / 2 + (v * 0x2545F4914F6CDD1DULL >> 33) % (base / 2 + 1);
+    return base / 2 + (sb_rand_next(&p->r->gw_w->rng) >> 33) % (base / 2 + 1);
 }
 
 static bool has_tag(const struct sb_deployment *d, const char *tag)
@@ -1054,11 +1052,7 @@ static int route_config(struct sb_gateway *gw, const struct sb_http_str *h, uint
             chain[(*nchain)++] = ids[i];
         goto out;
     }
-    uint64_t v = *rng ? *rng : 1;
-    v ^= v >> 12, v ^= v << 25, v ^= v >> 27;
-    *rng = v;
-    double pickx =
-        total > 0 ? (double)((v * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0 * total : 0;
+    double pickx = total > 0 ? sb_rand_unit(rng) * total : 0;
     ret = ids[n - 1];
     for (size_t i = 0; i < n; i++) {
         pickx -= total > 0 ? w[i] : 1;

@@ -1,5 +1,6 @@
 #include "config/config.h"
 
+#include "router/router.h"
 #include "router/rules.h"
 
 #include "core/buf.h"
@@ -1462,13 +1463,7 @@ static void load_router(struct ctx *c, const char *section, const struct ynode *
         } else if (scalar_is(k, "routing_strategy")) {
             char *str = NULL;
             if (!is_null(val) && read_str(c, val, key, NULL, &str) == 0) {
-                static const char *const known[] = {"simple-shuffle",      "round-robin",
-                                                    "least-busy",          "latency-based-routing",
-                                                    "usage-based-routing", "usage-based-routing-v2",
-                                                    "cost-based-routing"};
-                bool ok = false;
-                for (size_t j = 0; j < sizeof known / sizeof known[0]; j++)
-                    ok |= strcmp(str, known[j]) == 0;
+                bool ok = sb_router_strategy_known(str);
                 if (!ok) {
                     fail(c, val->line,
                          "%s must be simple-shuffle, round-robin, least-busy, "

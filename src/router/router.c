@@ -1,5 +1,7 @@
 #include "router/router.h"
 
+#include "core/rand.h"
+
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,28 +78,39 @@ static bool was_tried(int dep, const int *tried, size_t ntried)
     return false;
 }
 
+/* LiteLLM's names, and round-robin; the first name of a strategy is the one shown. */
+static const struct {
+    const char *name;
+    enum sb_strategy strategy;
+} strategies[] = {
+    {"simple-shuffle", SB_STRATEGY_SHUFFLE},    {"round-robin", SB_STRATEGY_ROUND_ROBIN},
+    {"least-busy", SB_STRATEGY_LEAST_BUSY},     {"latency-based-routing", SB_STRATEGY_LATENCY},
+    {"usage-based-routing", SB_STRATEGY_USAGE}, {"usage-based-routing-v2", SB_STRATEGY_USAGE},
+    {"cost-based-routing", SB_STRATEGY_COST},
+};
+
+bool sb_router_strategy_known(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof strategies / sizeof strategies[0]; i++)
+        if (strcmp(name, strategies[i].name) == 0)
+            return true;
+    return false;
+}
+
 enum sb_strategy sb_router_strategy(const char *name)
 {
-    if (name && strcmp(name, "round-robin") == 0)
-        return SB_STRATEGY_ROUND_ROBIN;
-    if (name && strcmp(name, "least-busy") == 0)
-        return SB_STRATEGY_LEAST_BUSY;
-    if (name && strcmp(name, "latency-based-routing") == 0)
-        return SB_STRATEGY_LATENCY;
-    if (name &&
-        (strcmp(name, "usage-based-routing") == 0 || strcmp(name, "usage-based-routing-v2") == 0))
-        return SB_STRATEGY_USAGE;
-    if (name && strcmp(name, "cost-based-routing") == 0)
-        return SB_STRATEGY_COST;
+    for (size_t i = 0; name && i < sizeof strategies / sizeof strategies[0]; i++)
+        if (strcmp(name, strategies[i].name) == 0)
+            return strategies[i].strategy;
     return SB_STRATEGY_SHUFFLE;
 }
 
-static uint64_t next_random(uint64_t *rng)
+const char *sb_router_strategy_name(enum sb_strategy s)
 {
-    uint64_t v = *rng ? *rng : 0x9E3779B97F4A7C15ULL;
-    v ^= v >> 12, v ^= v << 25, v ^= v >> 27;
-    *rng = v;
-    return v * 0x2545F4914F6CDD1DULL;
+    for (size_t i = 0; i < sizeof strategies / sizeof strategies[0]; i++)
+        if (strategies[i].strategy == s)
+            return strategies[i].name;
+    return "simple-shuffle";
 }
 
 #define PICK_MAX 256
@@ -157,7 +170,7 @@ int sb_router_pick(struct sb_router *r, enum sb_strategy strategy, const struct 
             if (!atomic_load_explicit(&r->h[g->deps[c]].latency_us, memory_order_relaxed))
                 return g->deps[c];
         }
-        uint64_t rnd = next_random(rng);
+        uint64_t rnd = sb_rand_next(rng);
         if ((rnd >> 60) == 0)
             return g->deps[cand[(rnd >> 8) % nc]];
         size_t best = cand[0];
@@ -220,7 +233,7 @@ int sb_router_pick(struct sb_router *r, enum sb_strategy strategy, const struct 
         double total = 0;
         for (size_t i = 0; i < nc; i++)
             total += g->weights ? g->weights[cand[i]] : 1.0;
-        double x = (double)(next_random(rng) >> 11) / 9007199254740992.0 * total;
+        double x = sb_rand_unit(rng) * total;
         for (size_t i = 0; i < nc; i++) {
             x -= g->weights ? g->weights[cand[i]] : 1.0;
             if (x < 0)

@@ -37,6 +37,10 @@ enum sb_strategy {
 };
 /* The strategy for a name; simple-shuffle for anything else. */
 enum sb_strategy sb_router_strategy(const char *name);
+/* Whether a routing_strategy name is one of the above. */
+bool sb_router_strategy_known(const char *name);
+/* The name a strategy is shown by. */
+const char *sb_router_strategy_name(enum sb_strategy s);
 
 /* A model group as the router sees it, built once at startup. */
 struct sb_router_group {
