@@ -34,6 +34,7 @@ struct sb_model_group {
     int retries; /* router num_retries, else the largest max_retries of the deployments */
     int64_t max_input_tokens;  /* the largest context window of its deployments; 0: unknown */
     bool wildcard;             /* model_name holds a '*' (like "openai/" followed by '*') */
+    bool tagged;               /* some deployment has litellm_params.tags (tag routing applies) */
     double *weights;           /* for simple-shuffle: weight, else rpm, else tpm; or NULL */
     int *order;                /* priority tiers, or NULL */
     int64_t *rpm, *tpm;        /* per deployment, for usage-based routing */

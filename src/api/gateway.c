@@ -184,6 +184,8 @@ int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nwor
         grp->rg = (struct sb_router_group){grp->deployments, grp->weights, grp->order, grp->n,
                                            grp->rpm,         grp->tpm,     grp->cost};
         grp->wildcard = strchr(name, '*') != NULL;
+        for (size_t i = 0; i < grp->n && !grp->tagged; i++)
+            grp->tagged = cfg->deployments[grp->deployments[i]].n_tags > 0;
         grp->max_input_tokens = 0;
         for (size_t i = 0; i < grp->n; i++) {
             int64_t m = cfg->deployments[grp->deployments[i]].max_input_tokens;

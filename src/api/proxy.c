@@ -545,10 +545,7 @@ static const struct sb_router_group *routing_group(struct sb_proxy *p, int g)
     const struct sb_model_group *grp = &gw->groups[g];
     if (!gw->cfg->router.enable_tag_filtering)
         return &grp->rg;
-    bool tagged = false; /* a group none of whose deployments has tags serves everyone */
-    for (size_t i = 0; i < grp->n && !tagged; i++)
-        tagged = gw->cfg->deployments[grp->deployments[i]].n_tags > 0;
-    if (!tagged)
+    if (!grp->tagged) /* a group none of whose deployments has tags serves everyone */
         return &grp->rg;
     for (int pass = p->ntags ? 0 : 1; pass < 2; pass++) {
         size_t k = 0;

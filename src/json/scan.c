@@ -735,33 +735,58 @@ int sb_json_object_get(const char *s, size_t n, const struct sb_json_span *obj, 
     return object_get_n(s, n, obj, key, strlen(key), out);
 }
 
+/* The shared part of the multi-key lookups: a set of keys, and one member at a time. */
+struct key_set {
+    const char *const *keys;
+    size_t lens[SB_JSON_MANY_MAX];
+    size_t n;
+    struct sb_json_member *out;
+    int *counts;
+};
+
+static void key_set_init(struct key_set *ks, const char *const *keys, size_t nkeys,
+                         struct sb_json_member *out, int *counts)
+{
+    ks->keys = keys;
+    ks->n = nkeys;
+    ks->out = out;
+    ks->counts = counts;
+    for (size_t k = 0; k < nkeys; k++) {
+        ks->lens[k] = strlen(keys[k]);
+        counts[k] = 0;
+        memset(&out[k], 0, sizeof out[k]);
+    }
+}
+
+/* Counts member m against the keys (its first occurrence kept; counts capped at 2). */
+static void key_set_add(struct key_set *ks, const unsigned char *p, const struct sb_json_member *m,
+                        bool esc)
+{
+    for (size_t k = 0; k < ks->n; k++) {
+        if (!content_eq(p, m->key.start + 1, m->key.end - 1, esc, ks->keys[k], ks->lens[k]))
+            continue;
+        if (ks->counts[k] == 0)
+            ks->out[k] = *m;
+        if (ks->counts[k] < 2)
+            ks->counts[k]++;
+        return;
+    }
+}
+
 int sb_json_object_get_many(const char *s, size_t n, const struct sb_json_span *obj,
                             const char *const *keys, size_t nkeys, struct sb_json_member *out,
                             int *counts)
 {
-    size_t lens[SB_JSON_MANY_MAX];
     struct member_iter it;
     if (nkeys > SB_JSON_MANY_MAX || !iter_init(&it, s, n, obj))
         return SB_JSON_BAD;
-    for (size_t k = 0; k < nkeys; k++) {
-        lens[k] = strlen(keys[k]);
-        counts[k] = 0;
-        memset(&out[k], 0, sizeof out[k]);
-    }
+    struct key_set ks;
+    key_set_init(&ks, keys, nkeys, out, counts);
     struct sb_json_member m;
     bool esc;
     int rc;
-    while ((rc = iter_next(&it, &m, &esc)) == 1) {
-        for (size_t k = 0; k < nkeys; k++) {
-            if (!content_eq(it.p, m.key.start + 1, m.key.end - 1, esc, keys[k], lens[k]))
-                continue;
-            if (counts[k] == 0)
-                out[k] = m;
-            if (counts[k] < 2)
-                counts[k]++;
-            break;
-        }
-    }
+    while ((rc = iter_next(&it, &m, &esc)) == 1)
+        key_set_add(&ks, it.p, &m, esc);
     return rc < 0 ? rc : 0;
 }
 
@@ -771,28 +796,15 @@ int sb_json_index_get_many(const char *s, size_t n, const struct sb_json_index *
 {
     if (!idx->complete)
         return sb_json_object_get_many(s, n, &idx->root, keys, nkeys, out, counts);
-    size_t lens[SB_JSON_MANY_MAX];
     if (nkeys > SB_JSON_MANY_MAX || idx->root.type != SB_JSON_OBJECT || idx->root.end > n)
         return SB_JSON_BAD;
-    for (size_t k = 0; k < nkeys; k++) {
-        lens[k] = strlen(keys[k]);
-        counts[k] = 0;
-        memset(&out[k], 0, sizeof out[k]);
-    }
+    struct key_set ks;
+    key_set_init(&ks, keys, nkeys, out, counts);
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < idx->n; i++) {
         const struct sb_json_member *m = &idx->members[i];
-        size_t a = m->key.start + 1, b = m->key.end - 1;
-        bool esc = memchr(p + a, '\\', b - a) != NULL;
-        for (size_t k = 0; k < nkeys; k++) {
-            if (!content_eq(p, a, b, esc, keys[k], lens[k]))
-                continue;
-            if (counts[k] == 0)
-                out[k] = *m;
-            if (counts[k] < 2)
-                counts[k]++;
-            break;
-        }
+        bool esc = memchr(p + m->key.start + 1, '\\', m->key.end - m->key.start - 2) != NULL;
+        key_set_add(&ks, p, m, esc);
     }
     return 0;
 }
