@@ -136,7 +136,7 @@ static int parse_content_length(struct sb_fake_str v, uint64_t *out)
     return 0;
 }
 
-static int hex_val(char c)
+int sb_fake_hex_val(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -163,8 +163,8 @@ static int walk_chunked(const char *data, size_t len, size_t p, size_t max, stru
         const char *s = data + p;
         size_t i = 0;
         uint64_t size = 0;
-        while (i < (size_t)ln && hex_val(s[i]) >= 0) {
-            size = size * 16 + (uint64_t)hex_val(s[i]);
+        while (i < (size_t)ln && sb_fake_hex_val(s[i]) >= 0) {
+            size = size * 16 + (uint64_t)sb_fake_hex_val(s[i]);
             if (size > max)
                 return -413;
             i++;

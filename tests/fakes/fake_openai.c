@@ -110,17 +110,6 @@ static size_t utf8_prefix(const char *s, size_t n, size_t max)
     return k;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* ---- error envelopes ---- */
 
 static int append_nullable(struct sb_buf *b, const char *s)
@@ -382,9 +371,9 @@ static int parse_directives(struct directives *d, const char *s, size_t n, bool 
         }
         for (size_t j = start; j < end; j++) {
             char c = s[j];
-            if (decode && c == '%' && j + 2 < end && hexval(s[j + 1]) >= 0 &&
-                hexval(s[j + 2]) >= 0) {
-                c = (char)(hexval(s[j + 1]) * 16 + hexval(s[j + 2]));
+            if (decode && c == '%' && j + 2 < end && sb_fake_hex_val(s[j + 1]) >= 0 &&
+                sb_fake_hex_val(s[j + 2]) >= 0) {
+                c = (char)(sb_fake_hex_val(s[j + 1]) * 16 + sb_fake_hex_val(s[j + 2]));
                 j += 2;
             }
             if (c == '\0') {
