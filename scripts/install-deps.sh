@@ -13,7 +13,7 @@ APT_PACKAGES=(
   # tests
   libcmocka-dev curl ca-certificates
   # benchmark
-  wrk nginx-light
+  wrk nginx-light iproute2
 )
 
 missing=()
