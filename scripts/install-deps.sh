@@ -9,7 +9,7 @@ APT_PACKAGES=(
   # build
   gcc make cmake pkg-config clang libclang-rt-14-dev clang-format
   # libraries (DESIGN.md, "Dependencies")
-  libuv1-dev libcurl4-openssl-dev libssl-dev libjansson-dev libyaml-dev libpcre2-dev
+  libuv1-dev libcurl4-openssl-dev libssl-dev libjansson-dev libyaml-dev libpcre2-dev zlib1g-dev
   # tests
   libcmocka-dev curl ca-certificates
   # benchmark
