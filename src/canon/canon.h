@@ -79,8 +79,9 @@ enum sb_part_type {
 struct sb_part {
     enum sb_part_type type;
     char *text;            /* TEXT, THINKING; REDACTED_THINKING: the data */
-    char *signature;       /* THINKING: its signature. TEXT and TOOL_CALL: a Gemini thoughtSignature
-                              carried on that part (NULL when none). */
+    char *signature;       /* THINKING: its signature, or NULL. A Gemini thoughtSignature attached
+                              to another part travels as an empty THINKING part holding only a
+                              signature, right before that part. */
     char *media_type;      /* IMAGE, DOCUMENT: "image/png"...; NULL when not known */
     char *data;            /* IMAGE, DOCUMENT: base64 (no data: prefix), or NULL */
     char *url;             /* IMAGE, DOCUMENT: http(s):// or gs:// when not inline, else NULL */
@@ -247,8 +248,9 @@ enum sb_ev_type {
                           (Anthropic message_start input counts), else all -1 */
     SB_EV_BLOCK_START, /* index, block; TOOL_CALL: id, name */
     SB_EV_DELTA,       /* index, text/len: text, thinking, redacted data or argument JSON */
-    SB_EV_SIGNATURE,   /* index, text/len: a thinking block's signature, or a Gemini
-                          thoughtSignature attached to a text or tool-call block */
+    SB_EV_SIGNATURE,   /* index, text/len: a THINKING block's signature (a Gemini
+                          thoughtSignature arrives as an empty THINKING block holding one,
+                          right before the block of the part it was attached to) */
     SB_EV_BLOCK_STOP,  /* index */
     SB_EV_FINISH,      /* finish; stop_sequence (or NULL) */
     SB_EV_USAGE,       /* usage: the final counts */
