@@ -103,6 +103,10 @@ extern const struct sb_embed_codec sb_embed_gemini;
 extern const struct sb_embed_codec sb_embed_bedrock;
 extern const struct sb_embed_codec sb_embed_cohere;
 
+/* Bedrock names its errors in the x-amzn-ErrorType header, which decode_error does not see:
+ * this refines an error decoded from the body with it (src/canon/bedrock.c). */
+void sb_bedrock_error_type(struct sb_canon_error *e, const char *amzn_error_type);
+
 /* OpenAI embeddings requests and responses, for every provider's embeddings. */
 int sb_openai_decode_embed_request(const char *body, size_t len, struct sb_embed_req *out,
                                    struct sb_error *err);
