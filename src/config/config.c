@@ -810,6 +810,12 @@ struct provider_def {
 static const struct provider_def providers[] = {
     {"openai", SB_PROVIDER_OPENAI, "https://api.openai.com/v1"},
     {"azure", SB_PROVIDER_AZURE, NULL},
+    {"anthropic", SB_PROVIDER_ANTHROPIC, "https://api.anthropic.com"},
+    {"gemini", SB_PROVIDER_GEMINI, "https://generativelanguage.googleapis.com"},
+    {"vertex_ai", SB_PROVIDER_VERTEX, ""},
+    {"bedrock", SB_PROVIDER_BEDROCK, ""},
+    {"cohere", SB_PROVIDER_COHERE, "https://api.cohere.com"},
+    {"cohere_chat", SB_PROVIDER_COHERE, "https://api.cohere.com"},
     {"groq", SB_PROVIDER_OPENAI, "https://api.groq.com/openai/v1"},
     {"together_ai", SB_PROVIDER_OPENAI, "https://api.together.xyz/v1"},
     {"mistral", SB_PROVIDER_OPENAI, "https://api.mistral.ai/v1"},
@@ -878,7 +884,10 @@ static void resolve_provider(struct ctx *c, struct sb_deployment *d, int model_l
     }
     d->provider = def->kind;
     if (!api_base_given) {
-        if (def->default_base) {
+        if (def->default_base && !*def->default_base) {
+            /* Derived from the region or location once the other parameters are known
+             * (provider_defaults). */
+        } else if (def->default_base) {
             d->api_base = xstrdup(def->default_base);
         } else {
             fail(c, params_line, "litellm_params.api_base is required for '%s' models",
@@ -895,6 +904,105 @@ static void resolve_provider(struct ctx *c, struct sb_deployment *d, int model_l
     }
     if (def->kind == SB_PROVIDER_AZURE && !d->api_version)
         d->api_version = xstrdup(AZURE_DEFAULT_API_VERSION);
+}
+
+static const char *env_first(struct ctx *c, const char *a, const char *b)
+{
+    const char *v = c->getenv_fn(a);
+    if ((!v || !*v) && b)
+        v = c->getenv_fn(b);
+    return v && *v ? v : NULL;
+}
+
+static void env_default(struct ctx *c, char **field, const char *a, const char *b)
+{
+    if (*field)
+        return;
+    const char *v = env_first(c, a, b);
+    if (v)
+        *field = xstrdup(v);
+}
+
+/* What the native providers take from the standard environment variables when the config
+ * does not say, and their default base URLs, which depend on the region or location. */
+static bool region_like(const char *s)
+{
+    if (!*s || strlen(s) > 64)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-'))
+            return false;
+    return true;
+}
+
+static void provider_defaults(struct ctx *c, struct sb_deployment *d, int line)
+{
+    switch (d->provider) {
+    case SB_PROVIDER_ANTHROPIC:
+        env_default(c, &d->api_key, "ANTHROPIC_API_KEY", NULL);
+        break;
+    case SB_PROVIDER_GEMINI:
+        env_default(c, &d->api_key, "GEMINI_API_KEY", "GOOGLE_API_KEY");
+        break;
+    case SB_PROVIDER_COHERE:
+        env_default(c, &d->api_key, "COHERE_API_KEY", "CO_API_KEY");
+        break;
+    case SB_PROVIDER_VERTEX:
+        env_default(c, &d->vertex_project, "VERTEXAI_PROJECT", "GOOGLE_CLOUD_PROJECT");
+        env_default(c, &d->vertex_location, "VERTEXAI_LOCATION", "GOOGLE_CLOUD_LOCATION");
+        env_default(c, &d->api_key, "VERTEXAI_ACCESS_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN");
+        if (!d->vertex_location)
+            d->vertex_location = xstrdup("us-central1");
+        if (!region_like(d->vertex_location)) {
+            fail(c, line, "vertex_location must look like 'us-central1'");
+            return;
+        }
+        if (!d->vertex_project && !d->disabled) {
+            disable(d, "vertex_ai needs vertex_project (or VERTEXAI_PROJECT)");
+            warn(c, line,
+                 "vertex_ai needs vertex_project (or VERTEXAI_PROJECT); deployment "
+                 "disabled");
+        }
+        if (!d->api_base) {
+            struct sb_buf b;
+            sb_buf_init(&b, 1024);
+            bool global = strcmp(d->vertex_location, "global") == 0;
+            if ((global ? sb_buf_append_str(&b, "https://aiplatform.googleapis.com")
+                        : sb_buf_printf(&b, "https://%s-aiplatform.googleapis.com",
+                                        d->vertex_location)) == 0)
+                d->api_base = sb_buf_take(&b, NULL);
+            sb_buf_free(&b);
+        }
+        break;
+    case SB_PROVIDER_BEDROCK:
+        env_default(c, &d->aws_region, "AWS_REGION", "AWS_DEFAULT_REGION");
+        if (!d->api_key) {
+            env_default(c, &d->aws_access_key_id, "AWS_ACCESS_KEY_ID", NULL);
+            env_default(c, &d->aws_secret_access_key, "AWS_SECRET_ACCESS_KEY", NULL);
+            env_default(c, &d->aws_session_token, "AWS_SESSION_TOKEN", NULL);
+        }
+        if (!d->aws_region)
+            d->aws_region = xstrdup("us-east-1");
+        if (!region_like(d->aws_region)) {
+            fail(c, line, "aws_region_name must look like 'us-east-1'");
+            return;
+        }
+        if (!d->api_key && (!d->aws_access_key_id || !d->aws_secret_access_key) && !d->disabled) {
+            disable(d, "bedrock needs aws_access_key_id and aws_secret_access_key (or the "
+                       "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY variables), or an api_key");
+            warn(c, line, "bedrock needs AWS credentials; deployment disabled");
+        }
+        if (!d->api_base) {
+            struct sb_buf b;
+            sb_buf_init(&b, 1024);
+            if (sb_buf_printf(&b, "https://bedrock-runtime.%s.amazonaws.com", d->aws_region) == 0)
+                d->api_base = sb_buf_take(&b, NULL);
+            sb_buf_free(&b);
+        }
+        break;
+    default:
+        break;
+    }
 }
 
 /* ---- Sections ------------------------------------------------------------------------ */
@@ -942,6 +1050,23 @@ static void load_params(struct ctx *c, const struct ynode *params, struct sb_dep
         } else if (scalar_is(k, "api_version")) {
             if (!is_null(v) && read_str(c, v, "litellm_params.api_version", d, &s) == 0)
                 set_str(&d->api_version, s);
+        } else if (scalar_is(k, "vertex_project") || scalar_is(k, "vertex_location") ||
+                   scalar_is(k, "aws_region_name") || scalar_is(k, "aws_access_key_id") ||
+                   scalar_is(k, "aws_secret_access_key") || scalar_is(k, "aws_session_token")) {
+            char **field = scalar_is(k, "vertex_project")          ? &d->vertex_project
+                           : scalar_is(k, "vertex_location")       ? &d->vertex_location
+                           : scalar_is(k, "aws_region_name")       ? &d->aws_region
+                           : scalar_is(k, "aws_access_key_id")     ? &d->aws_access_key_id
+                           : scalar_is(k, "aws_secret_access_key") ? &d->aws_secret_access_key
+                                                                   : &d->aws_session_token;
+            char keyname[128];
+            snprintf(keyname, sizeof keyname, "litellm_params.%s", show_node(k).s);
+            if (!is_null(v) && read_str(c, v, keyname, d, &s) == 0)
+                set_str(field, s);
+        } else if (scalar_is(k, "vertex_credentials")) {
+            warn(c, k->line,
+                 "litellm_params.vertex_credentials (a service-account file) is not supported "
+                 "yet; give an OAuth access token as api_key or VERTEXAI_ACCESS_TOKEN");
         } else if (scalar_is(k, "timeout")) {
             get_double(c, v, "litellm_params.timeout", d, 1e7, &timeout);
         } else if (scalar_is(k, "stream_timeout")) {
@@ -993,6 +1118,7 @@ static void load_params(struct ctx *c, const struct ynode *params, struct sb_dep
         fail(c, params->line, "litellm_params.model is required");
     } else if (d->litellm_model) {
         resolve_provider(c, d, model->line, api_base_given, params->line);
+        provider_defaults(c, d, params->line);
     } else {
         /* Unresolved os.environ/: keep the text so the deployment can still be listed. */
         d->provider = SB_PROVIDER_UNSUPPORTED;
@@ -1702,6 +1828,14 @@ static void deployment_free(struct sb_deployment *d)
     free(d->api_base);
     free(d->api_key);
     free(d->api_version);
+    free(d->vertex_project);
+    free(d->vertex_location);
+    free(d->aws_region);
+    free(d->aws_access_key_id);
+    if (d->aws_secret_access_key)
+        explicit_bzero(d->aws_secret_access_key, strlen(d->aws_secret_access_key));
+    free(d->aws_secret_access_key);
+    free(d->aws_session_token);
     free(d->model_info_json);
     free(d->disabled_reason);
     for (size_t i = 0; i < d->n_tags; i++)

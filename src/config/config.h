@@ -17,8 +17,13 @@
 #include <stdint.h>
 
 enum sb_provider_kind {
-    SB_PROVIDER_OPENAI, /* "openai/<model>" and any OpenAI-compatible server via api_base */
-    SB_PROVIDER_AZURE,  /* "azure/<deployment>" */
+    SB_PROVIDER_OPENAI,    /* "openai/<model>" and any OpenAI-compatible server via api_base */
+    SB_PROVIDER_AZURE,     /* "azure/<deployment>" */
+    SB_PROVIDER_ANTHROPIC, /* "anthropic/<model>": Messages API */
+    SB_PROVIDER_GEMINI,    /* "gemini/<model>": Google AI Studio, API key */
+    SB_PROVIDER_VERTEX,    /* "vertex_ai/<model>": Vertex AI, project + location + token */
+    SB_PROVIDER_BEDROCK,   /* "bedrock/<model id>": Converse, SigV4 */
+    SB_PROVIDER_COHERE,    /* "cohere/<model>", "cohere_chat/<model>": v2 chat */
     /* Known LiteLLM prefixes whose dialects are not built yet: the config loads them, the
      * deployment is marked disabled with a reason saying so. */
     SB_PROVIDER_UNSUPPORTED,
@@ -28,11 +33,23 @@ struct sb_deployment {
     char *model_name;    /* the public alias clients send */
     char *litellm_model; /* litellm_params.model as written, e.g. "openai/gpt-4o" */
     enum sb_provider_kind provider;
-    char *provider_name;     /* the prefix: "openai", "azure", "groq", ... */
-    char *upstream_model;    /* after the prefix: "gpt-4o"; for azure the deployment name */
-    char *api_base;          /* NULL: the provider's default (openai: https://api.openai.com/v1) */
-    char *api_key;           /* NULL: none (e.g. a local vLLM) */
-    char *api_version;       /* azure */
+    char *provider_name;  /* the prefix: "openai", "azure", "groq", ... */
+    char *upstream_model; /* after the prefix: "gpt-4o"; for azure the deployment name */
+    char *api_base;       /* NULL: the provider's default (openai: https://api.openai.com/v1) */
+    char *api_key;        /* NULL: none (e.g. a local vLLM) */
+    char *api_version;    /* azure */
+    /* vertex_ai: litellm_params.vertex_project / vertex_location (else VERTEXAI_PROJECT /
+     * VERTEXAI_LOCATION, location default us-central1); the bearer token is api_key, else
+     * VERTEXAI_ACCESS_TOKEN or GOOGLE_OAUTH_ACCESS_TOKEN. */
+    char *vertex_project;
+    char *vertex_location;
+    /* bedrock: aws_region_name, aws_access_key_id, aws_secret_access_key, aws_session_token
+     * (else AWS_REGION / AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+     * AWS_SESSION_TOKEN). An api_key is a Bedrock API key (Bearer) instead of SigV4. */
+    char *aws_region;
+    char *aws_access_key_id;
+    char *aws_secret_access_key;
+    char *aws_session_token;
     double timeout_s;        /* total time for a non-streaming call; default 600 */
     double stream_timeout_s; /* longest silence inside a stream; default = timeout_s */
     int max_retries;         /* default 0 */
