@@ -39,6 +39,41 @@ int sb_error_render_openai(const struct sb_error *e, struct sb_buf *out)
     return rc;
 }
 
+const char *sb_error_anthropic_type(int status)
+{
+    switch (status) {
+    case 401:
+        return "authentication_error";
+    case 402:
+        return "billing_error";
+    case 403:
+        return "permission_error";
+    case 404:
+        return "not_found_error";
+    case 413:
+        return "request_too_large";
+    case 429:
+        return "rate_limit_error";
+    case 503:
+    case 529:
+        return "overloaded_error";
+    case 504:
+        return "timeout_error";
+    default:
+        return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+int sb_error_render_anthropic(const struct sb_error *e, struct sb_buf *out)
+{
+    int rc = sb_buf_append_str(out, "{\"type\":\"error\",\"error\":{\"type\":");
+    rc = rc ? rc : append_nullable(out, sb_error_anthropic_type(e->status));
+    rc = rc ? rc : sb_buf_append_str(out, ",\"message\":");
+    rc = rc ? rc : sb_buf_append_json_str(out, e->message, __builtin_strlen(e->message));
+    rc = rc ? rc : sb_buf_append_str(out, "}}");
+    return rc;
+}
+
 const char *sb_http_reason(int status)
 {
     switch (status) {

@@ -75,7 +75,8 @@ struct sb_metrics {
 };
 
 static const char *const route_names[SB_ROUTE_COUNT] = {
-    "chat_completions", "completions", "embeddings", "models", "health", "metrics", "other",
+    "chat_completions", "completions", "embeddings", "messages", "count_tokens",
+    "models",           "health",      "metrics",    "other",
 };
 
 static const char *const uperr_names[SB_UPERR_COUNT] = {

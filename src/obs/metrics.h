@@ -30,6 +30,8 @@ enum sb_route {
     SB_ROUTE_CHAT,
     SB_ROUTE_COMPLETIONS,
     SB_ROUTE_EMBEDDINGS,
+    SB_ROUTE_MESSAGES,     /* Anthropic /v1/messages */
+    SB_ROUTE_COUNT_TOKENS, /* Anthropic /v1/messages/count_tokens */
     SB_ROUTE_MODELS,
     SB_ROUTE_HEALTH,
     SB_ROUTE_METRICS,
@@ -37,7 +39,8 @@ enum sb_route {
     SB_ROUTE_COUNT
 };
 
-/* "chat_completions", "completions", "embeddings", "models", "health", "metrics", "other". */
+/* "chat_completions", "completions", "embeddings", "messages", "count_tokens", "models",
+ * "health", "metrics", "other". */
 const char *sb_route_name(enum sb_route r);
 
 enum sb_upstream_error_kind {
