@@ -1331,10 +1331,14 @@ static int enc_event(void *p, const struct sb_canon_event *ev, struct sb_buf *ou
 {
     struct enc *e = p;
     size_t mark = out->len;
+    bool shown = e->shown;
     int rc = enc_step(e, ev, out);
-    if (rc && out->len != mark) {
-        out->len = mark;
-        out->data[mark] = '\0';
+    if (rc) {
+        e->shown = shown;
+        if (out->len != mark) {
+            out->len = mark;
+            out->data[mark] = '\0';
+        }
     }
     return rc;
 }
