@@ -78,9 +78,9 @@ static void set_buf_error(struct sb_error *err, int rc)
  * (additionalProperties, $schema, strict, $id, $comment, examples, default, patternProperties,
  * allOf, not, if/then/else...) is refused by the API with a 400, so it is removed. */
 static const char *const schema_keep[] = {
-    "title",     "description", "nullable",      "minItems",      "maxItems",  "minimum",
-    "maximum",   "minLength",   "maxLength",     "pattern",       "minProperties",
-    "maxProperties", "propertyOrdering",
+    "title",         "description",   "nullable",         "minItems",  "maxItems",
+    "minimum",       "maximum",       "minLength",        "maxLength", "pattern",
+    "minProperties", "maxProperties", "propertyOrdering",
 };
 
 struct schema_ctx {
@@ -93,8 +93,8 @@ static json_t *clean_schema(struct schema_ctx *c, const json_t *node, int depth)
 
 static int schema_fail(struct schema_ctx *c, const char *fmt, const char *what)
 {
-    sb_error_set(c->err, 400, "invalid_request_error", "invalid_schema", "tools",
-                 "%s: %s%s", c->where, fmt, what ? what : "");
+    sb_error_set(c->err, 400, "invalid_request_error", "invalid_schema", "tools", "%s: %s%s",
+                 c->where, fmt, what ? what : "");
     return -1;
 }
 
@@ -122,8 +122,7 @@ static int merge_annotations(json_t *to, const json_t *from)
     static const char *const keys[] = {"description", "title"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         json_t *v = json_object_get(from, keys[i]);
-        if (json_is_string(v) && !json_object_get(to, keys[i]) &&
-            json_object_set(to, keys[i], v))
+        if (json_is_string(v) && !json_object_get(to, keys[i]) && json_object_set(to, keys[i], v))
             return -ENOMEM;
     }
     return 0;
@@ -136,8 +135,7 @@ static bool is_null_schema(const json_t *s)
 }
 
 /* anyOf / oneOf: [X, {type:null}] -> X + nullable; several non-null branches stay anyOf. */
-static json_t *clean_union(struct schema_ctx *c, const json_t *node, const json_t *alts,
-                           int depth)
+static json_t *clean_union(struct schema_ctx *c, const json_t *node, const json_t *alts, int depth)
 {
     bool nullable = false;
     size_t kept = 0;
@@ -347,9 +345,9 @@ static const char *mime_from_url(const char *url)
     static const struct {
         const char *ext, *mime;
     } map[] = {
-        {"png", "image/png"},        {"jpg", "image/jpeg"}, {"jpeg", "image/jpeg"},
-        {"gif", "image/gif"},        {"webp", "image/webp"}, {"pdf", "application/pdf"},
-        {"mp3", "audio/mp3"},        {"wav", "audio/wav"},  {"mp4", "video/mp4"},
+        {"png", "image/png"}, {"jpg", "image/jpeg"},  {"jpeg", "image/jpeg"},
+        {"gif", "image/gif"}, {"webp", "image/webp"}, {"pdf", "application/pdf"},
+        {"mp3", "audio/mp3"}, {"wav", "audio/wav"},   {"mp4", "video/mp4"},
     };
     size_t end = strcspn(url, "?#");
     const char *dot = NULL;
@@ -376,8 +374,7 @@ static json_t *media_part(struct enc *e, const struct sb_part *p, size_t mi, siz
                      "inline data without a media type");
             return NULL;
         }
-        return json_pack("{s:{s:s,s:s}}", "inlineData", "mimeType", p->media_type, "data",
-                         p->data);
+        return json_pack("{s:{s:s,s:s}}", "inlineData", "mimeType", p->media_type, "data", p->data);
     }
     if (p->url) {
         char *mt = NULL, *data = NULL;
@@ -458,8 +455,7 @@ static const char *result_name(const struct sb_canon_req *req, size_t mi, const 
 }
 
 /* Appends the functionResponse of one result (and its images as inline parts after it). */
-static int result_parts(struct enc *e, size_t mi, size_t pi, const struct sb_part *p,
-                        json_t *parts)
+static int result_parts(struct enc *e, size_t mi, size_t pi, const struct sb_part *p, json_t *parts)
 {
     const char *name = result_name(e->req, mi, p);
     if (!name)
@@ -605,8 +601,7 @@ static int encode_contents(struct enc *e, json_t *root)
         const struct sb_msg *m = &req->msgs[mi];
         if (m->role == SB_ROLE_SYSTEM) {
             for (size_t pi = 0; !rc && pi < m->nparts; pi++)
-                if (m->parts[pi].type == SB_PART_TEXT && m->parts[pi].text &&
-                    *m->parts[pi].text)
+                if (m->parts[pi].type == SB_PART_TEXT && m->parts[pi].text && *m->parts[pi].text)
                     rc = push_new(sys, json_pack("{s:s}", "text", m->parts[pi].text));
             continue;
         }
@@ -707,8 +702,8 @@ static int encode_generation(struct enc *e, json_t *root)
     } else if (r->reasoning_effort) {
         budget = sb_canon_effort_budget(r->reasoning_effort);
         if (budget < 0) {
-            sb_error_set(e->err, 400, "invalid_request_error", "invalid_value",
-                         "reasoning_effort", "unknown reasoning_effort value");
+            sb_error_set(e->err, 400, "invalid_request_error", "invalid_value", "reasoning_effort",
+                         "unknown reasoning_effort value");
             e->failed = true;
             return -1;
         }
@@ -819,9 +814,9 @@ static int encode_request(const struct sb_canon_req *req, const char *model, str
 
 static bool context_wording(const char *msg)
 {
-    static const char *const pats[] = {"input token count", "context length", "context window",
-                                       "prompt is too long", "maximum number of tokens",
-                                       "too many tokens"};
+    static const char *const pats[] = {"input token count",        "context length",
+                                       "context window",           "prompt is too long",
+                                       "maximum number of tokens", "too many tokens"};
     for (size_t i = 0; i < sizeof pats / sizeof pats[0]; i++)
         if (strcasestr(msg, pats[i]))
             return true;
@@ -858,10 +853,10 @@ static void fill_error(const json_t *eo, int http_status, struct sb_canon_error 
     json_t *jc = json_object_get(eo, "code");
     int status = http_status;
     if (status < 400 || status > 599)
-        status = json_is_integer(jc) && json_integer_value(jc) >= 400 &&
-                         json_integer_value(jc) <= 599
-                     ? (int)json_integer_value(jc)
-                     : 500;
+        status =
+            json_is_integer(jc) && json_integer_value(jc) >= 400 && json_integer_value(jc) <= 599
+                ? (int)json_integer_value(jc)
+                : 500;
     const char *st = str_of(eo, "status");
     const char *msg = str_of(eo, "message");
     if (!msg || !*msg)
@@ -1021,9 +1016,8 @@ static int signature_block(struct dec *d, const char *sig, size_t n)
 static enum sb_finish map_finish(const char *f)
 {
     static const char *const filtered[] = {
-        "SAFETY",   "BLOCKLIST",      "PROHIBITED_CONTENT", "SPII",
-        "LANGUAGE", "IMAGE_SAFETY",   "RECITATION",         "IMAGE_PROHIBITED_CONTENT",
-        "OTHER",    "IMAGE_RECITATION",
+        "SAFETY",       "BLOCKLIST",  "PROHIBITED_CONTENT",       "SPII",  "LANGUAGE",
+        "IMAGE_SAFETY", "RECITATION", "IMAGE_PROHIBITED_CONTENT", "OTHER", "IMAGE_RECITATION",
     };
     if (strcmp(f, "MAX_TOKENS") == 0)
         return SB_FINISH_LENGTH;
@@ -1310,8 +1304,7 @@ static int stream_feed(void *st, const char *data, size_t len, sb_canon_emit_cb 
     s->d.ud = ud;
     if (s->mode == MODE_UNKNOWN) {
         size_t i = 0;
-        while (i < len && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' ||
-                           data[i] == '\n'))
+        while (i < len && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n'))
             i++;
         if (i == len)
             return 0;
