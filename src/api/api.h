@@ -102,6 +102,7 @@ struct sb_proxy;
 struct sb_api_req {
     struct sb_gw_worker *gw_w;
     struct sb_exchange *x;
+    enum sb_dialect dialect; /* the client's: OpenAI, or Anthropic on /v1/messages */
     struct sb_request_record rec;
     struct sb_proxy *proxy; /* set while a proxied call is under way */
     char request_id[132];
@@ -114,7 +115,8 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep);
 /* Stops the proxied call (client gone) and frees its state. */
 void sb_proxy_abort(struct sb_api_req *r);
 
-/* Responds with a gateway error in the OpenAI envelope; the code lands in the access log. */
+/* Responds with a gateway error in the client dialect's envelope (OpenAI's, or Anthropic's
+ * on /v1/messages); the code lands in the access log. */
 void sb_api_fail(struct sb_api_req *r, int status, const char *type, const char *code,
                  const char *param, const char *msg);
 

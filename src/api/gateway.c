@@ -458,7 +458,18 @@ void sb_api_fail(struct sb_api_req *r, int status, const char *type, const char 
     struct sb_error e;
     sb_error_set(&e, status, type, code, param, "%s", msg);
     r->rec.error_code = code;
-    sb_http_respond_error(r->x, &e, r->rid_header, r->rid_header_len);
+    if (r->dialect != SB_DIALECT_ANTHROPIC) {
+        sb_http_respond_error(r->x, &e, r->rid_header, r->rid_header_len);
+        return;
+    }
+    char body[1024];
+    struct sb_buf b = {.data = body, .len = 0, .cap = sizeof body, .max = sizeof body - 1};
+    if (sb_error_render_anthropic(&e, &b) != 0) {
+        sb_http_respond_error(r->x, &e, r->rid_header, r->rid_header_len);
+        return;
+    }
+    sb_http_respond(r->x, status, "application/json", r->rid_header, r->rid_header_len, b.data,
+                    b.len);
 }
 
 static void on_end(struct sb_exchange *x, bool aborted)
@@ -778,6 +789,14 @@ void sb_gateway_on_request(struct sb_exchange *x)
     } else if (path_is(path, "/v1/embeddings")) {
         route = SB_ROUTE_EMBEDDINGS;
         ep = SB_EP_EMBEDDINGS;
+    } else if (path_is(path, "/v1/messages")) {
+        route = SB_ROUTE_MESSAGES;
+        ep = SB_EP_CHAT;
+        r->dialect = SB_DIALECT_ANTHROPIC;
+    } else if (path_is(path, "/v1/messages/count_tokens")) {
+        route = SB_ROUTE_COUNT_TOKENS;
+        ep = SB_EP_COUNT_TOKENS;
+        r->dialect = SB_DIALECT_ANTHROPIC;
     } else if (path_is(path, "/router/deployments")) {
         route = SB_ROUTE_OTHER;
         if (!method_is(req, "GET")) {

@@ -9,6 +9,8 @@
  * before the stream reaches it. */
 #include "api/api.h"
 
+#include "canon/anthropic_client.h"
+#include "canon/codecs.h"
 #include "core/log.h"
 #include "core/rand.h"
 #include "http/sse.h"
@@ -80,7 +82,30 @@ struct sb_proxy {
     bool resp_indexed;        /* resp_idx holds this attempt's response */
     char wild[257];           /* what a wildcard alias's '*' matched in the requested model */
     struct sb_buf model_json; /* the upstream model of a wildcard deployment, as JSON */
+    char model[257];          /* the current attempt's upstream model */
+    char req_model[257];      /* the model the client asked for */
+    bool ebatch_continue;     /* the next launch is the next batch of the same attempt */
+    char amzn_error[128];     /* Bedrock's x-amzn-errortype header */
+    /* Translation (src/canon): the client's dialect and the current attempt's. */
+    const struct sb_client_codec *client;
+    const struct sb_provider_codec *codec; /* the target's, when this attempt translates */
+    bool xlate;                            /* this attempt's bodies are translated */
+    bool pass_anthropic; /* Anthropic client to Anthropic provider: bytes pass through */
+    bool canon_ready;    /* canon holds the client's request, decoded */
+    bool embed_ready;    /* ereq holds it (embeddings) */
+    bool have_usage;     /* usage was read from the canonical events */
+    struct sb_canon_req canon;
+    struct sb_embed_req ereq;
+    struct sb_embed_resp eresp;
+    size_t ebatch_from, ebatch_to; /* the inputs of the embeddings call under way */
+    void *dec;                     /* provider stream decoder */
+    void *enc;                     /* client stream encoder */
+    struct sb_canon_resp cresp;
+    struct sb_canon_error cerr; /* the current attempt's provider error, decoded */
+    bool cerr_set;
+    struct curl_slist sig_nodes[4];
     /* Scratch space, last and not zeroed at allocation: written before it is read. */
+    char sig_lines[4][1024];
     char tags[8][65];
     int fdeps[64]; /* a group restricted to the request's tags (routing_group) */
     double fweights[64];
@@ -145,8 +170,23 @@ static void free_handle(uv_handle_t *h)
     free(h);
 }
 
+static void xlate_reset_stream(struct sb_proxy *p)
+{
+    if (p->dec && p->codec)
+        p->codec->stream_free(p->dec);
+    p->dec = NULL;
+    if (p->enc && p->client)
+        p->client->enc_free(p->enc);
+    p->enc = NULL;
+}
+
 static void proxy_free(struct sb_proxy *p)
 {
+    xlate_reset_stream(p);
+    sb_canon_req_free(&p->canon);
+    sb_embed_req_free(&p->ereq);
+    sb_embed_resp_free(&p->eresp);
+    sb_canon_resp_free(&p->cresp);
     sb_buf_free(&p->model_json);
     if (p->backoff) {
         uv_timer_stop(p->backoff);
@@ -221,6 +261,27 @@ static void stream_error_event(struct sb_proxy *p, const char *code, const char 
         return;
     p->stream_failed = true;
     p->r->rec.error_code = code;
+    if (p->xlate && p->enc) { /* in the client's dialect, by its encoder */
+        struct sb_canon_error ce;
+        sb_canon_error_set(&ce, 502, SB_ERRK_SERVER, "api_error", "%s", msg);
+        sb_buf_reset(&p->ev);
+        if (p->client->enc_error(p->enc, &ce, &p->ev) == 0)
+            sb_http_stream_write(p->x, p->ev.data, p->ev.len);
+        return;
+    }
+    if (p->r->dialect == SB_DIALECT_ANTHROPIC) {
+        struct sb_error ae;
+        sb_error_set(&ae, 502, "api_error", code, NULL, "%s", msg);
+        struct sb_buf json, ev;
+        sb_buf_init(&json, 4096);
+        sb_buf_init(&ev, 8192);
+        if (sb_error_render_anthropic(&ae, &json) == 0 &&
+            sb_sse_write(&ev, "error", 5, json.data, json.len) == 0)
+            sb_http_stream_write(p->x, ev.data, ev.len);
+        sb_buf_free(&json);
+        sb_buf_free(&ev);
+        return;
+    }
     struct sb_error e;
     sb_error_set(&e, 502, "api_error", code, NULL, "%s", msg);
     struct sb_buf json, ev;
@@ -231,6 +292,54 @@ static void stream_error_event(struct sb_proxy *p, const char *code, const char 
         sb_http_stream_write(p->x, ev.data, ev.len);
     sb_buf_free(&json);
     sb_buf_free(&ev);
+}
+
+/* ---------------------------------------------------------------- translation */
+
+/* Canonical usage into the record: OpenAI's view (prompt includes cached input, completion
+ * includes reasoning). */
+static void record_usage(struct sb_proxy *p, const struct sb_usage *u)
+{
+    struct sb_request_record *rec = &p->r->rec;
+    int64_t prompt = sb_usage_prompt(u);
+    if (prompt >= 0)
+        rec->tokens_in = prompt;
+    if (u->output >= 0)
+        rec->tokens_out = u->output;
+    if (u->cache_read >= 0)
+        rec->tokens_cached = u->cache_read;
+    if (u->reasoning >= 0)
+        rec->tokens_reasoning = u->reasoning;
+    p->have_usage = true;
+}
+
+/* One canonical event of a provider stream: into the client's encoder and out, or (same
+ * dialect on both sides) only read for its usage. */
+static int on_canon(void *ud, const struct sb_canon_event *ev)
+{
+    struct sb_proxy *p = ud;
+    if (ev->type == SB_EV_START || ev->type == SB_EV_USAGE)
+        record_usage(p, &ev->usage);
+    if (p->pass_anthropic || p->stream_failed)
+        return 0;
+    sb_buf_reset(&p->ev);
+    if (ev->type == SB_EV_ERROR) {
+        p->stream_failed = true;
+        p->r->rec.error_code = "upstream_stream_error";
+        count_upstream_error(p, SB_UPERR_PROTOCOL);
+        if (ev->error && p->client->enc_error(p->enc, ev->error, &p->ev) == 0)
+            sb_http_stream_write(p->x, p->ev.data, p->ev.len);
+        return 1;
+    }
+    if (p->client->enc_event(p->enc, ev, &p->ev) != 0) {
+        count_upstream_error(p, SB_UPERR_PROTOCOL);
+        stream_error_event(p, "upstream_invalid_response",
+                           "The provider's stream could not be translated.");
+        return 1;
+    }
+    if (p->ev.len && sb_http_stream_write(p->x, p->ev.data, p->ev.len) != 0)
+        return 1;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- stream events */
@@ -331,6 +440,8 @@ static void on_header(void *ud, const char *name, size_t nlen, const char *v, si
         copy_header(p->retry_after, sizeof p->retry_after, v, vlen);
     else if (nlen == 14 && strncasecmp(name, "retry-after-ms", 14) == 0)
         copy_header(p->retry_after_ms, sizeof p->retry_after_ms, v, vlen);
+    else if (nlen == 16 && strncasecmp(name, "x-amzn-errortype", 16) == 0)
+        copy_header(p->amzn_error, sizeof p->amzn_error, v, vlen);
 }
 
 /* x-request-id, and which deployment answered after how many upstream calls. */
@@ -382,7 +493,9 @@ static size_t on_body(void *ud, const char *data, size_t len)
 {
     struct sb_proxy *p = ud;
     struct sb_exchange *x = p->x;
-    bool stream_now = p->stream && p->status == 200 && is_event_stream(p->content_type);
+    bool stream_now =
+        p->stream && p->status == 200 &&
+        (is_event_stream(p->content_type) || (p->xlate && p->codec->dialect == SB_DIALECT_BEDROCK));
     if (!stream_now) {
         if (sb_buf_append(&p->resp, data, len) != 0) {
             p->too_large = true;
@@ -405,6 +518,39 @@ static size_t on_body(void *ud, const char *data, size_t len)
         sb_buf_append_str(&h, "Cache-Control: no-cache\r\n");
         response_headers(p, &h);
         sb_http_stream_start(x, 200, "text/event-stream; charset=utf-8", h.data, h.len);
+        if (p->xlate || p->pass_anthropic) {
+            size_t max_ev = (size_t)p->r->gw_w->gw->cfg->server.max_event_bytes;
+            p->dec = p->codec->stream_new(max_ev);
+            if (p->xlate)
+                p->enc = p->client->enc_new(p->req_model, p->client_wants_usage);
+            if (!p->dec || (p->xlate && !p->enc)) {
+                stream_error_event(p, "internal_error", "Out of memory.");
+                return len;
+            }
+        }
+    }
+    if (p->pass_anthropic) { /* untouched bytes; the decoder only reads the usage */
+        if (sb_http_stream_write(x, data, len) != 0)
+            return len;
+        if (p->dec && p->codec->stream_feed(p->dec, data, len, on_canon, p) != 0) {
+            p->codec->stream_free(p->dec);
+            p->dec = NULL;
+        }
+        return len;
+    }
+    if (p->xlate) {
+        int xrc = p->codec->stream_feed(p->dec, data, len, on_canon, p);
+        if (xrc != 0 && xrc != SB_CANON_E_STOP && !p->stream_failed) {
+            count_upstream_error(p, SB_UPERR_PROTOCOL);
+            if (xrc == -E2BIG)
+                stream_error_event(p, "upstream_response_too_large",
+                                   "The provider sent a stream event larger than the configured "
+                                   "maximum.");
+            else
+                stream_error_event(p, "upstream_invalid_response",
+                                   "The provider's stream is malformed.");
+        }
+        return len;
     }
     int rc = sb_sse_parser_feed(&p->sse, data, len, on_event, p);
     if (rc == SB_SSE_E_TOO_BIG) {
@@ -417,6 +563,20 @@ static size_t on_body(void *ud, const char *data, size_t len)
 
 static void finish_stream(struct sb_proxy *p, int result)
 {
+    if ((p->xlate || p->pass_anthropic) && p->dec && result == SB_UP_OK && !p->stream_failed) {
+        int rc = p->codec->stream_end(p->dec, on_canon, p);
+        if (rc == 0 && p->xlate && !p->stream_failed) {
+            sb_buf_reset(&p->ev);
+            if (p->client->enc_end(p->enc, &p->ev) == 0 && p->ev.len)
+                sb_http_stream_write(p->x, p->ev.data, p->ev.len);
+        } else if (rc != 0 && rc != SB_CANON_E_STOP && !p->stream_failed) {
+            count_upstream_error(p, SB_UPERR_PROTOCOL);
+            stream_error_event(p, "upstream_stream_cut",
+                               "The provider's stream ended before it was complete.");
+        }
+        sb_http_stream_end(p->x);
+        return;
+    }
     if (result != SB_UP_OK && !p->stream_failed) {
         if (result == SB_UP_E_TIMEOUT) {
             count_upstream_error(p, SB_UPERR_TIMEOUT);
@@ -428,7 +588,7 @@ static void finish_stream(struct sb_proxy *p, int result)
             stream_error_event(p, "upstream_stream_cut",
                                "The provider's stream ended before it was complete.");
         }
-    } else if (sb_sse_parser_end(&p->sse) && !p->stream_failed) {
+    } else if (!p->xlate && !p->pass_anthropic && sb_sse_parser_end(&p->sse) && !p->stream_failed) {
         count_upstream_error(p, SB_UPERR_PROTOCOL);
         stream_error_event(p, "upstream_stream_cut",
                            "The provider's stream ended in the middle of an event.");
@@ -436,9 +596,108 @@ static void finish_stream(struct sb_proxy *p, int result)
     sb_http_stream_end(p->x);
 }
 
+static void respond_body(struct sb_proxy *p, int status, const char *ct, const struct sb_buf *body,
+                         bool retry_hint)
+{
+    char hdr[1024];
+    struct sb_buf h = {.data = hdr, .len = 0, .cap = sizeof hdr, .max = sizeof hdr - 1};
+    response_headers(p, &h);
+    if (retry_hint && p->retry_after[0])
+        sb_buf_printf(&h, "Retry-After: %s\r\n", p->retry_after);
+    else if (retry_hint && p->cerr_set && p->cerr.retry_after_ms >= 0)
+        sb_buf_printf(&h, "Retry-After: %lld\r\n",
+                      (long long)((p->cerr.retry_after_ms + 999) / 1000));
+    if (retry_hint && p->retry_after_ms[0])
+        sb_buf_printf(&h, "retry-after-ms: %s\r\n", p->retry_after_ms);
+    sb_http_respond(p->x, status, ct, h.data, h.len, body->data ? body->data : "", body->len);
+}
+
+/* A complete answer of a translated attempt (or of Anthropic to Anthropic, whose bytes pass
+ * through and are only read for their usage). */
+static void finish_translated(struct sb_proxy *p, int status)
+{
+    struct sb_api_req *r = p->r;
+    const struct sb_server_config *sc = &r->gw_w->gw->cfg->server;
+    bool ok = status >= 200 && status < 300;
+    if (!ok) {
+        count_upstream_error(p, status >= 500 ? SB_UPERR_STATUS_5XX : SB_UPERR_STATUS_4XX);
+        redact_key(p);
+        if (p->pass_anthropic || !p->cerr_set) {
+            respond_body(p, status, p->content_type[0] ? p->content_type : "application/json",
+                         &p->resp, true);
+            return;
+        }
+        struct sb_buf out;
+        sb_buf_init(&out, 64 * 1024);
+        int st = status;
+        if (p->client->render_error(&p->cerr, &out, &st) != 0) {
+            sb_buf_free(&out);
+            sb_api_fail(r, 502, "api_error", "upstream_error", NULL, "The provider failed.");
+            return;
+        }
+        r->rec.error_code = "upstream_error";
+        respond_body(p, st, "application/json", &out, true);
+        sb_buf_free(&out);
+        return;
+    }
+    struct sb_buf out;
+    sb_buf_init(&out, (size_t)sc->max_response_bytes + 65536);
+    if (p->ep == SB_EP_EMBEDDINGS) {
+        r->rec.tokens_in = p->eresp.input_tokens;
+        r->rec.tokens_out = 0;
+        if (sb_openai_render_embeddings(&p->eresp, p->req_model, p->ereq.base64, &out) != 0) {
+            sb_buf_free(&out);
+            sb_api_fail(r, 502, "api_error", "upstream_response_too_large", NULL,
+                        "The embeddings are larger than the configured maximum.");
+            return;
+        }
+        respond_body(p, 200, "application/json", &out, false);
+        sb_buf_free(&out);
+        return;
+    }
+    sb_canon_resp_free(&p->cresp);
+    sb_canon_resp_init(&p->cresp, (size_t)sc->max_response_bytes);
+    int rc = p->ep == SB_EP_COUNT_TOKENS
+                 ? 0
+                 : p->codec->decode_response(p->resp.data ? p->resp.data : "", p->resp.len,
+                                             sb_canon_resp_event, &p->cresp);
+    if (rc == 0 && p->ep != SB_EP_COUNT_TOKENS)
+        record_usage(p, &p->cresp.usage);
+    if (p->pass_anthropic) {
+        sb_buf_free(&out);
+        respond_body(p, status, p->content_type[0] ? p->content_type : "application/json", &p->resp,
+                     false);
+        return;
+    }
+    if (rc != 0) {
+        sb_buf_free(&out);
+        count_upstream_error(p, SB_UPERR_PROTOCOL);
+        sb_api_fail(r, 502, "api_error", "upstream_invalid_response", NULL,
+                    "The provider's response could not be read.");
+        return;
+    }
+    int st = 200;
+    if (p->cresp.has_error)
+        rc = p->client->render_error(&p->cresp.error, &out, &st);
+    else
+        rc = p->client->render_response(&p->cresp, p->req_model, &out);
+    if (rc != 0) {
+        sb_buf_free(&out);
+        sb_api_fail(r, 502, "api_error", "upstream_response_too_large", NULL,
+                    "The translated response is larger than the configured maximum.");
+        return;
+    }
+    respond_body(p, st, "application/json", &out, false);
+    sb_buf_free(&out);
+}
+
 static void finish_plain(struct sb_proxy *p, int result)
 {
     struct sb_api_req *r = p->r;
+    if (result == SB_UP_OK && (p->xlate || p->pass_anthropic)) {
+        finish_translated(p, p->status ? p->status : 502);
+        return;
+    }
     if (result != SB_UP_OK) {
         if (p->too_large) {
             count_upstream_error(p, SB_UPERR_PROTOCOL);
@@ -517,6 +776,8 @@ static int64_t retry_after_ms(const struct sb_proxy *p)
         if (end != p->retry_after && *end == '\0' && v >= 0 && v < 1e6)
             return (int64_t)(v * 1000);
     }
+    if (p->cerr_set && p->cerr.retry_after_ms >= 0) /* Gemini's RetryInfo, in the body */
+        return p->cerr.retry_after_ms;
     return -1;
 }
 
@@ -644,6 +905,39 @@ static enum err_class classify(struct sb_proxy *p, int result)
         return result == SB_UP_E_CONNECT || result == SB_UP_E_PROTOCOL ? E_SERVER : E_FINAL;
     }
     int st = p->status;
+    if (p->xlate || p->pass_anthropic) { /* the dialect's own error shapes */
+        if (st >= 200 && st < 300)
+            return E_OK;
+        redact_key(p);
+        p->codec->decode_error(st, p->resp.data ? p->resp.data : "", p->resp.len, &p->cerr);
+        if (p->codec->dialect == SB_DIALECT_BEDROCK && p->amzn_error[0])
+            sb_bedrock_error_type(&p->cerr, p->amzn_error);
+        p->cerr_set = true;
+        switch (p->cerr.kind) {
+        case SB_ERRK_AUTH:
+        case SB_ERRK_PERMISSION:
+            return E_AUTH;
+        case SB_ERRK_BILLING:
+            return E_QUOTA;
+        case SB_ERRK_NOT_FOUND:
+            return E_NOT_FOUND;
+        case SB_ERRK_CONTEXT_WINDOW:
+            return E_CONTEXT_WINDOW;
+        case SB_ERRK_CONTENT_POLICY:
+            return E_CONTENT_POLICY;
+        case SB_ERRK_RATE_LIMIT:
+            return E_RATE_LIMIT;
+        case SB_ERRK_OVERLOADED:
+        case SB_ERRK_SERVER:
+            return E_SERVER;
+        case SB_ERRK_TIMEOUT:
+            return E_TIMEOUT;
+        case SB_ERRK_INVALID_REQUEST:
+        case SB_ERRK_TOO_LARGE:
+            break;
+        }
+        return E_BAD_REQUEST;
+    }
     if (st >= 200 && st < 300) {
         /* Validated and indexed once here; finish_plain reads usage from the same index. */
         p->resp_indexed = sb_json_validate_index(p->resp.data ? p->resp.data : "", p->resp.len,
@@ -839,6 +1133,25 @@ static void on_done(void *ud, int result, const char *detail)
         sb_router_failure(router, p->dep, hard && allowed < 0, allowed, now);
     } else if (c == E_OK || c == E_BAD_REQUEST)
         sb_router_success(router, p->dep);
+    if (c == E_OK && p->xlate && p->ep == SB_EP_EMBEDDINGS) {
+        /* Providers with a small batch limit (Titan: one input a call) are called until every
+         * input has its vector. */
+        if (p->target->embed->decode(p->resp.data ? p->resp.data : "", p->resp.len, &p->eresp) !=
+            0) {
+            count_upstream_error(p, SB_UPERR_PROTOCOL);
+            sb_api_fail(r, 502, "api_error", "upstream_invalid_response", NULL,
+                        "The provider's embeddings could not be read.");
+            detach(p);
+            return;
+        }
+        if (p->ebatch_to < p->ereq.ninputs) {
+            p->ebatch_from = p->ebatch_to;
+            p->ebatch_continue = true;
+            p->next_dep = p->dep;
+            launch(p);
+            return;
+        }
+    }
     uint64_t delay = 0;
     if (c != E_OK && plan_next(p, c, &delay)) {
         count_upstream_error(p, result == SB_UP_E_TIMEOUT   ? SB_UPERR_TIMEOUT
@@ -1191,7 +1504,7 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
         return;
     }
     bool stream = c[1] == 1 && m_stream->value.type == SB_JSON_TRUE;
-    if (ep == SB_EP_EMBEDDINGS)
+    if (ep == SB_EP_EMBEDDINGS || ep == SB_EP_COUNT_TOKENS)
         stream = false;
 
     r->rec.stream = stream;
@@ -1207,6 +1520,10 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     p->r = r;
     p->x = x;
     p->stream = stream;
+    memcpy(p->req_model, name, name_len);
+    p->req_model[name_len] = '\0';
+    p->client = r->dialect == SB_DIALECT_ANTHROPIC ? &sb_client_anthropic : &sb_client_openai;
+    p->eresp.input_tokens = -1;
     p->retry_override = hdr_retries;
     memcpy(p->wild, wild, sizeof wild);
     sb_buf_init(&p->model_json, 1024);
@@ -1222,7 +1539,9 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     int ne = 0;
     /* The model value's text is set for each attempt's deployment (launch). */
     edits[ne++] = (struct edit){model.value.start, model.value.end, NULL, 0};
-    if (stream) {
+    if (stream && r->dialect == SB_DIALECT_ANTHROPIC) {
+        /* Anthropic streams always carry their usage. */
+    } else if (stream) {
         static const char add_root[] = ",\"stream_options\":{\"include_usage\":true}";
         static const char add_inner[] = ",\"include_usage\":true";
         static const char obj[] = "{\"include_usage\":true}";
@@ -1377,6 +1696,100 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     launch(p);
 }
 
+static void fail_with(struct sb_proxy *p, const struct sb_error *e)
+{
+    sb_api_fail(p->r, e->status, e->type, e->code, e->param, e->message);
+    detach(p);
+}
+
+/* The body of a translated attempt: the client's request decoded once, encoded for the
+ * target's dialect. Returns false after answering the client. */
+static bool prepare_translation(struct sb_proxy *p, const struct sb_provider_target *target)
+{
+    struct sb_api_req *r = p->r;
+    const char *s = r->x->body.data ? r->x->body.data : "";
+    size_t n = r->x->body.len;
+    struct sb_error err;
+    const char *prov = target->d->provider_name;
+    if (p->ep == SB_EP_COMPLETIONS) {
+        sb_error_set(&err, 400, "invalid_request_error", "unsupported_endpoint", "model",
+                     "The legacy completions endpoint is served only by OpenAI-compatible "
+                     "models; '%.100s' is a %.40s model. Use /v1/chat/completions.",
+                     p->req_model, prov);
+        fail_with(p, &err);
+        return false;
+    }
+    if (p->ep == SB_EP_EMBEDDINGS) {
+        if (!target->embed || r->dialect != SB_DIALECT_OPENAI) {
+            sb_error_set(&err, 400, "invalid_request_error", "unsupported_endpoint", "model",
+                         "'%.100s' is a %.40s model, which has no embeddings here.", p->req_model,
+                         prov);
+            fail_with(p, &err);
+            return false;
+        }
+        if (!p->embed_ready) {
+            if (sb_openai_decode_embed_request(s, n, &p->ereq, &err) != 0) {
+                fail_with(p, &err);
+                return false;
+            }
+            p->embed_ready = true;
+        }
+        if (!p->ebatch_continue) { /* a new attempt starts from the first input again */
+            sb_embed_resp_free(&p->eresp);
+            p->ebatch_from = 0;
+        }
+        p->ebatch_continue = false;
+        size_t max = target->embed->batch_max ? target->embed->batch_max : 1;
+        p->ebatch_to =
+            p->ereq.ninputs - p->ebatch_from > max ? p->ebatch_from + max : p->ereq.ninputs;
+        if (target->embed->encode(&p->ereq, p->ebatch_from, p->ebatch_to, p->model, &p->body,
+                                  &err) != 0) {
+            fail_with(p, &err);
+            return false;
+        }
+        return true;
+    }
+    if (!p->canon_ready) {
+        if (p->client->decode_request(s, n, &p->canon, &err) != 0) {
+            fail_with(p, &err);
+            return false;
+        }
+        p->canon_ready = true;
+    }
+    p->canon.stream = p->stream;
+    if (p->codec->encode_request(&p->canon, p->model, &p->body, &err) != 0) {
+        fail_with(p, &err);
+        return false;
+    }
+    return true;
+}
+
+/* /v1/messages/count_tokens for a model whose provider cannot count: an estimate, said to be
+ * one. */
+static void count_tokens_locally(struct sb_proxy *p)
+{
+    struct sb_api_req *r = p->r;
+    struct sb_canon_req req;
+    memset(&req, 0, sizeof req);
+    struct sb_error err;
+    if (sb_anthropic_decode_count_tokens(r->x->body.data ? r->x->body.data : "", r->x->body.len,
+                                         &req, &err) != 0) {
+        sb_canon_req_free(&req);
+        fail_with(p, &err);
+        return;
+    }
+    int64_t n = sb_canon_estimate_tokens(&req);
+    sb_canon_req_free(&req);
+    char body[64];
+    struct sb_buf b = {.data = body, .len = 0, .cap = sizeof body, .max = sizeof body - 1};
+    sb_buf_printf(&b, "{\"input_tokens\":%lld}", (long long)n);
+    char hdr[512];
+    int hn = snprintf(hdr, sizeof hdr, "%sx-switchboard-token-count: estimated\r\n", r->rid_header);
+    sb_http_respond(p->x, 200, "application/json", hdr,
+                    hn > 0 && (size_t)hn < sizeof hdr ? (size_t)hn : 0, b.data, b.len);
+    detach(p);
+}
+
 /* Starts the attempt on p->next_dep: the body with that deployment's model, its URL and
  * headers. */
 static void launch(struct sb_proxy *p)
@@ -1385,6 +1798,10 @@ static void launch(struct sb_proxy *p)
     struct sb_gateway *gw = r->gw_w->gw;
     const struct sb_server_config *sc = &gw->cfg->server;
     const struct sb_provider_target *target = &gw->targets[p->next_dep];
+    if (p->ep == SB_EP_COUNT_TOKENS && target->dialect != SB_DIALECT_ANTHROPIC) {
+        count_tokens_locally(p);
+        return;
+    }
     p->dep = p->next_dep;
     p->target = target;
     r->rec.dep = target->d;
@@ -1392,9 +1809,11 @@ static void launch(struct sb_proxy *p)
     if (p->ntried < sizeof p->tried / sizeof p->tried[0])
         p->tried[p->ntried++] = p->dep;
     p->status = 0;
-    p->content_type[0] = p->retry_after[0] = p->retry_after_ms[0] = '\0';
+    p->content_type[0] = p->retry_after[0] = p->retry_after_ms[0] = p->amzn_error[0] = '\0';
     p->too_large = false;
     p->resp_indexed = false;
+    p->cerr_set = false;
+    xlate_reset_stream(p);
     sb_buf_reset(&p->resp);
     sb_buf_reset(&p->body);
     sb_buf_reset(&p->url);
@@ -1402,6 +1821,7 @@ static void launch(struct sb_proxy *p)
     memcpy(e, p->edits, sizeof e);
     e[0].text = target->upstream_model_json;
     e[0].len = strlen(target->upstream_model_json);
+    snprintf(p->model, sizeof p->model, "%s", target->d->upstream_model);
     const char *star = strchr(target->d->upstream_model, '*');
     if (star) { /* a wildcard deployment: its '*' becomes what the request's model matched */
         struct sb_buf m;
@@ -1414,16 +1834,42 @@ static void launch(struct sb_proxy *p)
             e[0].text = p->model_json.data;
             e[0].len = p->model_json.len;
         }
+        if (m.data)
+            snprintf(p->model, sizeof p->model, "%s", m.data);
         sb_buf_free(&m);
     }
+    /* Same dialect on both sides: the client's bytes with the model spliced. Otherwise the
+     * request goes through the canonical form into the provider's dialect. */
+    enum sb_dialect td = target->dialect;
+    p->codec = target->codec;
+    p->pass_anthropic = r->dialect == SB_DIALECT_ANTHROPIC && td == SB_DIALECT_ANTHROPIC;
+    p->xlate = r->dialect != td || (p->ep == SB_EP_EMBEDDINGS && target->embed);
+    if (p->xlate && !prepare_translation(p, target))
+        return;
     const char *s = r->x->body.data ? r->x->body.data : "";
-    if (apply_edits(s, r->x->body.len, e, p->ne, &p->body) != 0 ||
-        sb_provider_url(target, p->ep, &p->url) != 0) {
+    if ((!p->xlate && apply_edits(s, r->x->body.len, e, p->ne, &p->body) != 0) ||
+        sb_provider_url(target, p->ep, p->stream, p->model, &p->url) != 0) {
         sb_api_fail(r, 500, "api_error", "internal_error", NULL, "Could not build the request.");
         detach(p);
         return;
     }
-    p->rid_node.next = (struct curl_slist *)target->headers;
+    struct curl_slist *head = (struct curl_slist *)target->headers;
+    if (target->sigv4) { /* Bedrock: signed over this URL and body */
+        int nsig = sb_provider_sign(target, p->url.data, p->body.data ? p->body.data : "",
+                                    p->body.len, p->sig_lines, 4);
+        if (nsig < 0) {
+            sb_api_fail(r, 500, "api_error", "internal_error", NULL,
+                        "Could not sign the request for the provider.");
+            detach(p);
+            return;
+        }
+        for (int i = nsig - 1; i >= 0; i--) {
+            p->sig_nodes[i].data = p->sig_lines[i];
+            p->sig_nodes[i].next = head;
+            head = &p->sig_nodes[i];
+        }
+    }
+    p->rid_node.next = head;
     const struct sb_deployment *d = target->d;
     struct sb_transfer_opts o = {
         .url = p->url.data,
