@@ -1,0 +1,1208 @@
+/* Anthropic Messages, provider side: canonical requests -> Messages bodies; Messages
+ * responses, streams and errors -> canonical events (protocols README §3, §5.1-5.3, §5.7-5.10).
+ * The mapping decisions are listed in docs/translation/anthropic.md. */
+#include "canon/codecs.h"
+
+#include "http/sse.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Anthropic's smallest accepted thinking budget (thinking.budget_tokens >= 1024). */
+#define MIN_THINKING_BUDGET 1024
+
+/* ================================================================== request */
+
+/* Builds the body; every failure sets err (400 for what Anthropic cannot express). */
+struct enc {
+    const struct sb_canon_req *req;
+    struct sb_error *err;
+    json_t *system;   /* array of text blocks */
+    json_t *messages; /* finished turns */
+    int role;         /* role of the turn being built, -1 before the first */
+    json_t *first;    /* user: tool_result blocks; assistant: thinking blocks */
+    json_t *middle;   /* text, images, documents */
+    json_t *last;     /* assistant: tool_use blocks */
+};
+
+static int fail_oom(struct enc *e)
+{
+    sb_error_set(e->err, 500, "api_error", NULL, NULL,
+                 "could not build the Anthropic request body (out of memory or invalid UTF-8)");
+    return -1;
+}
+
+static int unsupported(struct sb_error *err, const char *param)
+{
+    sb_error_set(err, 400, "invalid_request_error", "unsupported_parameter", param,
+                 "'%s' is not supported by Anthropic models", param);
+    return -1;
+}
+
+static int invalid(struct sb_error *err, const char *param, const char *msg, size_t idx)
+{
+    sb_error_set(err, 400, "invalid_request_error", "invalid_value", param, "messages[%zu]: %s",
+                 idx, msg);
+    return -1;
+}
+
+/* Anthropic ids must match ^[A-Za-z0-9_-]+$; foreign ids (Gemini, Mistral, clients) are
+ * rewritten byte by byte, the same way in tool_use and tool_result, so they keep pairing. */
+static json_t *clean_id(const char *id)
+{
+    size_t n = strlen(id);
+    char *c = sb_canon_strndup(id, n);
+    if (!c)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)c[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '-'))
+            c[i] = '_';
+    }
+    json_t *s = json_string(c);
+    free(c);
+    return s;
+}
+
+static int with_cache_control(json_t *block, const json_t *cc)
+{
+    if (!cc)
+        return 0;
+    return json_object_set(block, "cache_control", (json_t *)cc);
+}
+
+static json_t *text_block(const char *text, const json_t *cc)
+{
+    json_t *b = json_pack("{s:s,s:s}", "type", "text", "text", text);
+    if (b && with_cache_control(b, cc) != 0) {
+        json_decref(b);
+        return NULL;
+    }
+    return b;
+}
+
+static bool is_http_url(const char *u)
+{
+    return strncmp(u, "https://", 8) == 0 || strncmp(u, "http://", 7) == 0;
+}
+
+/* IMAGE or DOCUMENT -> {type, source}. *out stays NULL when the part carries nothing. */
+static int media_block(struct enc *e, const struct sb_part *p, size_t idx, json_t **out)
+{
+    *out = NULL;
+    bool doc = p->type == SB_PART_DOCUMENT;
+    json_t *src;
+    if (p->data) {
+        const char *mt = p->media_type;
+        if (!mt && doc)
+            mt = "application/pdf";
+        if (!mt)
+            return invalid(e->err, "messages", "an inline image needs a media type", idx);
+        src = json_pack("{s:s,s:s,s:s}", "type", "base64", "media_type", mt, "data", p->data);
+    } else if (p->url) {
+        if (!is_http_url(p->url))
+            return invalid(e->err, "messages",
+                           "Anthropic only fetches http(s) URLs; send the file inline", idx);
+        src = json_pack("{s:s,s:s}", "type", "url", "url", p->url);
+    } else {
+        return 0;
+    }
+    if (!src)
+        return fail_oom(e);
+    json_t *b = json_pack("{s:s,s:o}", "type", doc ? "document" : "image", "source", src);
+    if (!b || with_cache_control(b, p->cache_control) != 0) {
+        json_decref(b);
+        return fail_oom(e);
+    }
+    *out = b;
+    return 0;
+}
+
+/* A tool_result's content: a plain string when it is one text without cache_control, else an
+ * array of text / image / document blocks (empty texts left out: Anthropic rejects them). */
+static int result_content(struct enc *e, const struct sb_part *r, size_t idx, json_t **out)
+{
+    *out = NULL;
+    if (r->nparts == 0)
+        return 0;
+    if (r->nparts == 1 && r->parts[0].type == SB_PART_TEXT && !r->parts[0].cache_control) {
+        *out = json_string(r->parts[0].text ? r->parts[0].text : "");
+        return *out ? 0 : fail_oom(e);
+    }
+    json_t *arr = json_array();
+    if (!arr)
+        return fail_oom(e);
+    for (size_t i = 0; i < r->nparts; i++) {
+        const struct sb_part *p = &r->parts[i];
+        json_t *b = NULL;
+        if (p->type == SB_PART_TEXT) {
+            if (!p->text || !*p->text)
+                continue;
+            if (!(b = text_block(p->text, p->cache_control))) {
+                json_decref(arr);
+                return fail_oom(e);
+            }
+        } else if (p->type == SB_PART_IMAGE || p->type == SB_PART_DOCUMENT) {
+            if (media_block(e, p, idx, &b) != 0) {
+                json_decref(arr);
+                return -1;
+            }
+            if (!b)
+                continue;
+        } else {
+            continue;
+        }
+        if (json_array_append_new(arr, b) != 0) {
+            json_decref(arr);
+            return fail_oom(e);
+        }
+    }
+    *out = arr;
+    return 0;
+}
+
+static int tool_result_block(struct enc *e, const struct sb_part *p, size_t idx, json_t **out)
+{
+    *out = NULL;
+    if (!p->id || !*p->id)
+        return invalid(e->err, "messages", "a tool result without tool_call_id", idx);
+    json_t *b = json_pack("{s:s,s:o}", "type", "tool_result", "tool_use_id", clean_id(p->id));
+    if (!b)
+        return fail_oom(e);
+    json_t *content = NULL;
+    if (result_content(e, p, idx, &content) != 0) {
+        json_decref(b);
+        return -1;
+    }
+    if ((content && json_object_set_new(b, "content", content) != 0) ||
+        (p->is_error && json_object_set_new(b, "is_error", json_true()) != 0) ||
+        with_cache_control(b, p->cache_control) != 0) {
+        json_decref(b);
+        return fail_oom(e);
+    }
+    *out = b;
+    return 0;
+}
+
+/* Arguments are JSON text; Anthropic wants an object: anything else (empty, invalid, an
+ * array) becomes {} rather than a failed request. */
+static json_t *tool_input(const char *args)
+{
+    if (args && *args) {
+        json_t *v = json_loads(args, 0, NULL);
+        if (json_is_object(v))
+            return v;
+        json_decref(v);
+    }
+    return json_object();
+}
+
+static int tool_use_block(struct enc *e, const struct sb_part *p, size_t idx, json_t **out)
+{
+    *out = NULL;
+    if (!p->id || !*p->id)
+        return invalid(e->err, "messages", "a tool call without an id", idx);
+    if (!p->name || !*p->name)
+        return invalid(e->err, "messages", "a tool call without a function name", idx);
+    json_t *b = json_pack("{s:s,s:o,s:s,s:o}", "type", "tool_use", "id", clean_id(p->id), "name",
+                          p->name, "input", tool_input(p->arguments));
+    if (!b || with_cache_control(b, p->cache_control) != 0) {
+        json_decref(b);
+        return fail_oom(e);
+    }
+    *out = b;
+    return 0;
+}
+
+/* Appends the blocks of one canonical part to the three slots of a turn (slot arrays are
+ * the caller's). A part Anthropic cannot carry is dropped (b stays NULL). */
+static int part_blocks(struct enc *e, enum sb_role role, const struct sb_part *p, size_t idx,
+                       json_t *first, json_t *middle, json_t *last)
+{
+    json_t *b = NULL;
+    json_t *slot = middle;
+    switch (p->type) {
+    case SB_PART_TEXT:
+        /* Anthropic rejects empty text blocks. */
+        if (!p->text || !*p->text)
+            return 0;
+        if (!(b = text_block(p->text, p->cache_control)))
+            return fail_oom(e);
+        break;
+    case SB_PART_IMAGE:
+    case SB_PART_DOCUMENT:
+        if (media_block(e, p, idx, &b) != 0)
+            return -1;
+        break;
+    case SB_PART_TOOL_CALL:
+        if (role != SB_ROLE_ASSISTANT)
+            return 0;
+        if (tool_use_block(e, p, idx, &b) != 0)
+            return -1;
+        slot = last;
+        break;
+    case SB_PART_TOOL_RESULT:
+        if (role == SB_ROLE_ASSISTANT)
+            return 0;
+        if (tool_result_block(e, p, idx, &b) != 0)
+            return -1;
+        slot = first;
+        break;
+    case SB_PART_THINKING:
+        /* Only Anthropic's own signed thinking goes back: an unsigned block is rejected, and
+         * an empty one holding a Gemini thought signature means nothing here. */
+        if (role != SB_ROLE_ASSISTANT || !p->text || !*p->text || !p->signature || !*p->signature)
+            return 0;
+        if (!(b = json_pack("{s:s,s:s,s:s}", "type", "thinking", "thinking", p->text, "signature",
+                            p->signature)))
+            return fail_oom(e);
+        slot = first;
+        break;
+    case SB_PART_REDACTED_THINKING:
+        if (role != SB_ROLE_ASSISTANT || !p->text || !*p->text)
+            return 0;
+        if (!(b = json_pack("{s:s,s:s}", "type", "redacted_thinking", "data", p->text)))
+            return fail_oom(e);
+        slot = first;
+        break;
+    }
+    if (!b)
+        return 0;
+    if (json_array_append_new(slot, b) != 0)
+        return fail_oom(e);
+    return 0;
+}
+
+static int flush_turn(struct enc *e)
+{
+    if (e->role < 0)
+        return 0;
+    json_t *content = json_array();
+    if (!content || json_array_extend(content, e->first) != 0 ||
+        json_array_extend(content, e->middle) != 0 || json_array_extend(content, e->last) != 0) {
+        json_decref(content);
+        return fail_oom(e);
+    }
+    json_array_clear(e->first);
+    json_array_clear(e->middle);
+    json_array_clear(e->last);
+    const char *role = e->role == SB_ROLE_ASSISTANT ? "assistant" : "user";
+    if (json_array_append_new(e->messages,
+                              json_pack("{s:s,s:o}", "role", role, "content", content)) != 0)
+        return fail_oom(e);
+    return 0;
+}
+
+static int add_system(struct enc *e, const struct sb_msg *m)
+{
+    for (size_t i = 0; i < m->nparts; i++) {
+        const struct sb_part *p = &m->parts[i];
+        if (p->type != SB_PART_TEXT || !p->text || !*p->text)
+            continue;
+        if (json_array_append_new(e->system, text_block(p->text, p->cache_control)) != 0)
+            return fail_oom(e);
+    }
+    return 0;
+}
+
+/* Turns: system messages hoisted; user and tool messages are user turns; consecutive
+ * same-role turns merged, tool_result blocks first in a user turn, thinking first and
+ * tool_use last in an assistant turn. A message that gives no block does not split turns. */
+static int build_messages(struct enc *e)
+{
+    const struct sb_canon_req *r = e->req;
+    json_t *first = json_array(), *middle = json_array(), *last = json_array();
+    int rc = -1;
+    if (!first || !middle || !last) {
+        fail_oom(e);
+        goto out;
+    }
+    for (size_t i = 0; i < r->nmsgs; i++) {
+        const struct sb_msg *m = &r->msgs[i];
+        if (m->role == SB_ROLE_SYSTEM) {
+            if (add_system(e, m) != 0)
+                goto out;
+            continue;
+        }
+        int role = m->role == SB_ROLE_ASSISTANT ? SB_ROLE_ASSISTANT : SB_ROLE_USER;
+        for (size_t j = 0; j < m->nparts; j++)
+            if (part_blocks(e, (enum sb_role)m->role, &m->parts[j], i, first, middle, last) != 0)
+                goto out;
+        if (json_array_size(first) + json_array_size(middle) + json_array_size(last) == 0)
+            continue;
+        if (role != e->role) {
+            if (flush_turn(e) != 0)
+                goto out;
+            if (json_array_size(e->messages) == 0 && role == SB_ROLE_ASSISTANT) {
+                invalid(e->err, "messages",
+                        "Anthropic requires the conversation to start with a user message", i);
+                goto out;
+            }
+            e->role = role;
+        }
+        if (json_array_extend(e->first, first) != 0 || json_array_extend(e->middle, middle) != 0 ||
+            json_array_extend(e->last, last) != 0) {
+            fail_oom(e);
+            goto out;
+        }
+        json_array_clear(first);
+        json_array_clear(middle);
+        json_array_clear(last);
+    }
+    if (flush_turn(e) != 0)
+        goto out;
+    if (json_array_size(e->messages) == 0) {
+        sb_error_set(e->err, 400, "invalid_request_error", "invalid_value", "messages",
+                     "Anthropic requires at least one user message");
+        goto out;
+    }
+    rc = 0;
+out:
+    json_decref(first);
+    json_decref(middle);
+    json_decref(last);
+    return rc;
+}
+
+static int build_tools(struct enc *e, json_t *root)
+{
+    const struct sb_canon_req *r = e->req;
+    if (r->ntools == 0)
+        return 0;
+    json_t *tools = json_array();
+    if (!tools || json_object_set_new(root, "tools", tools) != 0)
+        return fail_oom(e);
+    for (size_t i = 0; i < r->ntools; i++) {
+        const struct sb_tool *t = &r->tools[i];
+        if (!t->name || !*t->name) {
+            sb_error_set(e->err, 400, "invalid_request_error", "invalid_value", "tools",
+                         "tools[%zu]: a tool needs a name", i);
+            return -1;
+        }
+        json_t *schema = json_is_object(t->parameters)
+                             ? json_incref(t->parameters)
+                             : json_pack("{s:s,s:{}}", "type", "object", "properties");
+        json_t *o = json_pack("{s:s,s:o}", "name", t->name, "input_schema", schema);
+        if (!o ||
+            (t->description &&
+             json_object_set_new(o, "description", json_string(t->description)) != 0) ||
+            with_cache_control(o, t->cache_control) != 0 || json_array_append_new(tools, o) != 0)
+            return fail_oom(e);
+    }
+    /* Anthropic refuses tool_choice without tools, so it only goes with them. */
+    const char *type = NULL;
+    switch (r->tool_choice) {
+    case SB_TC_UNSET:
+        break;
+    case SB_TC_AUTO:
+        type = "auto";
+        break;
+    case SB_TC_NONE:
+        type = "none";
+        break;
+    case SB_TC_REQUIRED:
+        type = "any";
+        break;
+    case SB_TC_NAMED:
+        type = "tool";
+        break;
+    }
+    bool no_parallel = r->parallel_tool_calls == 0 && r->tool_choice != SB_TC_NONE;
+    if (!type && no_parallel)
+        type = "auto";
+    if (!type)
+        return 0;
+    json_t *tc = json_pack("{s:s}", "type", type);
+    if (!tc || json_object_set_new(root, "tool_choice", tc) != 0)
+        return fail_oom(e);
+    if (r->tool_choice == SB_TC_NAMED) {
+        if (!r->tool_choice_name || !*r->tool_choice_name) {
+            sb_error_set(e->err, 400, "invalid_request_error", "invalid_value", "tool_choice",
+                         "tool_choice names no function");
+            return -1;
+        }
+        if (json_object_set_new(tc, "name", json_string(r->tool_choice_name)) != 0)
+            return fail_oom(e);
+    }
+    if (no_parallel && json_object_set_new(tc, "disable_parallel_tool_use", json_true()) != 0)
+        return fail_oom(e);
+    return 0;
+}
+
+static bool all_space(const char *s)
+{
+    for (; *s; s++)
+        if (!(*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' || *s == '\v'))
+            return false;
+    return true;
+}
+
+/* Anthropic asks that metadata.user_id carry no personal data: an e-mail address is left out. */
+static bool looks_like_email(const char *s)
+{
+    const char *at = strchr(s, '@');
+    return at && at > s && strchr(at + 1, '.') != NULL;
+}
+
+static int build_params(struct enc *e, json_t *root, int64_t budget)
+{
+    const struct sb_canon_req *r = e->req;
+    if (r->nstop) {
+        json_t *stops = json_array();
+        if (!stops || json_object_set_new(root, "stop_sequences", stops) != 0)
+            return fail_oom(e);
+        for (size_t i = 0; i < r->nstop; i++) {
+            /* Anthropic rejects whitespace-only stop sequences. */
+            if (!r->stop[i] || all_space(r->stop[i]))
+                continue;
+            if (json_array_append_new(stops, json_string(r->stop[i])) != 0)
+                return fail_oom(e);
+        }
+        if (json_array_size(stops) == 0)
+            json_object_del(root, "stop_sequences");
+    }
+    /* With thinking on, Anthropic accepts only the default temperature and top_k, and top_p
+     * of at least 0.95: the sampling knobs are left to the provider then. */
+    if (budget <= 0) {
+        if (r->has_temperature) {
+            double t = r->temperature < 0 ? 0 : r->temperature > 1 ? 1 : r->temperature;
+            if (json_object_set_new(root, "temperature", json_real(t)) != 0)
+                return fail_oom(e);
+        }
+        if (r->has_top_p && json_object_set_new(root, "top_p", json_real(r->top_p)) != 0)
+            return fail_oom(e);
+        if (r->top_k >= 0 && json_object_set_new(root, "top_k", json_integer(r->top_k)) != 0)
+            return fail_oom(e);
+    }
+    if (r->user && *r->user && !looks_like_email(r->user)) {
+        if (json_object_set_new(root, "metadata", json_pack("{s:s}", "user_id", r->user)) != 0)
+            return fail_oom(e);
+    }
+    if (budget > 0 && json_object_set_new(root, "thinking",
+                                          json_pack("{s:s,s:I}", "type", "enabled", "budget_tokens",
+                                                    (json_int_t)budget)) != 0)
+        return fail_oom(e);
+    if (r->response_format == SB_RF_JSON_SCHEMA &&
+        json_object_set_new(root, "output_config",
+                            json_pack("{s:{s:s,s:O}}", "format", "type", "json_schema", "schema",
+                                      r->rf_schema)) != 0)
+        return fail_oom(e);
+    if (r->cache_control && json_object_set(root, "cache_control", r->cache_control) != 0)
+        return fail_oom(e);
+    if (r->stream && json_object_set_new(root, "stream", json_true()) != 0)
+        return fail_oom(e);
+    return 0;
+}
+
+static int64_t thinking_budget(const struct sb_canon_req *r)
+{
+    int64_t b = r->thinking_budget;
+    if (b < 0)
+        b = sb_canon_effort_budget(r->reasoning_effort);
+    if (b <= 0)
+        return 0;
+    if (b < MIN_THINKING_BUDGET)
+        b = MIN_THINKING_BUDGET;
+    if (b > INT64_MAX - SB_CANON_DEFAULT_MAX_TOKENS)
+        b = INT64_MAX - SB_CANON_DEFAULT_MAX_TOKENS;
+    return b;
+}
+
+static int encode_request(const struct sb_canon_req *req, const char *model, struct sb_buf *out,
+                          struct sb_error *err)
+{
+    if (req->n > 1)
+        return unsupported(err, "n");
+    if (req->logprobs)
+        return unsupported(err, "logprobs");
+    if (req->response_format == SB_RF_JSON_OBJECT) {
+        sb_error_set(err, 400, "invalid_request_error", "unsupported_parameter", "response_format",
+                     "'response_format' of type 'json_object' is not supported by Anthropic "
+                     "models; use 'json_schema' with a schema");
+        return -1;
+    }
+    if (req->response_format == SB_RF_JSON_SCHEMA && !json_is_object(req->rf_schema)) {
+        sb_error_set(err, 400, "invalid_request_error", "invalid_value", "response_format",
+                     "'response_format' of type 'json_schema' needs a schema object");
+        return -1;
+    }
+    const char *m = model ? model : req->model;
+    if (!m || !*m) {
+        sb_error_set(err, 400, "invalid_request_error", "invalid_value", "model",
+                     "no model to send to Anthropic");
+        return -1;
+    }
+
+    struct enc e = {.req = req, .err = err, .role = -1};
+    int rc = -1;
+    json_t *root = json_object();
+    e.system = json_array();
+    e.messages = json_array();
+    e.first = json_array();
+    e.middle = json_array();
+    e.last = json_array();
+    if (!root || !e.system || !e.messages || !e.first || !e.middle || !e.last) {
+        fail_oom(&e);
+        goto out;
+    }
+    int64_t budget = thinking_budget(req);
+    int64_t max_tokens = req->max_tokens >= 0 ? req->max_tokens : SB_CANON_DEFAULT_MAX_TOKENS;
+    if (budget > 0 && max_tokens <= budget)
+        max_tokens = budget + SB_CANON_DEFAULT_MAX_TOKENS;
+    if (json_object_set_new(root, "model", json_string(m)) != 0 ||
+        json_object_set_new(root, "max_tokens", json_integer((json_int_t)max_tokens)) != 0) {
+        fail_oom(&e);
+        goto out;
+    }
+    if (build_messages(&e) != 0)
+        goto out;
+    size_t nsys = json_array_size(e.system);
+    if (nsys == 1 && !json_object_get(json_array_get(e.system, 0), "cache_control")) {
+        json_t *text = json_object_get(json_array_get(e.system, 0), "text");
+        if (json_object_set(root, "system", text) != 0) {
+            fail_oom(&e);
+            goto out;
+        }
+    } else if (nsys > 0 && json_object_set(root, "system", e.system) != 0) {
+        fail_oom(&e);
+        goto out;
+    }
+    if (json_object_set(root, "messages", e.messages) != 0) {
+        fail_oom(&e);
+        goto out;
+    }
+    if (build_tools(&e, root) != 0 || build_params(&e, root, budget) != 0)
+        goto out;
+
+    size_t need = json_dumpb(root, NULL, 0, JSON_COMPACT);
+    if (need == 0) {
+        fail_oom(&e);
+        goto out;
+    }
+    int r = sb_buf_reserve(out, need);
+    if (r != 0) {
+        if (r == -E2BIG)
+            sb_error_set(err, 413, "invalid_request_error", "request_too_large", NULL,
+                         "the request for Anthropic is larger than the configured limit");
+        else
+            fail_oom(&e);
+        goto out;
+    }
+    if (json_dumpb(root, out->data + out->len, need, JSON_COMPACT) != need) {
+        fail_oom(&e);
+        goto out;
+    }
+    out->len += need;
+    out->data[out->len] = '\0';
+    rc = 0;
+out:
+    json_decref(root);
+    json_decref(e.system);
+    json_decref(e.messages);
+    json_decref(e.first);
+    json_decref(e.middle);
+    json_decref(e.last);
+    return rc;
+}
+
+/* ================================================================== errors */
+
+struct err_type {
+    const char *type;
+    int status;
+    enum sb_err_kind kind;
+};
+
+static const struct err_type err_types[] = {
+    {"invalid_request_error", 400, SB_ERRK_INVALID_REQUEST},
+    {"authentication_error", 401, SB_ERRK_AUTH},
+    {"billing_error", 402, SB_ERRK_BILLING},
+    {"permission_error", 403, SB_ERRK_PERMISSION},
+    {"not_found_error", 404, SB_ERRK_NOT_FOUND},
+    {"request_too_large", 413, SB_ERRK_TOO_LARGE},
+    {"rate_limit_error", 429, SB_ERRK_RATE_LIMIT},
+    {"api_error", 500, SB_ERRK_SERVER},
+    {"timeout_error", 504, SB_ERRK_TIMEOUT},
+    {"overloaded_error", 529, SB_ERRK_OVERLOADED},
+};
+
+static const struct err_type *err_type_find(const char *type)
+{
+    if (!type)
+        return NULL;
+    for (size_t i = 0; i < sizeof err_types / sizeof err_types[0]; i++)
+        if (strcmp(err_types[i].type, type) == 0)
+            return &err_types[i];
+    return NULL;
+}
+
+static bool contains_ci(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (; *hay; hay++)
+        if (strncasecmp(hay, needle, n) == 0)
+            return true;
+    return false;
+}
+
+/* Fills out from an Anthropic error object {type, message}. status 0: the status the type
+ * implies (errors inside a 200 stream carry none). */
+static void error_from_obj(int status, const json_t *obj, struct sb_canon_error *out)
+{
+    const char *type = json_string_value(json_object_get(obj, "type"));
+    const char *msg = json_string_value(json_object_get(obj, "message"));
+    const struct err_type *t = err_type_find(type);
+    if (status <= 0)
+        status = t ? t->status : 500;
+    enum sb_err_kind kind = t ? t->kind : sb_err_kind_of_status(status);
+    if (msg) {
+        /* Anthropic reports an empty credit balance as a 400 invalid_request_error. */
+        if (contains_ci(msg, "credit balance"))
+            kind = SB_ERRK_BILLING;
+        else if (contains_ci(msg, "prompt is too long") || contains_ci(msg, "exceed context limit"))
+            kind = SB_ERRK_CONTEXT_WINDOW;
+    }
+    if (msg && *msg)
+        sb_canon_error_set(out, status, kind, type, "%s", msg);
+    else
+        sb_canon_error_set(out, status, kind, type, "Anthropic returned HTTP %d", status);
+}
+
+static int decode_error(int status, const char *body, size_t len, struct sb_canon_error *out)
+{
+    json_t *root = body && len ? json_loadb(body, len, 0, NULL) : NULL;
+    json_t *eo = json_object_get(root, "error");
+    if (json_is_object(eo)) {
+        error_from_obj(status, eo, out);
+    } else {
+        sb_canon_error_set(out, status, sb_err_kind_of_status(status), "",
+                           "Anthropic returned HTTP %d", status);
+    }
+    json_decref(root);
+    return 0;
+}
+
+/* ================================================================== events */
+
+static void ev_init(struct sb_canon_event *ev, enum sb_ev_type type)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->type = type;
+    sb_usage_init(&ev->usage);
+}
+
+static int emit_ev(sb_canon_emit_cb emit, void *ud, const struct sb_canon_event *ev)
+{
+    return emit(ud, ev) ? SB_CANON_E_STOP : 0;
+}
+
+static enum sb_finish finish_of(const char *s)
+{
+    if (!s)
+        return SB_FINISH_NONE;
+    if (strcmp(s, "stop_sequence") == 0)
+        return SB_FINISH_STOP_SEQUENCE;
+    if (strcmp(s, "max_tokens") == 0)
+        return SB_FINISH_LENGTH;
+    if (strcmp(s, "tool_use") == 0)
+        return SB_FINISH_TOOL_CALLS;
+    if (strcmp(s, "refusal") == 0)
+        return SB_FINISH_REFUSAL;
+    if (strcmp(s, "model_context_window_exceeded") == 0)
+        return SB_FINISH_CONTEXT_WINDOW;
+    if (strcmp(s, "pause_turn") == 0)
+        return SB_FINISH_PAUSE;
+    return SB_FINISH_STOP;
+}
+
+static void usage_field(const json_t *o, const char *key, int64_t *dst)
+{
+    const json_t *v = json_object_get(o, key);
+    if (json_is_integer(v) && json_integer_value(v) >= 0)
+        *dst = (int64_t)json_integer_value(v);
+}
+
+/* Latest non-null values win: message_delta repeats the cumulative counts. */
+static void usage_read(const json_t *u, struct sb_usage *dst)
+{
+    if (!json_is_object(u))
+        return;
+    usage_field(u, "input_tokens", &dst->input);
+    usage_field(u, "cache_read_input_tokens", &dst->cache_read);
+    usage_field(u, "cache_creation_input_tokens", &dst->cache_write);
+    usage_field(u, "output_tokens", &dst->output);
+    usage_field(json_object_get(u, "output_tokens_details"), "thinking_tokens", &dst->reasoning);
+}
+
+static void usage_input_only(struct sb_usage *u)
+{
+    u->output = u->reasoning = -1;
+}
+
+static const char *str_or_empty(const json_t *v, size_t *len)
+{
+    if (json_is_string(v)) {
+        *len = json_string_length(v);
+        return json_string_value(v);
+    }
+    *len = 0;
+    return "";
+}
+
+static int emit_error_obj(const json_t *eo, sb_canon_emit_cb emit, void *ud)
+{
+    struct sb_canon_error err;
+    error_from_obj(0, eo, &err);
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_ERROR);
+    ev.error = &err;
+    return emit_ev(emit, ud, &ev);
+}
+
+/* One content block of a whole response. Server tool blocks and unknown types are skipped. */
+static int response_block(const json_t *blk, int *index, sb_canon_emit_cb emit, void *ud)
+{
+    const char *type = json_string_value(json_object_get(blk, "type"));
+    if (!type)
+        return 0;
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_BLOCK_START);
+    ev.index = *index;
+    const json_t *text = NULL, *sig = NULL;
+    char *args = NULL;
+    if (strcmp(type, "text") == 0) {
+        ev.block = SB_BLOCK_TEXT;
+        text = json_object_get(blk, "text");
+    } else if (strcmp(type, "thinking") == 0) {
+        ev.block = SB_BLOCK_THINKING;
+        text = json_object_get(blk, "thinking");
+        sig = json_object_get(blk, "signature");
+    } else if (strcmp(type, "redacted_thinking") == 0) {
+        ev.block = SB_BLOCK_REDACTED_THINKING;
+        text = json_object_get(blk, "data");
+    } else if (strcmp(type, "tool_use") == 0) {
+        ev.block = SB_BLOCK_TOOL_CALL;
+        ev.id = json_string_value(json_object_get(blk, "id"));
+        ev.name = json_string_value(json_object_get(blk, "name"));
+        if (!ev.id || !ev.name)
+            return SB_CANON_E_INVALID;
+        const json_t *input = json_object_get(blk, "input");
+        args = input ? json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("{}");
+        if (!args)
+            return -ENOMEM;
+    } else {
+        return 0;
+    }
+    int rc = emit_ev(emit, ud, &ev);
+    if (rc)
+        goto out;
+    ev.type = SB_EV_DELTA;
+    ev.id = ev.name = NULL;
+    if (args) {
+        ev.text = args;
+        ev.len = strlen(args);
+    } else {
+        ev.text = str_or_empty(text, &ev.len);
+    }
+    if ((rc = emit_ev(emit, ud, &ev)))
+        goto out;
+    if (json_is_string(sig) && json_string_length(sig) > 0) {
+        ev.type = SB_EV_SIGNATURE;
+        ev.text = json_string_value(sig);
+        ev.len = json_string_length(sig);
+        if ((rc = emit_ev(emit, ud, &ev)))
+            goto out;
+    }
+    ev.type = SB_EV_BLOCK_STOP;
+    ev.text = NULL;
+    ev.len = 0;
+    rc = emit_ev(emit, ud, &ev);
+    (*index)++;
+out:
+    free(args);
+    return rc;
+}
+
+static int decode_response(const char *body, size_t len, sb_canon_emit_cb emit, void *ud)
+{
+    json_t *root = body ? json_loadb(body, len, 0, NULL) : NULL;
+    int rc = SB_CANON_E_INVALID;
+    if (!json_is_object(root))
+        goto out;
+    const char *type = json_string_value(json_object_get(root, "type"));
+    if (type && strcmp(type, "error") == 0) {
+        json_t *eo = json_object_get(root, "error");
+        rc = emit_error_obj(json_is_object(eo) ? eo : root, emit, ud);
+        goto out;
+    }
+    const json_t *content = json_object_get(root, "content");
+    if (content && !json_is_array(content))
+        goto out;
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_START);
+    ev.id = json_string_value(json_object_get(root, "id"));
+    ev.model = json_string_value(json_object_get(root, "model"));
+    struct sb_usage usage;
+    sb_usage_init(&usage);
+    usage_read(json_object_get(root, "usage"), &usage);
+    ev.usage = usage;
+    usage_input_only(&ev.usage);
+    if ((rc = emit_ev(emit, ud, &ev)))
+        goto out;
+    int index = 0;
+    size_t i;
+    const json_t *blk;
+    json_array_foreach(content, i, blk)
+    {
+        if (!json_is_object(blk))
+            continue;
+        if ((rc = response_block(blk, &index, emit, ud)))
+            goto out;
+    }
+    ev_init(&ev, SB_EV_FINISH);
+    ev.finish = finish_of(json_string_value(json_object_get(root, "stop_reason")));
+    ev.stop_sequence = json_string_value(json_object_get(root, "stop_sequence"));
+    if ((rc = emit_ev(emit, ud, &ev)))
+        goto out;
+    ev_init(&ev, SB_EV_USAGE);
+    ev.usage = usage;
+    rc = emit_ev(emit, ud, &ev);
+out:
+    json_decref(root);
+    return rc;
+}
+
+/* ================================================================== stream */
+
+struct astream {
+    struct sb_sse_parser sse;
+    sb_canon_emit_cb emit;
+    void *ud;
+    bool started;
+    bool done;   /* message_stop or an error event: the rest of the body is ignored */
+    bool failed; /* a feed returned non-zero */
+    bool open;   /* a block is open (open_skip: one this decoder does not pass on) */
+    bool open_skip;
+    json_int_t open_aidx; /* Anthropic's index of the open block */
+    int open_cidx;        /* its canonical index */
+    enum sb_block_kind open_kind;
+    int nblocks;
+    struct sb_usage usage;
+    bool has_finish;
+    enum sb_finish finish;
+    char *stop_sequence;
+};
+
+static void *stream_new(size_t max_event_bytes)
+{
+    struct astream *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    sb_sse_parser_init(&s->sse, max_event_bytes);
+    sb_usage_init(&s->usage);
+    return s;
+}
+
+static void stream_free(void *st)
+{
+    struct astream *s = st;
+    if (!s)
+        return;
+    sb_sse_parser_free(&s->sse);
+    free(s->stop_sequence);
+    free(s);
+}
+
+static int st_emit(struct astream *s, const struct sb_canon_event *ev)
+{
+    return emit_ev(s->emit, s->ud, ev);
+}
+
+static int on_message_start(struct astream *s, const json_t *d)
+{
+    if (s->started)
+        return SB_CANON_E_INVALID;
+    const json_t *msg = json_object_get(d, "message");
+    if (!json_is_object(msg))
+        return SB_CANON_E_INVALID;
+    s->started = true;
+    usage_read(json_object_get(msg, "usage"), &s->usage);
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_START);
+    ev.id = json_string_value(json_object_get(msg, "id"));
+    ev.model = json_string_value(json_object_get(msg, "model"));
+    ev.usage = s->usage;
+    usage_input_only(&ev.usage);
+    return st_emit(s, &ev);
+}
+
+static int on_block_start(struct astream *s, const json_t *d)
+{
+    const json_t *idx = json_object_get(d, "index");
+    const json_t *cb = json_object_get(d, "content_block");
+    if (!s->started || s->open || !json_is_integer(idx) || json_integer_value(idx) < 0 ||
+        !json_is_object(cb))
+        return SB_CANON_E_INVALID;
+    const char *type = json_string_value(json_object_get(cb, "type"));
+    s->open = true;
+    s->open_aidx = json_integer_value(idx);
+    s->open_skip = false;
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_BLOCK_START);
+    const json_t *initial = NULL;
+    if (type && strcmp(type, "text") == 0) {
+        ev.block = SB_BLOCK_TEXT;
+        initial = json_object_get(cb, "text");
+    } else if (type && strcmp(type, "thinking") == 0) {
+        ev.block = SB_BLOCK_THINKING;
+        initial = json_object_get(cb, "thinking");
+    } else if (type && strcmp(type, "redacted_thinking") == 0) {
+        ev.block = SB_BLOCK_REDACTED_THINKING;
+        initial = json_object_get(cb, "data");
+    } else if (type && strcmp(type, "tool_use") == 0) {
+        ev.block = SB_BLOCK_TOOL_CALL;
+        ev.id = json_string_value(json_object_get(cb, "id"));
+        ev.name = json_string_value(json_object_get(cb, "name"));
+        if (!ev.id || !ev.name)
+            return SB_CANON_E_INVALID;
+    } else {
+        /* server_tool_use, web_search_tool_result and types yet to come: skipped with their
+         * deltas. */
+        s->open_skip = true;
+        return 0;
+    }
+    if (s->nblocks == INT_MAX)
+        return SB_CANON_E_INVALID;
+    s->open_cidx = s->nblocks++;
+    s->open_kind = ev.block;
+    ev.index = s->open_cidx;
+    int rc = st_emit(s, &ev);
+    /* Text and thinking starts are empty in practice; anything in them is content, and a
+     * redacted block's data arrives only here. */
+    if (rc == 0 && json_is_string(initial) &&
+        (json_string_length(initial) > 0 || ev.block == SB_BLOCK_REDACTED_THINKING)) {
+        ev_init(&ev, SB_EV_DELTA);
+        ev.index = s->open_cidx;
+        ev.block = s->open_kind;
+        ev.text = json_string_value(initial);
+        ev.len = json_string_length(initial);
+        rc = st_emit(s, &ev);
+    }
+    return rc;
+}
+
+static int on_block_delta(struct astream *s, const json_t *d)
+{
+    const json_t *idx = json_object_get(d, "index");
+    const json_t *delta = json_object_get(d, "delta");
+    if (!s->open || !json_is_integer(idx) || json_integer_value(idx) != s->open_aidx ||
+        !json_is_object(delta))
+        return SB_CANON_E_INVALID;
+    if (s->open_skip)
+        return 0;
+    const char *type = json_string_value(json_object_get(delta, "type"));
+    if (!type)
+        return SB_CANON_E_INVALID;
+    const char *key;
+    enum sb_block_kind want;
+    enum sb_ev_type evt = SB_EV_DELTA;
+    if (strcmp(type, "text_delta") == 0) {
+        key = "text";
+        want = SB_BLOCK_TEXT;
+    } else if (strcmp(type, "thinking_delta") == 0) {
+        key = "thinking";
+        want = SB_BLOCK_THINKING;
+    } else if (strcmp(type, "signature_delta") == 0) {
+        key = "signature";
+        want = SB_BLOCK_THINKING;
+        evt = SB_EV_SIGNATURE;
+    } else if (strcmp(type, "input_json_delta") == 0) {
+        key = "partial_json";
+        want = SB_BLOCK_TOOL_CALL;
+    } else {
+        return 0; /* citations_delta and later additions */
+    }
+    const json_t *v = json_object_get(delta, key);
+    if (want != s->open_kind || !json_is_string(v))
+        return SB_CANON_E_INVALID;
+    struct sb_canon_event ev;
+    ev_init(&ev, evt);
+    ev.index = s->open_cidx;
+    ev.block = s->open_kind;
+    ev.text = json_string_value(v);
+    ev.len = json_string_length(v);
+    return st_emit(s, &ev);
+}
+
+static int close_block(struct astream *s)
+{
+    bool skip = s->open_skip;
+    s->open = s->open_skip = false;
+    if (skip)
+        return 0;
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_BLOCK_STOP);
+    ev.index = s->open_cidx;
+    ev.block = s->open_kind;
+    return st_emit(s, &ev);
+}
+
+static int on_block_stop(struct astream *s, const json_t *d)
+{
+    const json_t *idx = json_object_get(d, "index");
+    if (!s->open || !json_is_integer(idx) || json_integer_value(idx) != s->open_aidx)
+        return SB_CANON_E_INVALID;
+    return close_block(s);
+}
+
+static int on_message_delta(struct astream *s, const json_t *d)
+{
+    if (!s->started || s->open)
+        return SB_CANON_E_INVALID;
+    const json_t *delta = json_object_get(d, "delta");
+    const json_t *reason = json_object_get(delta, "stop_reason");
+    if (json_is_string(reason)) {
+        s->has_finish = true;
+        s->finish = finish_of(json_string_value(reason));
+    }
+    const json_t *seq = json_object_get(delta, "stop_sequence");
+    if (json_is_string(seq)) {
+        char *c = sb_canon_strndup(json_string_value(seq), json_string_length(seq));
+        if (!c)
+            return -ENOMEM;
+        free(s->stop_sequence);
+        s->stop_sequence = c;
+    }
+    usage_read(json_object_get(d, "usage"), &s->usage);
+    return 0;
+}
+
+static int on_message_stop(struct astream *s)
+{
+    if (!s->started)
+        return SB_CANON_E_INVALID;
+    int rc = 0;
+    /* A block left open has ended with the message: close it so the order holds. */
+    if (s->open && (rc = close_block(s)))
+        return rc;
+    s->done = true;
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_FINISH);
+    ev.finish = s->has_finish ? s->finish : SB_FINISH_STOP;
+    ev.stop_sequence = s->stop_sequence;
+    if ((rc = st_emit(s, &ev)))
+        return rc;
+    ev_init(&ev, SB_EV_USAGE);
+    ev.usage = s->usage;
+    return st_emit(s, &ev);
+}
+
+/* Event names this decoder acts on: their data must be JSON. Others (and their data) are
+ * ignored, as Anthropic asks of clients. */
+static bool known_event(const struct sb_sse_event *sev)
+{
+    static const char *const names[] = {"",
+                                        "message_start",
+                                        "content_block_start",
+                                        "content_block_delta",
+                                        "content_block_stop",
+                                        "message_delta",
+                                        "message_stop"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(names[i]) == sev->event_len && memcmp(names[i], sev->event, sev->event_len) == 0)
+            return true;
+    return false;
+}
+
+static int on_sse(void *ud, const struct sb_sse_event *sev)
+{
+    struct astream *s = ud;
+    if (s->done || sev->is_comment)
+        return 0;
+    bool named_error = sev->event_len == 5 && memcmp(sev->event, "error", 5) == 0;
+    if (sev->data_len == 0 && !named_error)
+        return 0;
+    json_t *d = json_loadb(sev->data, sev->data_len, 0, NULL);
+    int rc = 0;
+    if (!json_is_object(d)) {
+        if (named_error) {
+            /* An error event whose body is not Anthropic's JSON is still an error. */
+            json_t *eo =
+                json_pack("{s:s,s:s}", "type", "api_error", "message", "Anthropic stream error");
+            rc = eo ? emit_error_obj(eo, s->emit, s->ud) : -ENOMEM;
+            json_decref(eo);
+            s->done = true;
+        } else if (known_event(sev)) {
+            rc = SB_CANON_E_INVALID;
+        }
+        json_decref(d);
+        return rc;
+    }
+    const char *type = json_string_value(json_object_get(d, "type"));
+    if (named_error || (type && strcmp(type, "error") == 0)) {
+        const json_t *eo = json_object_get(d, "error");
+        rc = emit_error_obj(json_is_object(eo) ? eo : d, s->emit, s->ud);
+        s->done = true;
+    } else if (!type) {
+        rc = 0;
+    } else if (strcmp(type, "message_start") == 0) {
+        rc = on_message_start(s, d);
+    } else if (strcmp(type, "content_block_start") == 0) {
+        rc = on_block_start(s, d);
+    } else if (strcmp(type, "content_block_delta") == 0) {
+        rc = on_block_delta(s, d);
+    } else if (strcmp(type, "content_block_stop") == 0) {
+        rc = on_block_stop(s, d);
+    } else if (strcmp(type, "message_delta") == 0) {
+        rc = on_message_delta(s, d);
+    } else if (strcmp(type, "message_stop") == 0) {
+        rc = on_message_stop(s);
+    }
+    /* ping and event types yet to come are ignored. */
+    json_decref(d);
+    return rc;
+}
+
+static int stream_feed(void *st, const char *data, size_t len, sb_canon_emit_cb emit, void *ud)
+{
+    struct astream *s = st;
+    if (s->failed)
+        return SB_CANON_E_INVALID;
+    if (s->done)
+        return 0;
+    s->emit = emit;
+    s->ud = ud;
+    int rc = sb_sse_parser_feed(&s->sse, data, len, on_sse, s);
+    if (rc == SB_SSE_E_TOO_BIG)
+        rc = -E2BIG;
+    if (rc)
+        s->failed = true;
+    return rc;
+}
+
+static int stream_end(void *st, sb_canon_emit_cb emit, void *ud)
+{
+    struct astream *s = st;
+    (void)emit;
+    (void)ud;
+    sb_sse_parser_end(&s->sse);
+    if (s->failed)
+        return SB_CANON_E_INVALID;
+    return s->done ? 0 : SB_CANON_E_CUT;
+}
+
+const struct sb_provider_codec sb_codec_anthropic = {
+    .dialect = SB_DIALECT_ANTHROPIC,
+    .encode_request = encode_request,
+    .decode_response = decode_response,
+    .decode_error = decode_error,
+    .stream_new = stream_new,
+    .stream_feed = stream_feed,
+    .stream_end = stream_end,
+    .stream_free = stream_free,
+};
