@@ -17,11 +17,8 @@
 #include <strings.h>
 #include <time.h>
 
-#define MAX_KEY        512
-#define MAX_DIMENSIONS 4096
-#define MAX_INPUTS     2048
-#define DEFAULT_DIMS   8
-#define ECHO_LIMIT     200
+#define MAX_INPUTS   2048
+#define DEFAULT_DIMS 8
 
 static const char reply_prefix[] = "Hello from the switchboard demo provider. You said: ";
 /* Byte for byte tests/data/fixtures/openai/error_in_stream.synthetic.sse. */
@@ -31,39 +28,6 @@ static const char stream_error_event[] =
 static const char sse_type[] = "text/event-stream; charset=utf-8";
 
 static atomic_uint_fast64_t id_counter;
-
-struct directives {
-    int status;
-    int64_t retry_after;
-    int64_t retry_after_ms;
-    char fixture[256];
-    int64_t delay_ms;
-    int64_t drip_ms;
-    int64_t cut_after;
-    int64_t body_bytes;
-    bool split;
-    bool hang;
-    char code[64];   /* code=<s>: the error code of a status= answer */
-    bool close_conn; /* close=1: "connection: close", then close */
-    bool drop;       /* drop=1: close after the response without a header saying so */
-    bool malformed;
-    bool stream_error;
-    bool echo_key;
-    bool has_key;
-    char key[MAX_KEY + 1];
-};
-
-struct ctx {
-    const struct sb_fake_config *cfg;
-    const struct sb_fake_req *req;
-    struct sb_fake_resp *resp;
-    struct directives d;
-    struct sb_fake_str path;       /* without directives and query */
-    struct sb_fake_str got_key;    /* the key the client sent, if any */
-    struct sb_fake_str deployment; /* Azure: /openai/deployments/<name>/... */
-    uint64_t id;
-    int64_t created;
-};
 
 /* ---- small helpers ---- */
 
@@ -119,7 +83,7 @@ static int append_nullable(struct sb_buf *b, const char *s)
 
 /* The real API pretty-prints its error bodies; so does the fake. With echo_key the message
  * carries the key the client sent, so a test can prove the gateway never passes it on. */
-static void send_error(struct ctx *x, int status, const char *type, const char *message,
+static void send_error(struct sb_fake_call *x, int status, const char *type, const char *message,
                        const char *param, const char *code)
 {
     struct sb_fake_resp *r = x->resp;
@@ -152,10 +116,16 @@ static void send_error(struct ctx *x, int status, const char *type, const char *
     }
 }
 
-static void send_errorf(struct ctx *x, int status, const char *fmt, ...)
+void sb_fake_openai_error(struct sb_fake_call *x, int status, const char *type, const char *message,
+                          const char *param, const char *code)
+{
+    send_error(x, status, type, message, param, code);
+}
+
+static void send_errorf(struct sb_fake_call *x, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static void send_errorf(struct ctx *x, int status, const char *fmt, ...)
+static void send_errorf(struct sb_fake_call *x, int status, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -165,7 +135,7 @@ static void send_errorf(struct ctx *x, int status, const char *fmt, ...)
     send_error(x, status, "invalid_request_error", msg, NULL, NULL);
 }
 
-static void send_401(struct ctx *x)
+static void send_401(struct sb_fake_call *x)
 {
     char msg[2048];
     if (!x->got_key.n) {
@@ -179,8 +149,8 @@ static void send_401(struct ctx *x)
                    NULL, NULL);
         return;
     }
-    char shown[MAX_KEY + 1];
-    size_t n = x->got_key.n > MAX_KEY ? MAX_KEY : x->got_key.n;
+    char shown[SB_FAKE_MAX_KEY + 1];
+    size_t n = x->got_key.n > SB_FAKE_MAX_KEY ? SB_FAKE_MAX_KEY : x->got_key.n;
     memcpy(shown, x->got_key.p, n);
     shown[n] = '\0';
     if (!x->d.echo_key) {
@@ -202,7 +172,7 @@ static void send_401(struct ctx *x)
 }
 
 /* status=<code>: the recorded envelope for that status where there is one. */
-static void send_status(struct ctx *x, int status)
+static void send_status(struct sb_fake_call *x, int status)
 {
     const char *file = NULL;
     if (x->d.code[0]) { /* status=400,code=context_length_exceeded and the like */
@@ -281,8 +251,8 @@ static int parse_int(const char *v, int64_t min, int64_t max, int64_t *out)
     return 0;
 }
 
-static int apply_directive(struct directives *d, const char *name, const char *val, char *err,
-                           size_t errlen)
+static int apply_directive(struct sb_fake_directives *d, const char *name, const char *val,
+                           char *err, size_t errlen)
 {
     int64_t v = 0;
     int rc = 0;
@@ -301,6 +271,11 @@ static int apply_directive(struct directives *d, const char *name, const char *v
         rc = parse_int(val, 0, SB_FAKE_MAX_EVENTS, &d->cut_after);
     } else if (strcmp(name, "body_bytes") == 0) {
         rc = parse_int(val, 0, SB_FAKE_MAX_BODY, &d->body_bytes);
+    } else if (strcmp(name, "cached") == 0) {
+        rc = parse_int(val, 0, 1000000000, &d->cached);
+    } else if (strcmp(name, "stream_error") == 0) {
+        rc = parse_int(val, 0, 2, &v);
+        d->stream_error = (int)v;
     } else if (strcmp(name, "fixture") == 0) {
         size_t n = strlen(val);
         rc = n == 0 || n >= sizeof d->fixture ? -1 : 0;
@@ -313,7 +288,7 @@ static int apply_directive(struct directives *d, const char *name, const char *v
             memcpy(d->code, val, n + 1);
     } else if (strcmp(name, "key") == 0) {
         size_t n = strlen(val);
-        rc = n == 0 || n > MAX_KEY ? -1 : 0;
+        rc = n == 0 || n > SB_FAKE_MAX_KEY ? -1 : 0;
         if (!rc) {
             memcpy(d->key, val, n + 1);
             d->has_key = true;
@@ -326,8 +301,10 @@ static int apply_directive(struct directives *d, const char *name, const char *v
             flag = &d->hang;
         else if (strcmp(name, "malformed") == 0)
             flag = &d->malformed;
-        else if (strcmp(name, "stream_error") == 0)
-            flag = &d->stream_error;
+        else if (strcmp(name, "thinking") == 0)
+            flag = &d->thinking;
+        else if (strcmp(name, "gemini3") == 0)
+            flag = &d->gemini3;
         else if (strcmp(name, "echo_key") == 0)
             flag = &d->echo_key;
         else if (strcmp(name, "close") == 0)
@@ -348,8 +325,8 @@ static int apply_directive(struct directives *d, const char *name, const char *v
 }
 
 /* "name=value,name=value"; a bare name means "=1". Values from the path are %-decoded. */
-static int parse_directives(struct directives *d, const char *s, size_t n, bool decode, char *err,
-                            size_t errlen)
+static int parse_directives(struct sb_fake_directives *d, const char *s, size_t n, bool decode,
+                            char *err, size_t errlen)
 {
     size_t i = 0;
     while (i < n) {
@@ -397,21 +374,21 @@ static int parse_directives(struct directives *d, const char *s, size_t n, bool 
 
 /* ---- response building ---- */
 
-static int add_event(struct ctx *x)
+static int add_event(struct sb_fake_call *x)
 {
     return sb_fake_resp_end_event(x->resp);
 }
 
-static int append_chat_usage(struct sb_buf *b, uint64_t p, uint64_t c)
+static int append_chat_usage(struct sb_buf *b, uint64_t p, uint64_t c, uint64_t cached)
 {
-    return sb_buf_printf(b,
-                         "{\"prompt_tokens\":%" PRIu64 ",\"completion_tokens\":%" PRIu64
-                         ",\"total_tokens\":%" PRIu64
-                         ",\"prompt_tokens_details\":{\"cached_tokens\":0,\"audio_tokens\":0},"
-                         "\"completion_tokens_details\":{\"reasoning_tokens\":0,"
-                         "\"audio_tokens\":0,\"accepted_prediction_tokens\":0,"
-                         "\"rejected_prediction_tokens\":0}}",
-                         p, c, p + c);
+    return sb_buf_printf(
+        b,
+        "{\"prompt_tokens\":%" PRIu64 ",\"completion_tokens\":%" PRIu64 ",\"total_tokens\":%" PRIu64
+        ",\"prompt_tokens_details\":{\"cached_tokens\":%" PRIu64 ",\"audio_tokens\":0},"
+        "\"completion_tokens_details\":{\"reasoning_tokens\":0,"
+        "\"audio_tokens\":0,\"accepted_prediction_tokens\":0,"
+        "\"rejected_prediction_tokens\":0}}",
+        p + cached, c, p + cached + c, cached);
 }
 
 static int append_plain_usage(struct sb_buf *b, uint64_t p, uint64_t c)
@@ -444,10 +421,12 @@ struct gen {
     size_t reply_len;
     uint64_t prompt_tokens;
     uint64_t completion_tokens;
+    uint64_t cached;
     bool include_usage;
+    const struct sb_fake_plan *tool; /* a tool call instead of text, when set */
 };
 
-static int chat_chunk_head(struct ctx *x, const struct gen *g)
+static int chat_chunk_head(struct sb_fake_call *x, const struct gen *g)
 {
     struct sb_buf *b = &x->resp->body;
     int rc =
@@ -461,7 +440,7 @@ static int chat_chunk_head(struct ctx *x, const struct gen *g)
     return rc;
 }
 
-static int chat_chunk_tail(struct ctx *x, const struct gen *g)
+static int chat_chunk_tail(struct sb_fake_call *x, const struct gen *g)
 {
     struct sb_buf *b = &x->resp->body;
     int rc = sb_buf_append_str(b, g->include_usage ? ",\"usage\":null}\n\n" : "}\n\n");
@@ -470,7 +449,7 @@ static int chat_chunk_tail(struct ctx *x, const struct gen *g)
 
 /* The events after the first content delta, when a fault says so. Returns 1 when the stream
  * must end there. */
-static int stream_fault(struct ctx *x, size_t delta_index, int *rc)
+static int stream_fault(struct sb_fake_call *x, size_t delta_index, int *rc)
 {
     if (delta_index != 0)
         return 0;
@@ -491,7 +470,7 @@ static int stream_fault(struct ctx *x, size_t delta_index, int *rc)
     return 0;
 }
 
-static int chat_stream(struct ctx *x, const struct gen *g)
+static int chat_stream(struct sb_fake_call *x, const struct gen *g)
 {
     struct sb_buf *b = &x->resp->body;
     int rc = chat_chunk_head(x, g);
@@ -516,7 +495,7 @@ static int chat_stream(struct ctx *x, const struct gen *g)
     if (g->include_usage) {
         rc |= chat_chunk_head(x, g);
         rc |= sb_buf_append_str(b, "[],\"usage\":");
-        rc |= append_chat_usage(b, g->prompt_tokens, g->completion_tokens);
+        rc |= append_chat_usage(b, g->prompt_tokens, g->completion_tokens, g->cached);
         rc |= sb_buf_append_str(b, "}\n\n");
         rc |= add_event(x);
     }
@@ -525,7 +504,7 @@ static int chat_stream(struct ctx *x, const struct gen *g)
     return rc;
 }
 
-static int chat_json(struct ctx *x, const struct gen *g, size_t pad)
+static int chat_json(struct sb_fake_call *x, const struct gen *g, size_t pad)
 {
     struct sb_buf *b = &x->resp->body;
     static const char filler[] = " lorem ipsum dolor sit amet consectetur adipiscing elit sed do";
@@ -553,12 +532,78 @@ static int chat_json(struct ctx *x, const struct gen *g, size_t pad)
     }
     rc |= sb_buf_append_str(b, ",\"refusal\":null,\"annotations\":[]},\"logprobs\":null,"
                                "\"finish_reason\":\"stop\"}],\"usage\":");
-    rc |= append_chat_usage(b, g->prompt_tokens, completion);
+    rc |= append_chat_usage(b, g->prompt_tokens, completion, g->cached);
     rc |= sb_buf_append_str(b, ",\"service_tier\":\"default\",\"system_fingerprint\":null}");
     return rc;
 }
 
-static int legacy_chunk(struct ctx *x, const struct gen *g, const char *text, size_t n,
+/* The deterministic tool call (see fake_dialect.c), shaped like chat_stream_tool_call.sse. */
+static int chat_tool_stream(struct sb_fake_call *x, const struct gen *g)
+{
+    struct sb_buf *b = &x->resp->body;
+    const struct sb_fake_plan *p = g->tool;
+    int rc = chat_chunk_head(x, g);
+    rc |= sb_buf_printf(b,
+                        "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,"
+                        "\"tool_calls\":[{\"index\":0,\"id\":\"call_fake_%" PRIu64
+                        "\",\"type\":\"function\",\"function\":{\"name\":",
+                        x->id);
+    rc |= sb_buf_append_json_str(b, p->tool_name, strlen(p->tool_name));
+    rc |= sb_buf_append_str(b, ",\"arguments\":\"\"}}],\"refusal\":null},\"finish_reason\":null}]");
+    rc |= chat_chunk_tail(x, g);
+    size_t pos = 0, k = 0;
+    while (pos < p->args.len && !rc) {
+        size_t e = sb_fake_args_piece(p, pos);
+        rc |= chat_chunk_head(x, g);
+        rc |= sb_buf_append_str(b, "[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
+                                   "\"function\":{\"arguments\":");
+        rc |= sb_buf_append_json_str(b, p->args.data + pos, e - pos);
+        rc |= sb_buf_append_str(b, "}}]},\"finish_reason\":null}]");
+        rc |= chat_chunk_tail(x, g);
+        if (stream_fault(x, k++, &rc))
+            return rc;
+        pos = e;
+    }
+    rc |= chat_chunk_head(x, g);
+    rc |= sb_buf_append_str(b, "[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]");
+    rc |= chat_chunk_tail(x, g);
+    if (g->include_usage) {
+        rc |= chat_chunk_head(x, g);
+        rc |= sb_buf_append_str(b, "[],\"usage\":");
+        rc |= append_chat_usage(b, g->prompt_tokens, g->completion_tokens, g->cached);
+        rc |= sb_buf_append_str(b, "}\n\n");
+        rc |= add_event(x);
+    }
+    rc |= sb_buf_append_str(b, "data: [DONE]\n\n");
+    rc |= add_event(x);
+    return rc;
+}
+
+static int chat_tool_json(struct sb_fake_call *x, const struct gen *g)
+{
+    struct sb_buf *b = &x->resp->body;
+    const struct sb_fake_plan *p = g->tool;
+    int rc = sb_buf_printf(b,
+                           "{\"id\":\"chatcmpl-fake-%" PRIu64
+                           "\",\"object\":\"chat.completion\",\"created\":%" PRId64 ",\"model\":",
+                           x->id, x->created);
+    rc |= sb_buf_append_json_str(b, g->model, g->model_len);
+    rc |= sb_buf_printf(b,
+                        ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                        "\"content\":null,\"tool_calls\":[{\"id\":\"call_fake_%" PRIu64
+                        "\",\"type\":\"function\",\"function\":{\"name\":",
+                        x->id);
+    rc |= sb_buf_append_json_str(b, p->tool_name, strlen(p->tool_name));
+    rc |= sb_buf_append_str(b, ",\"arguments\":");
+    rc |= sb_buf_append_json_str(b, p->args.data, p->args.len);
+    rc |= sb_buf_append_str(b, "}}],\"refusal\":null,\"annotations\":[]},\"logprobs\":null,"
+                               "\"finish_reason\":\"tool_calls\"}],\"usage\":");
+    rc |= append_chat_usage(b, g->prompt_tokens, g->completion_tokens, g->cached);
+    rc |= sb_buf_append_str(b, ",\"service_tier\":\"default\",\"system_fingerprint\":null}");
+    return rc;
+}
+
+static int legacy_chunk(struct sb_fake_call *x, const struct gen *g, const char *text, size_t n,
                         const char *finish)
 {
     struct sb_buf *b = &x->resp->body;
@@ -575,7 +620,7 @@ static int legacy_chunk(struct ctx *x, const struct gen *g, const char *text, si
     return rc | add_event(x);
 }
 
-static int legacy_stream(struct ctx *x, const struct gen *g)
+static int legacy_stream(struct sb_fake_call *x, const struct gen *g)
 {
     struct sb_buf *b = &x->resp->body;
     int rc = 0;
@@ -604,7 +649,7 @@ static int legacy_stream(struct ctx *x, const struct gen *g)
     return rc;
 }
 
-static int legacy_json(struct ctx *x, const struct gen *g)
+static int legacy_json(struct sb_fake_call *x, const struct gen *g)
 {
     struct sb_buf *b = &x->resp->body;
     int rc = sb_buf_printf(b,
@@ -622,7 +667,7 @@ static int legacy_json(struct ctx *x, const struct gen *g)
 }
 
 /* malformed=1 on a plain body: the first half of the real one is never valid JSON. */
-static void break_json(struct ctx *x)
+static void break_json(struct sb_fake_call *x)
 {
     struct sb_buf *b = &x->resp->body;
     if (b->len > 1) {
@@ -633,7 +678,7 @@ static void break_json(struct ctx *x)
 
 /* ---- endpoints ---- */
 
-static bool parse_body(struct ctx *x, json_t **out)
+static bool parse_body(struct sb_fake_call *x, json_t **out)
 {
     json_error_t jerr;
     json_t *root =
@@ -653,7 +698,7 @@ static bool parse_body(struct ctx *x, json_t **out)
     return true;
 }
 
-static bool get_model(struct ctx *x, json_t *root, struct gen *g)
+static bool get_model(struct sb_fake_call *x, json_t *root, struct gen *g)
 {
     json_t *m = json_object_get(root, "model");
     if (json_is_string(m)) {
@@ -672,7 +717,7 @@ static bool get_model(struct ctx *x, json_t *root, struct gen *g)
 
 /* Words of one message's content: a string, or an array of parts with "text". With `joined`
  * the text is kept in `text`: borrowed from the tree for a string, the parts joined by a
- * space (the first ECHO_LIMIT bytes are all the reply needs) for an array. */
+ * space (the first SB_FAKE_ECHO_LIMIT bytes are all the reply needs) for an array. */
 static uint64_t content_words(json_t *content, struct sb_buf *joined, struct sb_fake_str *text)
 {
     uint64_t words = 0;
@@ -695,10 +740,10 @@ static uint64_t content_words(json_t *content, struct sb_buf *joined, struct sb_
         const char *s = json_string_value(t);
         size_t n = json_string_length(t);
         words += count_words(s, n);
-        if (joined && joined->len <= ECHO_LIMIT) {
+        if (joined && joined->len <= SB_FAKE_ECHO_LIMIT) {
             if (joined->len)
                 sb_buf_append_char(joined, ' ');
-            sb_buf_append(joined, s, n > ECHO_LIMIT + 8 ? ECHO_LIMIT + 8 : n);
+            sb_buf_append(joined, s, n > SB_FAKE_ECHO_LIMIT + 8 ? SB_FAKE_ECHO_LIMIT + 8 : n);
         }
     }
     if (joined)
@@ -706,7 +751,44 @@ static uint64_t content_words(json_t *content, struct sb_buf *joined, struct sb_
     return words;
 }
 
-static void handle_generate(struct ctx *x, bool legacy)
+/* What the tool part of the generation needs from a chat request: the declared tools, the
+ * tool choice, and whether the last message is a user text or a tool result. */
+static void chat_tools(json_t *root, json_t *last, struct sb_fake_str said,
+                       struct sb_fake_input *in)
+{
+    const char *role = json_string_value(json_object_get(last, "role"));
+    if (role && strcmp(role, "tool") == 0) {
+        in->last_is_result = true;
+        sb_fake_result_text(in, json_object_get(last, "content"));
+    } else if (role && strcmp(role, "user") == 0 && said.n) {
+        in->last_is_user_text = true;
+        sb_fake_keep_text(&in->user_text, said.p, said.n);
+    }
+    json_t *tools = json_object_get(root, "tools");
+    json_t *choice = json_object_get(root, "tool_choice");
+    if (json_array_size(tools) == 0 ||
+        (json_is_string(choice) && strcmp(json_string_value(choice), "none") == 0))
+        return;
+    const char *want =
+        json_string_value(json_object_get(json_object_get(choice, "function"), "name"));
+    json_t *pick = NULL;
+    size_t i;
+    json_t *t;
+    json_array_foreach(tools, i, t)
+    {
+        json_t *fn = json_object_get(t, "function");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        if (name && (!pick || (want && strcmp(want, name) == 0)))
+            pick = fn;
+    }
+    if (pick) {
+        in->tools_on = true;
+        sb_fake_input_tool(in, json_string_value(json_object_get(pick, "name")),
+                           json_object_get(pick, "parameters"));
+    }
+}
+
+static void handle_generate(struct sb_fake_call *x, bool legacy)
 {
     json_t *root = NULL;
     if (!parse_body(x, &root))
@@ -716,6 +798,10 @@ static void handle_generate(struct ctx *x, bool legacy)
     struct sb_buf reply, joined;
     sb_buf_init(&reply, SB_FAKE_MAX_BODY);
     sb_buf_init(&joined, 1024);
+    struct sb_fake_input in;
+    struct sb_fake_plan plan;
+    sb_fake_input_init(&in);
+    memset(&plan, 0, sizeof plan);
     int rc = 0;
     if (!get_model(x, root, &g))
         goto out;
@@ -765,6 +851,7 @@ static void handle_generate(struct ctx *x, bool legacy)
             g.prompt_tokens +=
                 content_words(json_object_get(msg, "content"), user ? &joined : NULL, &said);
         }
+        chat_tools(root, json_array_get(msgs, json_array_size(msgs) - 1), said, &in);
     }
     if (g.prompt_tokens == 0)
         g.prompt_tokens = 1;
@@ -772,8 +859,29 @@ static void handle_generate(struct ctx *x, bool legacy)
     g.include_usage = json_is_true(json_object_get(so, "include_usage"));
     bool stream = json_is_true(json_object_get(root, "stream"));
 
-    rc |= sb_buf_append_str(&reply, reply_prefix);
-    rc |= sb_buf_append(&reply, said.p, utf8_prefix(said.p, said.n, ECHO_LIMIT));
+    g.cached = legacy ? 0 : (uint64_t)x->d.cached;
+    if (!legacy && (in.tools_on || in.last_is_result)) {
+        in.prompt_words = g.prompt_tokens;
+        rc |= sb_fake_plan_make(x, &in, &plan);
+        if (plan.tool_call) {
+            g.tool = &plan;
+            g.completion_tokens = plan.output_tokens;
+            x->resp->chunked = stream;
+            x->resp->content_type = stream ? sse_type : "application/json";
+            rc |= stream ? chat_tool_stream(x, &g) : chat_tool_json(x, &g);
+            if (rc)
+                send_error(x, 500, "server_error", "fake-provider: response too large", NULL, NULL);
+            else if (x->d.malformed && !stream)
+                break_json(x);
+            goto out;
+        }
+    }
+    if (!legacy && in.last_is_result) {
+        rc |= sb_buf_append(&reply, plan.text.data, plan.text.len);
+    } else {
+        rc |= sb_buf_append_str(&reply, reply_prefix);
+        rc |= sb_buf_append(&reply, said.p, utf8_prefix(said.p, said.n, SB_FAKE_ECHO_LIMIT));
+    }
     if (stream && x->d.body_bytes > 0) {
         /* A long stream for backpressure tests: words of a space and 8191 'w', one event
          * each. Built in place: nothing shared between the worker threads. */
@@ -810,12 +918,14 @@ static void handle_generate(struct ctx *x, bool legacy)
     else if (x->d.malformed && !stream)
         break_json(x);
 out:
+    sb_fake_plan_free(&plan);
+    sb_fake_input_free(&in);
     sb_buf_free(&reply);
     sb_buf_free(&joined);
     json_decref(root);
 }
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+uint64_t sb_fake_hash(uint64_t h, const void *p, size_t n)
 {
     const unsigned char *s = p;
     for (size_t i = 0; i < n; i++) {
@@ -844,9 +954,9 @@ static int append_base64(struct sb_buf *b, const unsigned char *p, size_t n)
 }
 
 /* A unit vector drawn from a generator seeded by the input, so equal inputs embed equally. */
-static int append_embedding(struct sb_buf *b, uint64_t seed, int dims, bool base64)
+int sb_fake_embedding_append(struct sb_buf *b, uint64_t seed, int dims, bool base64)
 {
-    float v[MAX_DIMENSIONS];
+    float v[SB_FAKE_MAX_DIMENSIONS];
     double norm = 0;
     uint64_t s = seed ? seed : 0x9E3779B97F4A7C15ULL;
     for (int i = 0; i < dims; i++) {
@@ -862,7 +972,7 @@ static int append_embedding(struct sb_buf *b, uint64_t seed, int dims, bool base
         v[i] = norm > 0 ? (float)(v[i] / norm) : 0.0f;
     int rc = 0;
     if (base64) {
-        unsigned char bytes[MAX_DIMENSIONS * 4];
+        unsigned char bytes[SB_FAKE_MAX_DIMENSIONS * 4];
         for (int i = 0; i < dims; i++) {
             uint32_t u;
             memcpy(&u, &v[i], 4);
@@ -885,19 +995,19 @@ static int append_embedding(struct sb_buf *b, uint64_t seed, int dims, bool base
 
 static uint64_t token_seed(json_t *arr, uint64_t *tokens)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
+    uint64_t h = SB_FAKE_HASH_SEED;
     size_t i;
     json_t *t;
     json_array_foreach(arr, i, t)
     {
         json_int_t v = json_integer_value(t);
-        h = fnv1a(h, &v, sizeof v);
+        h = sb_fake_hash(h, &v, sizeof v);
         (*tokens)++;
     }
     return h;
 }
 
-static void handle_embeddings(struct ctx *x)
+static void handle_embeddings(struct sb_fake_call *x)
 {
     json_t *root = NULL;
     if (!parse_body(x, &root))
@@ -916,11 +1026,11 @@ static void handle_embeddings(struct ctx *x)
                         "%" JSON_INTEGER_FORMAT " is less than the minimum of 1 - "
                         "'dimensions'",
                         d);
-        } else if (d > MAX_DIMENSIONS) {
+        } else if (d > SB_FAKE_MAX_DIMENSIONS) {
             send_errorf(x, 400,
                         "%" JSON_INTEGER_FORMAT " is greater than the maximum of %d - "
                         "'dimensions'",
-                        d, MAX_DIMENSIONS);
+                        d, SB_FAKE_MAX_DIMENSIONS);
         } else {
             dims = (int)d;
         }
@@ -949,7 +1059,7 @@ static void handle_embeddings(struct ctx *x)
     json_t *in = json_object_get(root, "input");
     bool ok = true;
     if (json_is_string(in) && json_string_length(in) > 0) {
-        seeds[n++] = fnv1a(0xcbf29ce484222325ULL, json_string_value(in), json_string_length(in));
+        seeds[n++] = sb_fake_hash(SB_FAKE_HASH_SEED, json_string_value(in), json_string_length(in));
         tokens += count_words(json_string_value(in), json_string_length(in));
     } else if (json_is_array(in) && json_array_size(in) > 0 && json_array_size(in) <= MAX_INPUTS) {
         if (json_is_integer(json_array_get(in, 0))) {
@@ -960,8 +1070,8 @@ static void handle_embeddings(struct ctx *x)
             json_array_foreach(in, i, v)
             {
                 if (json_is_string(v) && json_string_length(v) > 0) {
-                    seeds[n++] =
-                        fnv1a(0xcbf29ce484222325ULL, json_string_value(v), json_string_length(v));
+                    seeds[n++] = sb_fake_hash(SB_FAKE_HASH_SEED, json_string_value(v),
+                                              json_string_length(v));
                     tokens += count_words(json_string_value(v), json_string_length(v));
                 } else if (json_is_array(v) && json_array_size(v) > 0) {
                     seeds[n++] = token_seed(v, &tokens);
@@ -989,7 +1099,7 @@ static void handle_embeddings(struct ctx *x)
     for (size_t i = 0; i < n && !rc; i++) {
         rc |= sb_buf_printf(
             b, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":", i ? "," : "", i);
-        rc |= append_embedding(b, seeds[i], dims, base64);
+        rc |= sb_fake_embedding_append(b, seeds[i], dims, base64);
         rc |= sb_buf_append_char(b, '}');
     }
     rc |= sb_buf_append_str(b, "],\"model\":");
@@ -1007,7 +1117,7 @@ static void handle_embeddings(struct ctx *x)
 static const char *const models[] = {"gpt-4o-mini", "gpt-4o", "gpt-5-nano",
                                      "text-embedding-3-small", "gpt-3.5-turbo-instruct"};
 
-static void handle_models(struct ctx *x, struct sb_fake_str one)
+static void handle_models(struct sb_fake_call *x, struct sb_fake_str one)
 {
     struct sb_buf *b = &x->resp->body;
     int rc = 0;
@@ -1031,7 +1141,7 @@ static void handle_models(struct ctx *x, struct sb_fake_str one)
         break_json(x);
 }
 
-static void handle_fixture(struct ctx *x)
+void sb_fake_fixture_reply(struct sb_fake_call *x)
 {
     int err = 0;
     const struct sb_fake_fixture *fx = sb_fake_fixture_get(x->cfg->fixtures, x->d.fixture, &err);
@@ -1056,7 +1166,7 @@ static void handle_fixture(struct ctx *x)
         send_error(x, 500, "server_error", "fake-provider: fixture too large", NULL, NULL);
 }
 
-static void handle_internal(struct ctx *x)
+static void handle_internal(struct sb_fake_call *x)
 {
     struct sb_fake_resp *r = x->resp;
     const struct sb_fake_req *req = x->req;
@@ -1075,7 +1185,7 @@ static void handle_internal(struct ctx *x)
     }
 }
 
-static void find_key(struct ctx *x)
+static void find_key(struct sb_fake_call *x)
 {
     const struct sb_fake_str *auth = sb_fake_http_header(x->req, "authorization");
     if (auth && auth->n > 7 && strncasecmp(auth->p, "bearer ", 7) == 0) {
@@ -1087,7 +1197,7 @@ static void find_key(struct ctx *x)
         x->got_key = *ak;
 }
 
-static bool key_ok(struct ctx *x)
+static bool key_ok(struct sb_fake_call *x)
 {
     size_t n = strlen(x->d.key);
     const struct sb_fake_str *auth = sb_fake_http_header(x->req, "authorization");
@@ -1098,7 +1208,7 @@ static bool key_ok(struct ctx *x)
     return ak && ak->n == n && memcmp(ak->p, x->d.key, n) == 0;
 }
 
-static void find_deployment(struct ctx *x)
+static void find_deployment(struct sb_fake_call *x)
 {
     static const char marker[] = "/openai/deployments/";
     const char *p = x->path.p;
@@ -1114,7 +1224,7 @@ static void find_deployment(struct ctx *x)
     }
 }
 
-static void route(struct ctx *x)
+static void route(struct sb_fake_call *x)
 {
     const struct sb_fake_req *req = x->req;
     bool post = str_eq(req->method, "POST");
@@ -1123,7 +1233,7 @@ static void route(struct ctx *x)
     while (p.n > 1 && p.p[p.n - 1] == '/')
         p.n--;
     if (x->d.fixture[0]) {
-        handle_fixture(x);
+        sb_fake_fixture_reply(x);
     } else if (post && str_ends(p, "/chat/completions")) {
         handle_generate(x, false);
     } else if (post && str_ends(p, "/completions")) {
@@ -1144,7 +1254,7 @@ static void route(struct ctx *x)
 void sb_fake_openai_handle(const struct sb_fake_config *cfg, const struct sb_fake_req *req,
                            struct sb_fake_resp *resp)
 {
-    struct ctx x;
+    struct sb_fake_call x;
     memset(&x, 0, sizeof x);
     x.cfg = cfg;
     x.req = req;
@@ -1155,6 +1265,8 @@ void sb_fake_openai_handle(const struct sb_fake_config *cfg, const struct sb_fak
 
     const char *q = memchr(req->target.p, '?', req->target.n);
     x.path = (struct sb_fake_str){req->target.p, q ? (size_t)(q - req->target.p) : req->target.n};
+    if (q)
+        x.query = (struct sb_fake_str){q + 1, (size_t)(req->target.p + req->target.n - q - 1)};
     if (x.path.n >= 7 && memcmp(x.path.p, "/_fake/", 7) == 0) {
         handle_internal(&x);
         return;
@@ -1202,6 +1314,11 @@ void sb_fake_openai_handle(const struct sb_fake_config *cfg, const struct sb_fak
         rc |= sb_buf_printf(&resp->headers, "retry-after-ms: %" PRId64 "\r\n", x.d.retry_after_ms);
     (void)rc; /* the header buffer holds far more than these lines */
 
+    enum sb_fake_dialect dialect = sb_fake_dialect_of(x.path);
+    if (dialect != SB_FAKE_OPENAI) {
+        sb_fake_dialect_handle(&x, dialect);
+        return;
+    }
     if (x.d.has_key && !key_ok(&x))
         send_401(&x);
     else if (x.d.status)
