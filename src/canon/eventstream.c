@@ -145,7 +145,7 @@ int sb_evstream_feed(struct sb_evstream *d, const char *data, size_t len, sb_evs
         size_t take = len < want ? len : want;
         int rc = sb_buf_append(&d->buf, data, take);
         if (rc)
-            return d->err = (rc == -E2BIG ? SB_EVSTREAM_E_LENGTH : rc);
+            return d->err = (rc == -E2BIG ? SB_EVSTREAM_E_TOO_BIG : rc);
         data += take;
         len -= take;
         if (!d->need) {
@@ -155,7 +155,9 @@ int sb_evstream_feed(struct sb_evstream *d, const char *data, size_t len, sb_evs
             if (crc(p, 8) != get_u32(p + 8))
                 return d->err = SB_EVSTREAM_E_PRELUDE_CRC;
             uint32_t total = get_u32(p), hlen = get_u32(p + 4);
-            if (total < MIN_MSG || total > d->max || hlen > total - MIN_MSG)
+            if (total > d->max)
+                return d->err = SB_EVSTREAM_E_TOO_BIG;
+            if (total < MIN_MSG || hlen > total - MIN_MSG)
                 return d->err = SB_EVSTREAM_E_LENGTH;
             d->need = total;
         }

@@ -26,9 +26,10 @@
 
 #define SB_EVSTREAM_E_PRELUDE_CRC (-2001)
 #define SB_EVSTREAM_E_MESSAGE_CRC (-2002)
-#define SB_EVSTREAM_E_LENGTH      (-2003) /* total < 16, > max, or headers do not fit */
+#define SB_EVSTREAM_E_LENGTH      (-2003) /* total < 16, or the headers do not fit */
 #define SB_EVSTREAM_E_HEADER      (-2004) /* a malformed header, or a known one too long */
 #define SB_EVSTREAM_E_STOP        (-2005) /* the callback returned non-zero */
+#define SB_EVSTREAM_E_TOO_BIG     (-2006) /* total > max_message_bytes */
 
 /* Longest value kept for the four headers below (longer: SB_EVSTREAM_E_HEADER). */
 #define SB_EVSTREAM_HEADER_VALUE_MAX 127

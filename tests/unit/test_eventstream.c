@@ -209,7 +209,7 @@ static void test_corruptions(void **state)
     put32(m + 8, (uint32_t)crc32(0, m, 8));
     expect_both(m, n, 1024, SB_EVSTREAM_E_LENGTH);
     /* over the configured maximum */
-    expect_both(v_one_str_header, n, 60, SB_EVSTREAM_E_LENGTH);
+    expect_both(v_one_str_header, n, 60, SB_EVSTREAM_E_TOO_BIG);
     {
         struct rec r = {0};
         assert_int_equal(feed_whole(v_one_str_header, n, 61, &r, NULL), 0);
