@@ -42,7 +42,8 @@ before(async () => {
         list.push({ model_name: `${name}-split`, litellm_params: params(fake, 'split=1') });
         list.push({ model_name: `${name}-500`, litellm_params: params(fake, 'status=500') });
         list.push({ model_name: `${name}-429`, litellm_params: params(fake, 'status=429') });
-        list.push({ model_name: `${name}-401`, litellm_params: params(fake, 'status=401') });
+        // Bedrock answers bad credentials with a 403 (UnrecognizedClientException), never 401.
+        list.push({ model_name: `${name}-401`, litellm_params: params(fake, name === 'bedrock' ? 'status=403' : 'status=401') });
         list.push({ model_name: `${name}-cut`, litellm_params: params(fake, 'cut_after=3') });
       }
       return list;
