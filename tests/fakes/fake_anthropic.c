@@ -33,6 +33,7 @@ static void send_error(struct sb_fake_call *x, int status, const char *type, con
 
 bool sb_fake_anthropic_auth_failed(struct sb_fake_call *x)
 {
+    sb_buf_printf(&x->resp->headers, "request-id: req_fake_%" PRIu64 "\r\n", x->id);
     const struct sb_fake_str *k = sb_fake_http_header(x->req, "x-api-key");
     if (k)
         x->got_key = *k;

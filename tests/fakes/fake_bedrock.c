@@ -99,10 +99,20 @@ static bool all_hex(const char *p, size_t n)
     return true;
 }
 
+static bool all_digits(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+    }
+    return true;
+}
+
 bool sb_fake_bedrock_auth_failed(struct sb_fake_call *x)
 {
     static const char scheme[] = "AWS4-HMAC-SHA256 Credential=";
     const struct sb_fake_str *a = sb_fake_http_header(x->req, "authorization");
+    sb_buf_printf(&x->resp->headers, "x-amzn-RequestId: fake-%" PRIu64 "\r\n", x->id);
     if (!a) {
         send_error(x, 403, "MissingAuthenticationTokenException", "Missing Authentication Token");
         return true;
@@ -126,7 +136,7 @@ bool sb_fake_bedrock_auth_failed(struct sb_fake_call *x)
             x->got_key = (struct sb_fake_str){c, (size_t)(slash - c)};
             const char *date = slash + 1;
             const char *rest = cred.p + cred.n;
-            if (rest - date < 9 || !all_hex(date, 8) || date[8] != '/')
+            if (rest - date < 9 || !all_digits(date, 8) || date[8] != '/')
                 bad = "Credential should be scoped to a valid date.";
             else if (!memmem(date, (size_t)(rest - date), "/bedrock/aws4_request", 21) ||
                      memcmp(rest - 21, "/bedrock/aws4_request", 21) != 0)
