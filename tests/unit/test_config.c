@@ -204,11 +204,12 @@ static void test_full_config(void **state)
     assert_int_equal(b->line, 20);
 
     const struct sb_deployment *c = &cfg->deployments[2];
-    assert_int_equal(c->provider, SB_PROVIDER_UNSUPPORTED);
+    assert_int_equal(c->provider, SB_PROVIDER_ANTHROPIC);
     assert_string_equal(c->provider_name, "anthropic");
     assert_string_equal(c->upstream_model, "claude-3-5-sonnet-20240620");
+    assert_string_equal(c->api_base, "https://api.anthropic.com");
     assert_true(c->disabled);
-    assert_string_equal(c->disabled_reason, "provider 'anthropic' is not supported yet");
+    assert_string_equal(c->disabled_reason, "environment variable ANTHROPIC_API_KEY is not set");
 
     assert_int_equal(cfg->n_model_names, 2);
     assert_string_equal(cfg->model_names[0], "gpt-4o");
@@ -238,7 +239,6 @@ static void test_full_config(void **state)
 
     /* Every ignored key is a warning at its own line. */
     assert_has(&d, "W t.yaml:13: unknown key 'litellm_params.drop_params' ignored");
-    assert_has(&d, "W t.yaml:28: provider 'anthropic' is not supported yet");
     assert_has(&d, "W t.yaml:31: litellm_settings.drop_params is not supported yet, ignored");
     assert_lacks(&d, "num_retries"); /* applied by the router */
     assert_int_equal(cfg->router.num_retries, 2);
@@ -246,10 +246,10 @@ static void test_full_config(void **state)
     assert_string_equal(cfg->router.routing_strategy, "simple-shuffle");
     assert_has(&d, "W t.yaml:38: general_settings.database_url is not supported yet");
     assert_has(&d, "W t.yaml:39: unknown key 'environment_variables' ignored");
-    /* The anthropic entry is disabled for its provider, so its unset key is also noted. */
+    /* The anthropic entry is disabled: its key's variable is not set. */
     assert_has(&d, "W t.yaml:29: litellm_params.api_key: environment variable "
                    "ANTHROPIC_API_KEY is not set");
-    assert_int_equal(d.warnings, 6);
+    assert_int_equal(d.warnings, 5);
     sb_config_free(cfg);
     diags_free(&d);
 }
@@ -604,7 +604,7 @@ static void test_unknown_key_warnings(void **state)
                                       "  - model_name: m\n"
                                       "    litellm_params:\n"
                                       "      model: openai/x\n"
-                                      "      aws_region_name: us-east-1\n"
+                                      "      aws_role_name: r1\n"
                                       "      input_cost_per_token: 0.1\n"
                                       "    tpm_limit: 5\n"
                                       "credential_list: []\n"
@@ -616,7 +616,7 @@ static void test_unknown_key_warnings(void **state)
                                       "\"we\\tird\": 1\n"
                                       "litellm_settings: true\n",
                                       &d);
-    assert_has(&d, "W t.yaml:5: unknown key 'litellm_params.aws_region_name' ignored");
+    assert_has(&d, "W t.yaml:5: unknown key 'litellm_params.aws_role_name' ignored");
     assert_lacks(&d, "input_cost_per_token"); /* a price, read for cost-based routing */
     assert_true(cfg->deployments[0].cost_in == 0.1);
     assert_has(&d, "W t.yaml:7: unknown key 'tpm_limit' in a model_list entry ignored");
@@ -716,12 +716,18 @@ static void test_provider_prefixes(void **state)
         {"ollama_chat/llama3", SB_PROVIDER_OPENAI, "ollama_chat", "llama3",
          "http://localhost:11434/v1", 0},
         {"ollama/llama3", SB_PROVIDER_OPENAI, "ollama", "llama3", "http://localhost:11434/v1", 0},
-        {"anthropic/claude", SB_PROVIDER_UNSUPPORTED, "anthropic", "claude", NULL, 1},
-        {"gemini/gemini-pro", SB_PROVIDER_UNSUPPORTED, "gemini", "gemini-pro", NULL, 1},
-        {"vertex_ai/x", SB_PROVIDER_UNSUPPORTED, "vertex_ai", "x", NULL, 1},
-        {"bedrock/anthropic.claude", SB_PROVIDER_UNSUPPORTED, "bedrock", "anthropic.claude", NULL,
-         1},
-        {"cohere/command-r", SB_PROVIDER_UNSUPPORTED, "cohere", "command-r", NULL, 1},
+        {"anthropic/claude", SB_PROVIDER_ANTHROPIC, "anthropic", "claude",
+         "https://api.anthropic.com", 0},
+        {"gemini/gemini-pro", SB_PROVIDER_GEMINI, "gemini", "gemini-pro",
+         "https://generativelanguage.googleapis.com", 0},
+        {"vertex_ai/x", SB_PROVIDER_VERTEX, "vertex_ai", "x",
+         "https://us-central1-aiplatform.googleapis.com", 1},
+        {"bedrock/anthropic.claude", SB_PROVIDER_BEDROCK, "bedrock", "anthropic.claude",
+         "https://bedrock-runtime.us-east-1.amazonaws.com", 1},
+        {"cohere/command-r", SB_PROVIDER_COHERE, "cohere", "command-r", "https://api.cohere.com",
+         0},
+        {"cohere_chat/command-r", SB_PROVIDER_COHERE, "cohere_chat", "command-r",
+         "https://api.cohere.com", 0},
         {"madeup/x", SB_PROVIDER_UNSUPPORTED, "madeup", "x", NULL, 1},
         {"gpt-4o", SB_PROVIDER_OPENAI, "openai", "gpt-4o", "https://api.openai.com/v1", 0},
     };
@@ -743,7 +749,11 @@ static void test_provider_prefixes(void **state)
         else
             assert_null(x->api_base);
         assert_int_equal(x->disabled, table[i].disabled);
-        if (table[i].disabled) {
+        if (table[i].kind == SB_PROVIDER_VERTEX) { /* no project, no credentials */
+            assert_has(&d, "vertex_ai needs vertex_project");
+        } else if (table[i].kind == SB_PROVIDER_BEDROCK) {
+            assert_has(&d, "bedrock needs AWS credentials");
+        } else if (table[i].disabled) {
             char want[128];
             snprintf(want, sizeof want, "provider '%s' is not supported yet", table[i].name);
             assert_string_equal(x->disabled_reason, want);
