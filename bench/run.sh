@@ -7,7 +7,7 @@
 #
 # Knobs (environment): BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2),
 # BENCH_FAKE_THREADS (2), BENCH_TTFB_COUNT (200), BENCH_IDLE_CONNS (10000),
-# BENCH_SCENARIOS (a subset of "ns16 ns64 ns256 st64 slow256"),
+# BENCH_SCENARIOS (a subset of "ns16 ns64 ns256 st64 slow256 xl64 xs64"),
 # BENCH_KEEP_TMP=1 (keep the temp dir with configs and logs),
 # BENCH_UPSTREAM_HTTP1=curl (the gateway's libcurl client instead of its native one).
 #
@@ -235,6 +235,9 @@ make_body bench 0 "$TMP/body.json"
 make_body bench 1 "$TMP/body-stream.json"
 make_body bench-slow 0 "$TMP/body-slow.json"
 make_body bench-drip 1 "$TMP/body-drip.json"
+# The translation path: an OpenAI client served by a model of the Anthropic dialect.
+make_body bench-anthropic 0 "$TMP/body-xl.json"
+make_body bench-anthropic 1 "$TMP/body-xs.json"
 
 FAKE_PORT=$(pick_port 21000)
 NGINX_PORT=$(pick_port 22000)
@@ -319,6 +322,11 @@ model_list:
       model: openai/gpt-fake
       api_base: http://127.0.0.1:$FAKE_PORT/_f/drip_ms=$DRIP_MS/v1
       api_key: $PROVIDER_KEY
+  - model_name: bench-anthropic
+    litellm_params:
+      model: anthropic/claude-fake
+      api_base: http://127.0.0.1:$FAKE_PORT
+      api_key: $PROVIDER_KEY
 general_settings:
   master_key: $MASTER_KEY
 server:
@@ -376,20 +384,27 @@ probe() { # proxy path body
 # ---------------------------------------------------------------------------------------------
 # scenarios: id, label, connections, body, nginx path, switchboard path
 
-read -r -a SCENARIOS <<<"${BENCH_SCENARIOS:-ns16 ns64 ns256 st64 slow256}"
+# xl64 and xs64: switchboard translates OpenAI to the Anthropic dialect and back; nginx, which
+# cannot translate, proxies the same body to the fake's OpenAI endpoint, so the ratio is the
+# cost of translation over plain proxying.
+read -r -a SCENARIOS <<<"${BENCH_SCENARIOS:-ns16 ns64 ns256 st64 slow256 xl64 xs64}"
 declare -A S_LABEL=([ns16]="non-stream, 16 conns" [ns64]="non-stream, 64 conns"
     [ns256]="non-stream, 256 conns" [st64]="stream, 64 conns"
-    [slow256]="upstream +${SLOW_MS} ms, 256 conns")
-declare -A S_CONNS=([ns16]=16 [ns64]=64 [ns256]=256 [st64]=64 [slow256]=256)
+    [slow256]="upstream +${SLOW_MS} ms, 256 conns"
+    [xl64]="translated to Anthropic, non-stream, 64 conns"
+    [xs64]="translated to Anthropic, stream, 64 conns")
+declare -A S_CONNS=([ns16]=16 [ns64]=64 [ns256]=256 [st64]=64 [slow256]=256 [xl64]=64 [xs64]=64)
 declare -A S_BODY=([ns16]=body.json [ns64]=body.json [ns256]=body.json [st64]=body-stream.json
-    [slow256]=body-slow.json)
+    [slow256]=body-slow.json [xl64]=body-xl.json [xs64]=body-xs.json)
 # shellcheck disable=SC2034 # read through the nameref in scenario_path
 declare -A S_PATH_nginx=([ns16]=/v1/chat/completions [ns64]=/v1/chat/completions
     [ns256]=/v1/chat/completions [st64]=/stream/v1/chat/completions
-    [slow256]=/slow/v1/chat/completions)
+    [slow256]=/slow/v1/chat/completions [xl64]=/v1/chat/completions
+    [xs64]=/stream/v1/chat/completions)
 # shellcheck disable=SC2034
 declare -A S_PATH_switchboard=([ns16]=/v1/chat/completions [ns64]=/v1/chat/completions
-    [ns256]=/v1/chat/completions [st64]=/v1/chat/completions [slow256]=/v1/chat/completions)
+    [ns256]=/v1/chat/completions [st64]=/v1/chat/completions [slow256]=/v1/chat/completions
+    [xl64]=/v1/chat/completions [xs64]=/v1/chat/completions)
 
 for s in "${SCENARIOS[@]}"; do
     [ -n "${S_CONNS[$s]:-}" ] || die "unknown scenario '$s' in BENCH_SCENARIOS"
@@ -401,7 +416,7 @@ scenario_path() { # proxy scenario
 }
 
 for proxy in "${PROXIES[@]}"; do
-    for s in ns16 st64 slow256; do
+    for s in ns16 st64 slow256 xl64 xs64; do
         probe "$proxy" "$(scenario_path "$proxy" "$s")" "$TMP/${S_BODY[$s]}"
     done
 done
