@@ -176,8 +176,8 @@ enum sb_fake_dialect {
     SB_FAKE_COHERE,
 };
 
-/* The dialect a (directive-free) path belongs to. */
-enum sb_fake_dialect sb_fake_dialect_of(struct sb_fake_str path);
+/* The dialect a request belongs to, from its method and (directive-free) path. */
+enum sb_fake_dialect sb_fake_dialect_of(struct sb_fake_str method, struct sb_fake_str path);
 /* Answers a request of a dialect other than OpenAI: its auth check, status=, fixture=, then
  * the endpoint. */
 void sb_fake_dialect_handle(struct sb_fake_call *x, enum sb_fake_dialect dialect);

@@ -306,11 +306,9 @@ static int fault(struct sb_fake_call *x, size_t *deltas, int *rc)
     }
     if (x->d.malformed) {
         /* A frame whose message CRC is wrong. */
-        size_t start = x->resp->body.len;
         *rc |= event_frame(x, "contentBlockDelta", json_pack("{s:i}", "contentBlockIndex", 0));
         if (!*rc)
             x->resp->body.data[x->resp->body.len - 1] ^= 0x5a;
-        (void)start;
     }
     return 0;
 }
@@ -466,11 +464,45 @@ static bool ends(struct sb_fake_str s, const char *lit)
     return s.n >= n && memcmp(s.p + s.n - n, lit, n) == 0;
 }
 
+/* The model id between "/model/" and the operation, %-decoded (inference-profile ids and
+ * versions such as "amazon.titan-embed-text-v2:0" arrive encoded). Returns its length, or -1
+ * for a missing id or a broken escape. */
+static long model_id(struct sb_fake_str p, char *out, size_t cap)
+{
+    const char *m = memmem(p.p, p.n, "/model/", 7);
+    if (!m)
+        return -1;
+    const char *s = m + 7, *end = p.p + p.n;
+    const char *slash = memchr(s, '/', (size_t)(end - s));
+    if (!slash || slash == s)
+        return -1;
+    size_t k = 0;
+    for (const char *c = s; c < slash; c++) {
+        char v = *c;
+        if (v == '%') {
+            if (slash - c < 3 || sb_fake_hex_val(c[1]) < 0 || sb_fake_hex_val(c[2]) < 0)
+                return -1;
+            v = (char)(sb_fake_hex_val(c[1]) * 16 + sb_fake_hex_val(c[2]));
+            c += 2;
+        }
+        if (k + 1 >= cap || v == '\0')
+            return -1;
+        out[k++] = v;
+    }
+    out[k] = '\0';
+    return (long)k;
+}
+
 void sb_fake_bedrock_route(struct sb_fake_call *x)
 {
     struct sb_fake_str p = x->path;
     while (p.n > 1 && p.p[p.n - 1] == '/')
         p.n--;
+    char model[512];
+    if (model_id(p, model, sizeof model) < 0) {
+        send_error(x, 400, "ValidationException", "The provided model identifier is invalid.");
+        return;
+    }
     json_t *root = json_loadb(x->req->body ? x->req->body : "", x->req->body_len, 0, NULL);
     if (!json_is_object(root)) {
         send_error(x, 400, "ValidationException",

@@ -26,13 +26,21 @@ static bool contains(struct sb_fake_str s, const char *lit)
     return s.n >= n && memmem(s.p, s.n, lit, n) != NULL;
 }
 
-enum sb_fake_dialect sb_fake_dialect_of(struct sb_fake_str path)
+enum sb_fake_dialect sb_fake_dialect_of(struct sb_fake_str method, struct sb_fake_str path)
 {
     while (path.n > 1 && path.p[path.n - 1] == '/')
         path.n--;
+    /* Gemini's methods are "<model>:<verb>" in the last segment of a POST; OpenAI's model ids
+     * may hold colons too (GET /v1/models/ft:gpt-4o:org:id), but are never POSTed to. */
+    const char *last = path.p;
+    for (size_t i = 0; i < path.n; i++) {
+        if (path.p[i] == '/')
+            last = path.p + i + 1;
+    }
+    bool post = method.n == 4 && memcmp(method.p, "POST", 4) == 0;
     if (ends_with(path, "/v1/messages") || ends_with(path, "/v1/messages/count_tokens"))
         return SB_FAKE_ANTHROPIC;
-    if (contains(path, "/models/") && memchr(path.p, ':', path.n))
+    if (post && contains(path, "/models/") && memchr(last, ':', (size_t)(path.p + path.n - last)))
         return SB_FAKE_GEMINI;
     if (contains(path, "/model/") &&
         (ends_with(path, "/converse") || ends_with(path, "/converse-stream") ||

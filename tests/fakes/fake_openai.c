@@ -1314,7 +1314,7 @@ void sb_fake_openai_handle(const struct sb_fake_config *cfg, const struct sb_fak
         rc |= sb_buf_printf(&resp->headers, "retry-after-ms: %" PRId64 "\r\n", x.d.retry_after_ms);
     (void)rc; /* the header buffer holds far more than these lines */
 
-    enum sb_fake_dialect dialect = sb_fake_dialect_of(x.path);
+    enum sb_fake_dialect dialect = sb_fake_dialect_of(req->method, x.path);
     if (dialect != SB_FAKE_OPENAI) {
         sb_fake_dialect_handle(&x, dialect);
         return;
