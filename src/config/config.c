@@ -923,8 +923,9 @@ static void env_default(struct ctx *c, char **field, const char *a, const char *
         *field = xstrdup(v);
 }
 
-/* What the native providers take from the standard environment variables when the config
- * does not say, and their default base URLs, which depend on the region or location. */
+/* What Vertex AI and Bedrock take from the standard environment variables of their clouds
+ * when the config does not say, and their default base URLs, which depend on the region or
+ * location. */
 static bool region_like(const char *s)
 {
     if (!*s || strlen(s) > 64)
@@ -937,16 +938,9 @@ static bool region_like(const char *s)
 
 static void provider_defaults(struct ctx *c, struct sb_deployment *d, int line)
 {
+    /* API keys are never read from the environment unasked (write os.environ/NAME); cloud
+     * credentials are, from the variables their own SDKs read. */
     switch (d->provider) {
-    case SB_PROVIDER_ANTHROPIC:
-        env_default(c, &d->api_key, "ANTHROPIC_API_KEY", NULL);
-        break;
-    case SB_PROVIDER_GEMINI:
-        env_default(c, &d->api_key, "GEMINI_API_KEY", "GOOGLE_API_KEY");
-        break;
-    case SB_PROVIDER_COHERE:
-        env_default(c, &d->api_key, "COHERE_API_KEY", "CO_API_KEY");
-        break;
     case SB_PROVIDER_VERTEX:
         env_default(c, &d->vertex_project, "VERTEXAI_PROJECT", "GOOGLE_CLOUD_PROJECT");
         env_default(c, &d->vertex_location, "VERTEXAI_LOCATION", "GOOGLE_CLOUD_LOCATION");
