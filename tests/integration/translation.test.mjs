@@ -361,3 +361,57 @@ describe('upstream requests', () => {
     for (const u of await stack.fake.upstreamRequests()) assert.ok(!JSON.stringify(u).includes(MASTER_KEY), u.path);
   });
 });
+
+describe('Claude Code shapes', () => {
+  test('a Claude Code-like request (beta query, cache_control, thinking, metadata) runs on an OpenAI model', async () => {
+    await stack.fake.clear();
+    const res = await fetch(`${stack.gw.url}/v1/messages?beta=true`, {
+      method: 'POST',
+      headers: {
+        'x-api-key': MASTER_KEY,
+        'anthropic-version': '2023-06-01',
+        'anthropic-beta': 'claude-code-20250219,interleaved-thinking-2025-05-14',
+        'content-type': 'application/json',
+      },
+      body: JSON.stringify({
+        model: 'oai',
+        max_tokens: 32000,
+        stream: true,
+        metadata: { user_id: 'user_abc_account__session_123' },
+        system: [
+          { type: 'text', text: 'You are Claude Code.', cache_control: { type: 'ephemeral' } },
+          { type: 'text', text: 'Be concise.' },
+        ],
+        thinking: { type: 'enabled', budget_tokens: 4000 },
+        tools: [
+          {
+            name: 'Bash',
+            description: 'Run a command',
+            input_schema: { type: 'object', properties: { command: { type: 'string' } }, required: ['command'] },
+            cache_control: { type: 'ephemeral' },
+          },
+        ],
+        messages: [{ role: 'user', content: [{ type: 'text', text: 'list files', cache_control: { type: 'ephemeral' } }] }],
+      }),
+    });
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    const events = [...text.matchAll(/^data: (.+)$/gm)].map((m) => JSON.parse(m[1]));
+    const start = events.find((e) => e.type === 'content_block_start' && e.content_block.type === 'tool_use');
+    assert.ok(start, text);
+    assert.equal(start.content_block.name, 'Bash');
+    const args = events
+      .filter((e) => e.type === 'content_block_delta' && e.delta.type === 'input_json_delta')
+      .map((e) => e.delta.partial_json)
+      .join('');
+    assert.deepEqual(JSON.parse(args), { command: 'list files' });
+    const delta = events.find((e) => e.type === 'message_delta');
+    assert.equal(delta.delta.stop_reason, 'tool_use');
+    const sent = await upstreamBody();
+    assert.equal(sent.messages[0].role, 'system');
+    assert.match(JSON.stringify(sent.messages[0]), /You are Claude Code/);
+    assert.equal(sent.reasoning_effort, 'high');
+    assert.equal(sent.user, 'user_abc_account__session_123');
+    assert.equal(sent.tools[0].function.name, 'Bash');
+  });
+});
