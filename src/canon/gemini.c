@@ -510,75 +510,125 @@ static int result_parts(struct enc *e, size_t mi, size_t pi, const struct sb_par
     return 0;
 }
 
-static int add_part(json_t *parts, json_t *part, char **pending_sig)
+static int add_part(json_t *parts, json_t *part, const char *sig)
 {
     if (!part)
         return -ENOMEM;
-    if (*pending_sig) {
-        if (json_object_set_new(part, "thoughtSignature", json_string(*pending_sig))) {
-            json_decref(part);
-            return -ENOMEM;
-        }
-        *pending_sig = NULL;
+    if (sig && json_object_set_new(part, "thoughtSignature", json_string(sig))) {
+        json_decref(part);
+        return -ENOMEM;
     }
     return push_new(parts, part);
+}
+
+static bool sig_only(const struct sb_part *p)
+{
+    return p->type == SB_PART_THINKING && (!p->text || !*p->text) && p->signature && *p->signature;
+}
+
+/* Whether the part becomes a Gemini part of its own. */
+static bool emits(const struct sb_part *p)
+{
+    switch (p->type) {
+    case SB_PART_TEXT:
+        return p->text && *p->text;
+    case SB_PART_IMAGE:
+    case SB_PART_DOCUMENT:
+    case SB_PART_TOOL_CALL:
+    case SB_PART_TOOL_RESULT:
+        return true;
+    case SB_PART_THINKING:
+    case SB_PART_REDACTED_THINKING:
+        break;
+    }
+    return false;
+}
+
+/* Which part each signature-only THINKING part's signature goes on: the next part, except
+ * that a function call further on in the message takes it first. Gemini 3 refuses a turn
+ * whose first function call lost its signature, and clients that keep thinking apart from
+ * the content (OpenAI's thinking_blocks) send every thinking block first, so "the next part"
+ * would often be the text before the call. Several signatures go, in order, to the parts
+ * that follow, a part before the calls taking one only when more are waiting than there are
+ * calls left. Returns the signature that found no part after it, or NULL. */
+static const char *place_signatures(const struct sb_msg *m, const char **sig_for,
+                                    const char **queue)
+{
+    size_t head = 0, tail = 0;
+    for (size_t i = 0; i < m->nparts; i++) {
+        const struct sb_part *p = &m->parts[i];
+        if (sig_only(p)) {
+            queue[tail++] = p->signature;
+            continue;
+        }
+        if (head == tail || !emits(p))
+            continue;
+        size_t calls_ahead = 0;
+        for (size_t j = i + 1; p->type != SB_PART_TOOL_CALL && j < m->nparts; j++)
+            if (m->parts[j].type == SB_PART_TOOL_CALL)
+                calls_ahead++;
+        if (tail - head > calls_ahead)
+            sig_for[i] = queue[head++];
+    }
+    return head < tail ? queue[tail - 1] : NULL;
 }
 
 /* The parts of one message. */
 static int message_parts(struct enc *e, size_t mi, json_t *parts)
 {
     const struct sb_msg *m = &e->req->msgs[mi];
-    char *pending_sig = NULL; /* borrowed from the THINKING part */
+    if (m->nparts == 0)
+        return 0;
+    const char **sig_for = calloc(m->nparts, sizeof *sig_for);
+    const char **queue = calloc(m->nparts, sizeof *queue);
+    if (!sig_for || !queue) {
+        free(sig_for);
+        free(queue);
+        return -ENOMEM;
+    }
+    const char *leftover = place_signatures(m, sig_for, queue);
     int rc = 0;
     for (size_t pi = 0; !rc && pi < m->nparts; pi++) {
         const struct sb_part *p = &m->parts[pi];
         switch (p->type) {
         case SB_PART_TEXT:
             if (p->text && *p->text)
-                rc = add_part(parts, json_pack("{s:s}", "text", p->text), &pending_sig);
+                rc = add_part(parts, json_pack("{s:s}", "text", p->text), sig_for[pi]);
             break;
         case SB_PART_IMAGE:
         case SB_PART_DOCUMENT: {
             json_t *mp = media_part(e, p, mi, pi);
-            rc = mp ? add_part(parts, mp, &pending_sig) : (e->failed ? -1 : -ENOMEM);
+            rc = mp ? add_part(parts, mp, sig_for[pi]) : (e->failed ? -1 : -ENOMEM);
             break;
         }
         case SB_PART_TOOL_CALL:
-            rc = add_part(parts, call_part(p), &pending_sig);
+            rc = add_part(parts, call_part(p), sig_for[pi]);
             break;
         case SB_PART_TOOL_RESULT: {
             size_t before = json_array_size(parts);
             rc = result_parts(e, mi, pi, p, parts);
-            if (!rc && pending_sig && json_array_size(parts) > before) {
-                if (json_object_set_new(json_array_get(parts, before), "thoughtSignature",
-                                        json_string(pending_sig)))
-                    rc = -ENOMEM;
-                pending_sig = NULL;
-            }
+            if (!rc && sig_for[pi] && json_array_size(parts) > before &&
+                json_object_set_new(json_array_get(parts, before), "thoughtSignature",
+                                    json_string(sig_for[pi])))
+                rc = -ENOMEM;
             break;
         }
         case SB_PART_THINKING:
-            if (p->text && *p->text) {
-                json_t *tp = json_pack("{s:s,s:b}", "text", p->text, "thought", 1);
-                if (tp && p->signature &&
-                    json_object_set_new(tp, "thoughtSignature", json_string(p->signature))) {
-                    json_decref(tp);
-                    tp = NULL;
-                }
-                rc = add_part(parts, tp, &pending_sig);
-            } else if (p->signature && *p->signature) {
-                pending_sig = p->signature;
-            }
+            if (p->text && *p->text)
+                rc = add_part(parts, json_pack("{s:s,s:b}", "text", p->text, "thought", 1),
+                              p->signature);
             break;
         case SB_PART_REDACTED_THINKING:
             break;
         }
     }
+    free(sig_for);
+    free(queue);
     /* A signature with no part after it in its message stays with the part before it. */
-    if (!rc && pending_sig && json_array_size(parts) > 0) {
+    if (!rc && leftover && json_array_size(parts) > 0) {
         json_t *last = json_array_get(parts, json_array_size(parts) - 1);
         if (!json_object_get(last, "thoughtSignature") &&
-            json_object_set_new(last, "thoughtSignature", json_string(pending_sig)))
+            json_object_set_new(last, "thoughtSignature", json_string(leftover)))
             rc = -ENOMEM;
     }
     return rc;

@@ -936,6 +936,24 @@ static void test_encode_tools_results_signatures(void **state)
     assert_non_null(strstr(err.message, "messages[2].tool_call_id"));
     sb_canon_req_free(&r);
 
+    /* thinking sent first (OpenAI thinking_blocks): the signature still reaches the call */
+    req_init(&r);
+    add_msg(&r, SB_ROLE_USER, 1, text_part("q"));
+    add_msg(&r, SB_ROLE_ASSISTANT, 4, thinking_part("hmm", NULL), thinking_part("", "SIGF"),
+            text_part("To determine"), call_part("u959pftr", "get_weather", "{}"));
+    add_msg(&r, SB_ROLE_ASSISTANT, 4, thinking_part(NULL, "SIGT"), thinking_part(NULL, "SIGC"),
+            text_part("Text"), call_part("call_q", "f", "{}"));
+    got = encode(&r, &err);
+    assert_json(json_object_get(got, "contents"),
+                "[{\"role\":\"user\",\"parts\":[{\"text\":\"q\"}]},{\"role\":\"model\",\"parts\":["
+                "{\"text\":\"hmm\",\"thought\":true},{\"text\":\"To determine\"},"
+                "{\"functionCall\":{\"name\":\"get_weather\",\"args\":{},\"id\":\"u959pftr\"},"
+                "\"thoughtSignature\":\"SIGF\"},"
+                "{\"text\":\"Text\",\"thoughtSignature\":\"SIGT\"},"
+                "{\"functionCall\":{\"name\":\"f\",\"args\":{}},\"thoughtSignature\":\"SIGC\"}]}]");
+    json_decref(got);
+    sb_canon_req_free(&r);
+
     /* a trailing signature stays with the part before it */
     req_init(&r);
     add_msg(&r, SB_ROLE_USER, 1, text_part("q"));
