@@ -360,6 +360,10 @@ static int decode_content(json_t *content, enum content_kind kind, size_t mi, st
                           size_t *np, const char *prefix, struct sb_error *err)
 {
     if (json_is_string(content)) {
+        /* Clients send "" beside tool calls; an empty text block is an error for Anthropic
+         * and Bedrock and says nothing, so an assistant's empty text is not carried. */
+        if (kind == CK_ASSISTANT && json_string_length(content) == 0)
+            return 0;
         struct sb_part *p = &parts[(*np)++];
         p->type = SB_PART_TEXT;
         return dup_json_str(content, &p->text, err);
@@ -385,6 +389,8 @@ static int decode_content(json_t *content, enum content_kind kind, size_t mi, st
             if (!json_is_string(tx))
                 return bad_type(err, param_fmt("%s[%zu].content[%zu].text", prefix, mi, pi),
                                 "a string");
+            if (kind == CK_ASSISTANT && json_string_length(tx) == 0)
+                continue;
             p->type = SB_PART_TEXT;
             if (dup_json_str(tx, &p->text, err))
                 return -1;
@@ -537,6 +543,11 @@ static int decode_assistant(json_t *jm, struct sb_msg *m, size_t mi, struct sb_e
         return bad_type(err, param_fmt("messages[%zu].tool_calls", mi), "an array");
     if (tbs && !json_is_array(tbs))
         return bad_type(err, param_fmt("messages[%zu].thinking_blocks", mi), "an array");
+    if ((!content || json_is_null(content)) && !json_array_size(tcs) && !fc)
+        return bad(err, "missing_required_parameter", param_fmt("messages[%zu].content", mi),
+                   "Missing required parameter: 'messages[%zu].content' (required unless "
+                   "'tool_calls' or 'function_call' is given).",
+                   mi);
     size_t cap = json_array_size(tbs) + json_array_size(tcs) + (fc ? 1 : 0) +
                  (json_is_array(content) ? json_array_size(content) : 1);
     m->parts = parts_alloc(cap, err);

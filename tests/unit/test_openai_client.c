@@ -219,7 +219,7 @@ static void test_request_messages(void **state)
         "{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"42\"},"
         "{\"role\":\"tool\",\"tool_call_id\":\"call_2\",\"content\":[{\"type\":\"text\","
         "\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]},"
-        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c3\",\"function\":"
+        "{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"id\":\"c3\",\"function\":"
         "{\"name\":\"h\",\"arguments\":{\"x\":[1,2]}}}]},"
         "{\"role\":\"tool\",\"tool_call_id\":\"c3\",\"content\":\"\"}"
         "]}");
@@ -272,9 +272,20 @@ static void test_request_messages(void **state)
     assert_int_equal(r.msgs[5].parts[0].nparts, 2);
     assert_string_equal(r.msgs[5].parts[0].parts[1].text, "b");
 
-    assert_int_equal(r.msgs[6].nparts, 1);
+    assert_int_equal(r.msgs[6].nparts, 1); /* "" beside the call is not carried */
     assert_string_equal(r.msgs[6].parts[0].arguments, "{\"x\":[1,2]}");
     assert_int_equal(r.msgs[7].parts[0].nparts, 0);
+    sb_canon_req_free(&r);
+
+    /* empty text parts of an assistant are dropped; a user's "" is kept */
+    r = ok("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\"},"
+           "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"\"},"
+           "{\"type\":\"text\",\"text\":\"x\"}]},{\"role\":\"assistant\",\"content\":\"\"}]}");
+    assert_int_equal(r.msgs[0].nparts, 1);
+    assert_string_equal(r.msgs[0].parts[0].text, "");
+    assert_int_equal(r.msgs[1].nparts, 1);
+    assert_string_equal(r.msgs[1].parts[0].text, "x");
+    assert_int_equal(r.msgs[2].nparts, 0);
     sb_canon_req_free(&r);
 }
 
@@ -448,6 +459,11 @@ static void test_request_errors(void **state)
                "\"content\":\"x\"}]}",
                "messages[0].tool_call_id", "invalid_type");
     expect_400("{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"tool_call_id\":\"c\"}]}",
+               "messages[0].content", "missing_required_parameter");
+    expect_400("{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\"}]}", "messages[0].content",
+               "missing_required_parameter");
+    expect_400("{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"content\":null,"
+               "\"tool_calls\":[]}]}",
                "messages[0].content", "missing_required_parameter");
     expect_400("{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":{}}]}",
                "messages[0].tool_calls", "invalid_type");
