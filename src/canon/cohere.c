@@ -733,12 +733,15 @@ static int stream_content(struct synth *s, const json_t *content, bool start)
     else
         kind = SB_BLOCK_TEXT;
     const json_t *v = kind == SB_BLOCK_THINKING ? th : tx;
+    bool has_text = json_is_string(v) && json_string_length(v) > 0;
     int rc;
+    if (!start && !has_text)
+        return 0; /* an empty delta opens no block */
     if (start || !s->open || s->kind != kind) {
         if ((rc = synth_open(s, kind, NULL, NULL)))
             return rc;
     }
-    if (json_is_string(v) && json_string_length(v) > 0)
+    if (has_text)
         return synth_delta(s, json_string_value(v), json_string_length(v));
     return 0;
 }

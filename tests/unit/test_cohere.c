@@ -222,6 +222,8 @@ static void test_stream_failures(void **state)
             "event: message-start\ndata: {\"id\":\"m\"}\n\n"
             "event: citation-start\ndata: {\"type\":\"citation-start\",\"index\":0}\n\n"
             "event: debug\ndata: {}\n\n"
+            "event: content-delta\ndata: {\"delta\":{\"message\":{\"content\":{\"text\":\"\"}}}}"
+            "\n\n"
             "event: content-delta\ndata: {\"delta\":{\"message\":{\"content\":{\"text\":\"a\"}}}}"
             "\n\n"
             "event: message-end\ndata: {\"delta\":{\"finish_reason\":\"ERROR\"}}\n\n"
@@ -230,6 +232,7 @@ static void test_stream_failures(void **state)
     assert_int_equal(run.feed_rc, 0);
     assert_int_equal(run.end_rc, 0);
     assert_string_equal(run.r.id, "m");
+    assert_int_equal(run.r.nblocks, 1); /* the empty delta opened none */
     assert_string_equal(btext(&run.r.blocks[0]), "a");
     assert_int_equal(run.r.finish, SB_FINISH_ERROR);
     assert_int_equal(run.r.usage.input, -1);
