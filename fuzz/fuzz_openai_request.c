@@ -104,6 +104,7 @@ static void run_events(const uint8_t *data, size_t size)
         ev.usage.input = (int64_t)tl - 3;
         ev.usage.output = (int64_t)op;
         ev.usage.cache_read = (op & 1) ? (int64_t)tl : -1;
+        ev.usage.cache_write = (op & 0x10) ? INT64_MAX : -1;
         ev.error = &ce;
         size_t before = out.len;
         int rc = sb_client_openai.enc_event(enc, &ev, &out);

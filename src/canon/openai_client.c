@@ -1143,22 +1143,32 @@ static int render_error(const struct sb_canon_error *e, struct sb_buf *out, int 
 
 /* ------------------------------------------------------------------ response */
 
+/* Counts come from providers: negative means unknown, and sums saturate rather than
+ * overflow. */
+static int64_t cnt(int64_t v)
+{
+    return v > 0 ? v : 0;
+}
+
+static int64_t sat_add(int64_t a, int64_t b)
+{
+    return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
 static json_t *usage_json(const struct sb_usage *u)
 {
     if (u->input < 0 && u->output < 0 && u->cache_read < 0 && u->cache_write < 0)
         return NULL;
-    int64_t prompt = (u->input > 0 ? u->input : 0) + (u->cache_read > 0 ? u->cache_read : 0) +
-                     (u->cache_write > 0 ? u->cache_write : 0);
-    int64_t completion = u->output > 0 ? u->output : 0;
-    json_t *ptd =
-        json_pack("{s:I}", "cached_tokens", (json_int_t)(u->cache_read > 0 ? u->cache_read : 0));
+    int64_t prompt = sat_add(sat_add(cnt(u->input), cnt(u->cache_read)), cnt(u->cache_write));
+    int64_t completion = cnt(u->output);
+    json_t *ptd = json_pack("{s:I}", "cached_tokens", (json_int_t)cnt(u->cache_read));
     if (ptd && u->cache_write > 0)
         json_object_set_new(ptd, "cache_write_tokens", json_integer(u->cache_write));
     return json_pack("{s:I,s:I,s:I,s:o,s:{s:I}}", "prompt_tokens", (json_int_t)prompt,
                      "completion_tokens", (json_int_t)completion, "total_tokens",
-                     (json_int_t)(prompt + completion), "prompt_tokens_details", ptd,
+                     (json_int_t)sat_add(prompt, completion), "prompt_tokens_details", ptd,
                      "completion_tokens_details", "reasoning_tokens",
-                     (json_int_t)(u->reasoning > 0 ? u->reasoning : 0));
+                     (json_int_t)cnt(u->reasoning));
 }
 
 static json_t *thinking_block_json(enum sb_block_kind kind, const char *text, size_t len,
@@ -1619,6 +1629,8 @@ static int append_floats(struct sb_buf *out, const double *v, size_t n)
 int sb_openai_render_embeddings(const struct sb_embed_resp *r, const char *model, bool base64,
                                 struct sb_buf *out)
 {
+    if (r->n && (!r->vectors || !r->dims))
+        return SB_CANON_E_INVALID;
     size_t start = out->len;
     int rc = sb_buf_append_str(out, "{\"object\":\"list\",\"data\":[");
     for (size_t i = 0; i < r->n && rc == 0; i++) {

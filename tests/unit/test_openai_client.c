@@ -761,6 +761,24 @@ static void test_render_simple(void **state)
     json_decref(j);
     sb_canon_resp_free(&r);
 
+    /* provider counts near the limit saturate instead of overflowing */
+    sb_canon_resp_init(&r, CAP);
+    e = ev0(SB_EV_START, 0);
+    assert_int_equal(sb_canon_resp_event(&r, &e), 0);
+    e = ev_finish(SB_FINISH_STOP);
+    assert_int_equal(sb_canon_resp_event(&r, &e), 0);
+    e = ev_usage(INT64_MAX, INT64_MAX, 5, INT64_MAX, -1);
+    assert_int_equal(sb_canon_resp_event(&r, &e), 0);
+    j = render(&r, "m");
+    u = json_object_get(j, "usage");
+    assert_int_equal(json_integer_value(json_object_get(u, "prompt_tokens")), INT64_MAX);
+    assert_int_equal(json_integer_value(json_object_get(u, "total_tokens")), INT64_MAX);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(u, "prompt_tokens_details"),
+                                                        "cache_write_tokens")),
+                     5);
+    json_decref(j);
+    sb_canon_resp_free(&r);
+
     /* finish reasons */
     static const struct {
         enum sb_finish f;
@@ -1493,6 +1511,13 @@ static void test_embed_render(void **state)
     sb_buf_free(&out);
     json_decref(fx);
     sb_embed_resp_free(&r);
+
+    /* a response claiming vectors it does not hold */
+    struct sb_embed_resp bad = {.n = 1, .input_tokens = -1};
+    sb_buf_init(&out, CAP);
+    assert_int_equal(sb_openai_render_embeddings(&bad, "m", false, &out), SB_CANON_E_INVALID);
+    assert_int_equal(out.len, 0);
+    sb_buf_free(&out);
 }
 
 int main(void)
