@@ -70,8 +70,63 @@ static void same(const struct sink *a, const struct sink *b)
     }
 }
 
+/* The input as a tool schema, a tool result and call arguments of a request: the encoder
+ * must give valid JSON or a 4xx, whatever the schema holds ($ref cycles included). */
+static void encode_with(const uint8_t *data, size_t size)
+{
+    json_t *schema = json_loadb((const char *)data, size, 0, NULL);
+    if (!json_is_object(schema)) {
+        json_decref(schema);
+        return;
+    }
+    char *text = malloc(size + 1);
+    if (!text)
+        abort();
+    memcpy(text, data, size);
+    text[size] = '\0';
+    struct sb_part call = {
+        .type = SB_PART_TOOL_CALL, .id = "call_1", .name = "f", .arguments = text};
+    struct sb_part sig = {.type = SB_PART_THINKING, .signature = "S"};
+    struct sb_part assistant[2] = {sig, call};
+    struct sb_part inner = {.type = SB_PART_TEXT, .text = text};
+    struct sb_part result = {
+        .type = SB_PART_TOOL_RESULT, .id = "call_1", .parts = &inner, .nparts = 1};
+    struct sb_msg msgs[2] = {{.role = SB_ROLE_ASSISTANT, .parts = assistant, .nparts = 2},
+                             {.role = SB_ROLE_TOOL, .parts = &result, .nparts = 1}};
+    struct sb_tool tool = {.name = "f", .parameters = schema, .strict = -1};
+    struct sb_canon_req req = {.msgs = msgs,
+                               .nmsgs = 2,
+                               .tools = &tool,
+                               .ntools = 1,
+                               .tool_choice = SB_TC_AUTO,
+                               .max_tokens = -1,
+                               .top_k = -1,
+                               .n = -1,
+                               .top_logprobs = -1,
+                               .thinking_budget = -1,
+                               .response_format = SB_RF_JSON_SCHEMA,
+                               .rf_schema = schema};
+    struct sb_buf out;
+    sb_buf_init(&out, size * 8 + 4096);
+    struct sb_error err;
+    int rc = sb_codec_gemini.encode_request(&req, "m", &out, &err);
+    if (rc == 0) {
+        json_t *j = json_loadb(out.data, out.len, 0, NULL);
+        if (!json_is_object(j))
+            abort();
+        json_decref(j);
+    } else if (err.status != 400 && err.status != 413) {
+        abort();
+    }
+    sb_buf_free(&out);
+    free(text);
+    json_decref(schema);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    encode_with(data, size);
+
     struct sink s;
     sink_init(&s, size);
     int rc = sb_codec_gemini.decode_response((const char *)data, size, on_event, &s);

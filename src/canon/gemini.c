@@ -17,6 +17,9 @@
 
 /* Nesting allowed while cleaning a tool schema; a $ref cycle runs into it. */
 #define SCHEMA_MAX_DEPTH 32
+/* Schemas one tool may expand to: definitions referenced twice at each level would otherwise
+ * grow exponentially within the depth limit. */
+#define SCHEMA_MAX_NODES 20000
 /* Bounds on an embeddings response, whatever the provider says. */
 #define EMBED_MAX_VECTORS 4096
 #define EMBED_MAX_DIMS    65536
@@ -85,6 +88,7 @@ static const char *const schema_keep[] = {
 
 struct schema_ctx {
     const json_t *root;
+    size_t nodes; /* schemas produced so far, against $ref expansion blowing up */
     struct sb_error *err;
     const char *where; /* "tools[i]" or "response_format" for messages */
 };
@@ -231,6 +235,10 @@ static json_t *clean_schema(struct schema_ctx *c, const json_t *node, int depth)
 {
     if (depth > SCHEMA_MAX_DEPTH) {
         schema_fail(c, "schema nested too deeply (or a $ref cycle)", NULL);
+        return NULL;
+    }
+    if (++c->nodes > SCHEMA_MAX_NODES) {
+        schema_fail(c, "schema too large once its $ref are expanded", NULL);
         return NULL;
     }
     if (!json_is_object(node)) /* `true` / `{}`-like schemas: accept anything */

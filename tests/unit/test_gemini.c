@@ -1051,6 +1051,36 @@ static void test_encode_schema_cleaning(void **state)
     }
 }
 
+/* Definitions referenced twice at every level: exponential once expanded, refused. */
+static void test_encode_schema_blowup(void **state)
+{
+    (void)state;
+    json_t *defs = json_object();
+    for (int i = 0; i < 14; i++) {
+        char name[8], next[32];
+        snprintf(name, sizeof name, "D%d", i);
+        snprintf(next, sizeof next, "#/$defs/D%d", i + 1);
+        json_t *d = i == 13 ? json_pack("{s:s}", "type", "string")
+                            : json_pack("{s:s,s:{s:{s:s},s:{s:s}}}", "type", "object", "properties",
+                                        "a", "$ref", next, "b", "$ref", next);
+        assert_non_null(d);
+        assert_int_equal(json_object_set_new(defs, name, d), 0);
+    }
+    json_t *schema = json_pack("{s:s,s:{s:{s:s}},s:o}", "type", "object", "properties", "x", "$ref",
+                               "#/$defs/D0", "$defs", defs);
+    assert_non_null(schema);
+    struct sb_canon_req r;
+    req_init(&r);
+    add_msg(&r, SB_ROLE_USER, 1, text_part("q"));
+    add_tool(&r, "f", NULL);
+    r.tools[0].parameters = schema;
+    struct sb_error err;
+    assert_null(encode(&r, &err));
+    assert_int_equal(err.status, 400);
+    assert_non_null(strstr(err.message, "too large"));
+    sb_canon_req_free(&r);
+}
+
 static void test_encode_generation_config(void **state)
 {
     (void)state;
@@ -1222,6 +1252,7 @@ int main(void)
         cmocka_unit_test(test_encode_system_merge_and_parts),
         cmocka_unit_test(test_encode_tools_results_signatures),
         cmocka_unit_test(test_encode_schema_cleaning),
+        cmocka_unit_test(test_encode_schema_blowup),
         cmocka_unit_test(test_encode_generation_config),
         cmocka_unit_test(test_embeddings),
     };
