@@ -160,14 +160,20 @@ static json_t *clean_union(struct schema_ctx *c, const json_t *node, const json_
         out = clean_schema(c, only, depth + 1);
         if (!out)
             return NULL;
+    } else if (kept == 0) {
+        out = json_object();
+        if (!out)
+            return NULL;
     } else {
         out = json_object();
         json_t *arr = json_array();
-        if (!out || !arr || json_object_set_new(out, "anyOf", arr)) {
+        if (!out || !arr) {
             json_decref(out);
-            if (out)
-                return NULL;
             json_decref(arr);
+            return NULL;
+        }
+        if (json_object_set_new(out, "anyOf", arr)) {
+            json_decref(out);
             return NULL;
         }
         json_array_foreach(alts, i, a)
@@ -1163,7 +1169,8 @@ static int decode_part(struct dec *d, const json_t *part)
         d->saw_call = true;
         return rc;
     }
-    return 0; /* inlineData, executableCode...: no canonical block */
+    /* inlineData, executableCode...: no canonical block, but a signature is kept */
+    return sig ? signature_block(d, sig, sig_len) : 0;
 }
 
 /* One GenerateContentResponse (a whole body or one stream chunk). */

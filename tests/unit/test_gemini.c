@@ -219,12 +219,12 @@ static void test_response_thoughts_signatures_usage(void **state)
         "{\"functionCall\":{\"name\":\"f\",\"args\":{\"a\":[1,2]},\"id\":\"abc123\"},"
         "\"thoughtSignature\":\"SIGF\"},"
         "{\"functionCall\":{\"name\":\"g\"}},{\"inlineData\":{\"mimeType\":\"image/png\","
-        "\"data\":\"AAAA\"}}]},\"finishReason\":\"STOP\"}],"
+        "\"data\":\"AAAA\"},\"thoughtSignature\":\"SIGI\"}]},\"finishReason\":\"STOP\"}],"
         "\"usageMetadata\":{\"promptTokenCount\":100,\"cachedContentTokenCount\":40,"
         "\"candidatesTokenCount\":10,\"thoughtsTokenCount\":5,\"toolUsePromptTokenCount\":7,"
         "\"totalTokenCount\":122},\"modelVersion\":\"gemini-3-pro\",\"responseId\":\"r1\"}";
     assert_int_equal(decode_body(body, &c), 0);
-    assert_int_equal(c.resp.nblocks, 7);
+    assert_int_equal(c.resp.nblocks, 8);
     /* thoughts share one block; its signature closes it */
     assert_int_equal(c.resp.blocks[0].kind, SB_BLOCK_THINKING);
     assert_string_equal(block_text(&c, 0), "think 1 think 2");
@@ -247,6 +247,9 @@ static void test_response_thoughts_signatures_usage(void **state)
     assert_int_equal(c.resp.blocks[6].kind, SB_BLOCK_TOOL_CALL);
     assert_synth_id(c.resp.blocks[6].id);
     assert_string_equal(block_text(&c, 6), "{}");
+    /* a part with no canonical block keeps its signature */
+    assert_int_equal(c.resp.blocks[7].kind, SB_BLOCK_THINKING);
+    assert_string_equal(c.resp.blocks[7].signature, "SIGI");
     assert_int_equal(c.resp.finish, SB_FINISH_TOOL_CALLS);
     /* input = prompt - cached + toolUse; output = candidates + thoughts */
     assert_int_equal(c.resp.usage.input, 67);
@@ -987,6 +990,7 @@ static void test_encode_schema_cleaning(void **state)
         "\"examples\":[\"a\"]},\"minItems\":1},"
         "\"multi\":{\"type\":[\"string\",\"number\"]},"
         "\"k\":{\"const\":\"fixed\",\"title\":\"K\"},"
+        "\"nul\":{\"anyOf\":[{\"type\":\"null\"}]},"
         "\"when\":{\"type\":\"string\",\"format\":\"date-time\"},"
         "\"n\":{\"type\":\"integer\",\"format\":\"int64\",\"minimum\":0,\"maximum\":9}},"
         "\"required\":[\"loc\"],"
@@ -1011,6 +1015,7 @@ static void test_encode_schema_cleaning(void **state)
                 "\"minItems\":1},"
                 "\"multi\":{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"number\"}]},"
                 "\"k\":{\"enum\":[\"fixed\"],\"title\":\"K\"},"
+                "\"nul\":{\"nullable\":true},"
                 "\"when\":{\"type\":\"string\",\"format\":\"date-time\"},"
                 "\"n\":{\"type\":\"integer\",\"format\":\"int64\",\"minimum\":0,\"maximum\":9}},"
                 "\"required\":[\"loc\"]}},"
