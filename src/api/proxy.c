@@ -567,8 +567,13 @@ static void finish_stream(struct sb_proxy *p, int result)
         int rc = p->codec->stream_end(p->dec, on_canon, p);
         if (rc == 0 && p->xlate && !p->stream_failed) {
             sb_buf_reset(&p->ev);
-            if (p->client->enc_end(p->enc, &p->ev) == 0 && p->ev.len)
+            if (p->client->enc_end(p->enc, &p->ev) != 0) { /* ended without its finish */
+                count_upstream_error(p, SB_UPERR_PROTOCOL);
+                stream_error_event(p, "upstream_stream_cut",
+                                   "The provider's stream ended before it was complete.");
+            } else if (p->ev.len) {
                 sb_http_stream_write(p->x, p->ev.data, p->ev.len);
+            }
         } else if (rc != 0 && rc != SB_CANON_E_STOP && !p->stream_failed) {
             count_upstream_error(p, SB_UPERR_PROTOCOL);
             stream_error_event(p, "upstream_stream_cut",

@@ -1,11 +1,13 @@
 /* The codecs of each dialect, behind two tables the proxy uses (see canon.h for the model).
  *
  * One file per dialect implements its table:
- *   src/canon/openai.c     sb_client_openai, sb_codec_openai, sb_embed_openai (render only)
- *   src/canon/anthropic.c  sb_client_anthropic, sb_codec_anthropic
- *   src/canon/gemini.c     sb_codec_gemini, sb_embed_gemini
- *   src/canon/bedrock.c    sb_codec_bedrock, sb_embed_bedrock (eventstream.h, sigv4.h)
- *   src/canon/cohere.c     sb_codec_cohere, sb_embed_cohere
+ *   src/canon/openai_client.c     sb_client_openai, OpenAI embeddings requests and responses
+ *   src/canon/openai.c            sb_codec_openai
+ *   src/canon/anthropic_client.c  sb_client_anthropic (and count_tokens)
+ *   src/canon/anthropic.c         sb_codec_anthropic
+ *   src/canon/gemini.c            sb_codec_gemini, sb_embed_gemini
+ *   src/canon/bedrock.c           sb_codec_bedrock, sb_embed_bedrock (eventstream.h, sigv4.h)
+ *   src/canon/cohere.c            sb_codec_cohere, sb_embed_cohere
  *
  * Rules every codec keeps:
  * - Never crash, leak or loop on any input; bounded output (struct sb_buf caps); invalid input
