@@ -795,6 +795,31 @@ static json_t *fixture_json(const char *name)
     return j;
 }
 
+/* The recorded requests spell schema types in upper case (OBJECT, NUMBER); Gemini takes
+ * either, the encoder passes the client's lower case on. */
+static void lower_types(json_t *j)
+{
+    const char *k;
+    json_t *v;
+    size_t i;
+    if (json_is_object(j)) {
+        json_object_foreach(j, k, v)
+        {
+            if (strcmp(k, "type") == 0 && json_is_string(v)) {
+                char buf[32];
+                snprintf(buf, sizeof buf, "%s", json_string_value(v));
+                for (char *c = buf; *c; c++)
+                    *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+                assert_int_equal(json_string_set(v, buf), 0);
+            } else {
+                lower_types(v);
+            }
+        }
+    } else if (json_is_array(j)) {
+        json_array_foreach(j, i, v) lower_types(v);
+    }
+}
+
 static void test_encode_fixture_shapes(void **state)
 {
     (void)state;
@@ -811,6 +836,27 @@ static void test_encode_fixture_shapes(void **state)
     json_decref(got);
     json_decref(want);
     sb_canon_req_free(&r);
+
+    /* a function declaration (both the plain and the streaming recording) */
+    static const char *const fc[] = {FIX "generate_content_function_call.request.json",
+                                     FIX "stream_function_call.request.json"};
+    for (size_t i = 0; i < 2; i++) {
+        req_init(&r);
+        r.stream = i == 1;
+        add_msg(&r, SB_ROLE_USER, 1, text_part("what is the result of 100/2"));
+        add_tool(&r, "customDivide",
+                 "{\"type\":\"object\",\"properties\":{\"denominator\":{\"type\":\"number\"},"
+                 "\"numerator\":{\"type\":\"number\"}},\"additionalProperties\":false}");
+        free(r.tools[0].description);
+        r.tools[0].description = xstrdup("Custom divide function");
+        got = encode(&r, &err);
+        want = fixture_json(fc[i]);
+        lower_types(want);
+        assert_true(json_equal(got, want));
+        json_decref(got);
+        json_decref(want);
+        sb_canon_req_free(&r);
+    }
 
     /* the function-response turn: name looked up by id, response object, AUTO */
     req_init(&r);
