@@ -1274,6 +1274,8 @@ struct enc {
     int tool_index;          /* OpenAI tool_calls[].index of the open tool block */
     int ntools;
     struct sb_buf redacted; /* a redacted block's data, sent whole at its stop */
+    bool usage_held;        /* a USAGE that came before FINISH */
+    struct sb_usage held;
 };
 
 static void *enc_new(const char *model, bool include_usage)
@@ -1441,16 +1443,32 @@ static int enc_event(void *p, const struct sb_canon_event *ev, struct sb_buf *ou
         }
         e->open = false;
         return 0;
-    case SB_EV_FINISH:
+    case SB_EV_FINISH: {
         if (e->open || e->finished)
             return SB_CANON_E_INVALID;
+        size_t before = out->len;
         rc = write_chunk(e, json_object(), sb_finish_openai(ev->finish), out);
-        if (rc == 0)
-            e->finished = true;
-        return rc;
+        if (rc == 0 && e->usage_held && e->include_usage)
+            rc = write_usage(e, &e->held, out);
+        if (rc) {
+            out->len = before;
+            if (out->data)
+                out->data[before] = '\0';
+            return rc;
+        }
+        e->finished = true;
+        e->usage_sent = e->usage_held;
+        return 0;
+    }
     case SB_EV_USAGE:
-        if (!e->finished || e->usage_sent)
+        if (e->usage_sent || e->usage_held)
             return SB_CANON_E_INVALID;
+        if (!e->finished) {
+            /* OpenAI's usage chunk must follow the finish chunk: hold it until then. */
+            e->held = ev->usage;
+            e->usage_held = true;
+            return 0;
+        }
         rc = e->include_usage ? write_usage(e, &ev->usage, out) : 0;
         if (rc == 0)
             e->usage_sent = true;
@@ -1466,6 +1484,10 @@ static int enc_end(void *p, struct sb_buf *out)
     struct enc *e = p;
     if (!e || e->over)
         return SB_CANON_E_INVALID;
+    /* [DONE] after a stream with no finish would tell the client the answer is complete; the
+     * caller sends an error event instead (enc_error still works after this). */
+    if (!e->finished)
+        return SB_CANON_E_CUT;
     int rc = sb_buf_append_str(out, "data: [DONE]\n\n");
     if (rc == 0)
         e->over = true;

@@ -1147,6 +1147,24 @@ static void test_stream_no_usage_and_model(void **state)
     assert_string_equal(json_string_value(json_array_get(ch, 2)), "[DONE]");
     json_decref(ch);
 
+    /* USAGE before FINISH is held and sent after the finish chunk */
+    struct sb_canon_event ev1[3] = {ev0(SB_EV_START, 0), ev_usage(4, -1, -1, 6, -1),
+                                    ev_finish(SB_FINISH_STOP)};
+    ch = run_stream(ev1, 3, true, true);
+    assert_int_equal(json_array_size(ch), 4);
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_array_get(json_object_get(json_array_get(ch, 1), "choices"), 0), "finish_reason")),
+        "stop");
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_object_get(json_array_get(ch, 2), "usage"), "total_tokens")),
+                     10);
+    assert_string_equal(json_string_value(json_array_get(ch, 3)), "[DONE]");
+    json_decref(ch);
+    ch = run_stream(ev1, 3, false, true);
+    assert_int_equal(json_array_size(ch), 3);
+    json_decref(ch);
+
     /* tool block without id gets one */
     struct sb_canon_event ev2[4] = {ev0(SB_EV_START, 0), ev_block(0, SB_BLOCK_TOOL_CALL, NULL, "f"),
                                     ev0(SB_EV_BLOCK_STOP, 0), ev_finish(SB_FINISH_TOOL_CALLS)};
@@ -1192,6 +1210,25 @@ static void test_stream_error(void **state)
     free(fx);
     assert_true(json_equal(json_array_get(ch, 2), json_array_get(want, 0)));
     json_decref(want);
+    json_decref(ch);
+    sb_buf_free(&out);
+
+    /* a stream cut before its finish: enc_end refuses and writes nothing; the error goes out */
+    enc = C->enc_new("m", false);
+    sb_buf_init(&out, CAP);
+    assert_int_equal(C->enc_end(enc, &out), SB_CANON_E_CUT); /* not even started */
+    e = ev0(SB_EV_START, 0);
+    assert_int_equal(C->enc_event(enc, &e, &out), 0);
+    e = ev_block(0, SB_BLOCK_TEXT, NULL, NULL);
+    assert_int_equal(C->enc_event(enc, &e, &out), 0);
+    len = out.len;
+    assert_int_equal(C->enc_end(enc, &out), SB_CANON_E_CUT);
+    assert_int_equal(out.len, len);
+    assert_int_equal(C->enc_error(enc, &ce, &out), 0);
+    C->enc_free(enc);
+    ch = parse_sse(out.data, out.len);
+    assert_int_equal(json_array_size(ch), 2);
+    assert_non_null(json_object_get(json_array_get(ch, 1), "error"));
     json_decref(ch);
     sb_buf_free(&out);
 
@@ -1244,8 +1281,8 @@ static void test_stream_out_of_order(void **state)
     struct sb_canon_event g[] = {s, ev_block(0, SB_BLOCK_TEXT, NULL, NULL),
                                  ev_finish(SB_FINISH_STOP)};
     expect_invalid_seq(g, 3);
-    struct sb_canon_event h[] = {s, ev_usage(1, 1, 1, 1, 1)};
-    expect_invalid_seq(h, 2);
+    struct sb_canon_event h[] = {s, ev_usage(1, 1, 1, 1, 1), ev_usage(1, 1, 1, 1, 1)};
+    expect_invalid_seq(h, 3);
     struct sb_canon_event i[] = {s, ev_finish(SB_FINISH_STOP), ev_finish(SB_FINISH_STOP)};
     expect_invalid_seq(i, 3);
     struct sb_canon_event j[] = {s, ev_finish(SB_FINISH_STOP), ev_usage(1, 1, 1, 1, 1),
