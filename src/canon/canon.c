@@ -397,6 +397,118 @@ int sb_canon_resp_replay(const struct sb_canon_resp *r, sb_canon_emit_cb emit, v
     return 0;
 }
 
+/* ------------------------------------------------------------------ block synthesis */
+
+static int synth_emit(struct sb_canon_synth *s, struct sb_canon_event *ev)
+{
+    return s->emit(s->ud, ev) ? SB_CANON_E_STOP : 0;
+}
+
+static void ev_init(struct sb_canon_event *ev, enum sb_ev_type type)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->type = type;
+    sb_usage_init(&ev->usage);
+}
+
+int sb_canon_synth_start(struct sb_canon_synth *s, const char *id, const char *model)
+{
+    if (s->started)
+        return 0;
+    s->started = true;
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_START);
+    ev.id = id && *id ? id : NULL;
+    ev.model = model && *model ? model : NULL;
+    return synth_emit(s, &ev);
+}
+
+int sb_canon_synth_close(struct sb_canon_synth *s)
+{
+    if (!s->open)
+        return 0;
+    s->open = false;
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_BLOCK_STOP);
+    ev.index = s->nblocks - 1;
+    return synth_emit(s, &ev);
+}
+
+int sb_canon_synth_open(struct sb_canon_synth *s, enum sb_block_kind kind, const char *id,
+                        const char *name)
+{
+    int rc = sb_canon_synth_close(s);
+    if (rc)
+        return rc;
+    if (s->nblocks == INT32_MAX)
+        return SB_CANON_E_INVALID;
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_BLOCK_START);
+    ev.index = s->nblocks++;
+    ev.block = kind;
+    ev.id = id;
+    ev.name = name;
+    s->open = true;
+    s->kind = kind;
+    return synth_emit(s, &ev);
+}
+
+int sb_canon_synth_delta(struct sb_canon_synth *s, const char *text, size_t len)
+{
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_DELTA);
+    ev.index = s->nblocks - 1;
+    ev.text = text;
+    ev.len = len;
+    return synth_emit(s, &ev);
+}
+
+/* Text of a kind that has no tool identity: appended to the open block of that kind, or a
+ * new block. */
+int sb_canon_synth_text(struct sb_canon_synth *s, enum sb_block_kind kind, const char *t, size_t n)
+{
+    if (!t || n == 0)
+        return 0;
+    if (!s->open || s->kind != kind) {
+        int rc = sb_canon_synth_open(s, kind, NULL, NULL);
+        if (rc)
+            return rc;
+    }
+    return sb_canon_synth_delta(s, t, n);
+}
+
+int sb_canon_synth_finish(struct sb_canon_synth *s, enum sb_finish f)
+{
+    int rc = sb_canon_synth_close(s);
+    if (rc)
+        return rc;
+    s->finished = true;
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_FINISH);
+    ev.finish = f;
+    return synth_emit(s, &ev);
+}
+
+int sb_canon_synth_usage(struct sb_canon_synth *s, const struct sb_usage *u)
+{
+    if (s->usage_sent)
+        return 0;
+    s->usage_sent = true;
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_USAGE);
+    ev.usage = *u;
+    return synth_emit(s, &ev);
+}
+
+int sb_canon_synth_error(struct sb_canon_synth *s, const struct sb_canon_error *e)
+{
+    s->failed = true;
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_ERROR);
+    ev.error = e;
+    return synth_emit(s, &ev);
+}
+
 /* ------------------------------------------------------------------ embeddings */
 
 void sb_embed_req_free(struct sb_embed_req *r)

@@ -315,6 +315,36 @@ int sb_canon_resp_event(void *resp, const struct sb_canon_event *ev);
  * blocks each with one DELTA, FINISH, USAGE). */
 int sb_canon_resp_replay(const struct sb_canon_resp *r, sb_canon_emit_cb emit, void *ud);
 
+/* ------------------------------------------------------------------ block synthesis */
+
+/* For decoders of dialects without explicit blocks (OpenAI, Cohere): opens, numbers and
+ * closes the blocks, and emits START, FINISH and USAGE once each. Every function returns 0,
+ * SB_CANON_E_STOP when the callback asked to stop, or SB_CANON_E_INVALID. */
+struct sb_canon_synth {
+    sb_canon_emit_cb emit;
+    void *ud;
+    int nblocks;
+    bool open;               /* a block is open ... */
+    enum sb_block_kind kind; /* ... of this kind */
+    bool started, finished, usage_sent, failed;
+};
+
+int sb_canon_synth_start(struct sb_canon_synth *s, const char *id, const char *model);
+/* Closes the open block, if any, and opens a new one. */
+int sb_canon_synth_open(struct sb_canon_synth *s, enum sb_block_kind kind, const char *id,
+                        const char *name);
+int sb_canon_synth_close(struct sb_canon_synth *s);
+/* A delta of the open block. */
+int sb_canon_synth_delta(struct sb_canon_synth *s, const char *text, size_t len);
+/* Text of a kind without identity (text, thinking): appended to the open block of that kind,
+ * else to a new one. Empty text opens nothing. */
+int sb_canon_synth_text(struct sb_canon_synth *s, enum sb_block_kind kind, const char *text,
+                        size_t len);
+/* Closes the open block, then FINISH. */
+int sb_canon_synth_finish(struct sb_canon_synth *s, enum sb_finish f);
+int sb_canon_synth_usage(struct sb_canon_synth *s, const struct sb_usage *u);
+int sb_canon_synth_error(struct sb_canon_synth *s, const struct sb_canon_error *e);
+
 /* ------------------------------------------------------------------ embeddings */
 
 struct sb_embed_req {

@@ -61,124 +61,10 @@ static int set_new(json_t *o, const char *key, json_t *v)
 
 /* ------------------------------------------------------------------ event synthesis */
 
-struct synth {
-    sb_canon_emit_cb emit;
-    void *ud;
-    int nblocks;
-    bool open;
-    enum sb_block_kind kind;
-    bool started, finished, usage_sent, failed;
-};
-
-static int synth_emit(struct synth *s, struct sb_canon_event *ev)
+/* Text of a JSON string value, through the shared block synthesis (canon.h). */
+static int synth_text(struct sb_canon_synth *s, enum sb_block_kind kind, const json_t *v)
 {
-    return s->emit(s->ud, ev) ? SB_CANON_E_STOP : 0;
-}
-
-static void ev_init(struct sb_canon_event *ev, enum sb_ev_type type)
-{
-    memset(ev, 0, sizeof *ev);
-    ev->type = type;
-    sb_usage_init(&ev->usage);
-}
-
-static int synth_start(struct synth *s, const char *id, const char *model)
-{
-    if (s->started)
-        return 0;
-    s->started = true;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_START);
-    ev.id = id && *id ? id : NULL;
-    ev.model = model && *model ? model : NULL;
-    return synth_emit(s, &ev);
-}
-
-static int synth_close(struct synth *s)
-{
-    if (!s->open)
-        return 0;
-    s->open = false;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_BLOCK_STOP);
-    ev.index = s->nblocks - 1;
-    return synth_emit(s, &ev);
-}
-
-static int synth_open(struct synth *s, enum sb_block_kind kind, const char *id, const char *name)
-{
-    int rc = synth_close(s);
-    if (rc)
-        return rc;
-    if (s->nblocks == INT32_MAX)
-        return SB_CANON_E_INVALID;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_BLOCK_START);
-    ev.index = s->nblocks++;
-    ev.block = kind;
-    ev.id = id;
-    ev.name = name;
-    s->open = true;
-    s->kind = kind;
-    return synth_emit(s, &ev);
-}
-
-static int synth_delta(struct synth *s, const char *text, size_t len)
-{
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_DELTA);
-    ev.index = s->nblocks - 1;
-    ev.text = text;
-    ev.len = len;
-    return synth_emit(s, &ev);
-}
-
-/* Text of a kind that has no tool identity: appended to the open block of that kind, or a
- * new block. */
-static int synth_text(struct synth *s, enum sb_block_kind kind, const json_t *v)
-{
-    const char *t = json_string_value(v);
-    size_t n = json_string_length(v);
-    if (!t || n == 0)
-        return 0;
-    if (!s->open || s->kind != kind) {
-        int rc = synth_open(s, kind, NULL, NULL);
-        if (rc)
-            return rc;
-    }
-    return synth_delta(s, t, n);
-}
-
-static int synth_finish(struct synth *s, enum sb_finish f)
-{
-    int rc = synth_close(s);
-    if (rc)
-        return rc;
-    s->finished = true;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_FINISH);
-    ev.finish = f;
-    return synth_emit(s, &ev);
-}
-
-static int synth_usage(struct synth *s, const struct sb_usage *u)
-{
-    if (s->usage_sent)
-        return 0;
-    s->usage_sent = true;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_USAGE);
-    ev.usage = *u;
-    return synth_emit(s, &ev);
-}
-
-static int synth_error(struct synth *s, const struct sb_canon_error *e)
-{
-    s->failed = true;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_ERROR);
-    ev.error = e;
-    return synth_emit(s, &ev);
+    return sb_canon_synth_text(s, kind, json_string_value(v), json_string_length(v));
 }
 
 /* ------------------------------------------------------------------ encode_request */
@@ -581,7 +467,7 @@ static bool parse_usage(const json_t *u, struct sb_usage *out)
     return true;
 }
 
-static int emit_tool_call(struct synth *s, const json_t *tc)
+static int emit_tool_call(struct sb_canon_synth *s, const json_t *tc)
 {
     const json_t *fn = json_object_get(tc, "function");
     const char *id = jstr(tc, "id");
@@ -591,21 +477,21 @@ static int emit_tool_call(struct synth *s, const json_t *tc)
         sb_canon_random_id("call_", gen, sizeof gen);
         id = gen;
     }
-    int rc = synth_open(s, SB_BLOCK_TOOL_CALL, id, name ? name : "");
+    int rc = sb_canon_synth_open(s, SB_BLOCK_TOOL_CALL, id, name ? name : "");
     if (rc)
         return rc;
     const json_t *args = json_object_get(fn, "arguments");
     if (json_is_string(args))
-        return synth_delta(s, json_string_value(args), json_string_length(args));
+        return sb_canon_synth_delta(s, json_string_value(args), json_string_length(args));
     if (args && !json_is_null(args)) {
         char *t = json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY);
         if (!t)
             return -ENOMEM;
-        rc = synth_delta(s, t, strlen(t));
+        rc = sb_canon_synth_delta(s, t, strlen(t));
         free(t);
         return rc;
     }
-    return synth_delta(s, "", 0);
+    return sb_canon_synth_delta(s, "", 0);
 }
 
 static int decode_response(const char *body, size_t len, sb_canon_emit_cb emit, void *ud)
@@ -615,16 +501,16 @@ static int decode_response(const char *body, size_t len, sb_canon_emit_cb emit, 
         json_decref(root);
         return SB_CANON_E_INVALID;
     }
-    struct synth s = {.emit = emit, .ud = ud};
+    struct sb_canon_synth s = {.emit = emit, .ud = ud};
     int rc;
     const json_t *m = json_object_get(root, "message");
     if (!json_is_object(m) && jstr(root, "message")) {
         struct sb_canon_error e;
         sb_canon_error_set(&e, 500, SB_ERRK_SERVER, "", "%s", jstr(root, "message"));
-        rc = synth_error(&s, &e);
+        rc = sb_canon_synth_error(&s, &e);
         goto out;
     }
-    if ((rc = synth_start(&s, jstr(root, "id"), NULL)))
+    if ((rc = sb_canon_synth_start(&s, jstr(root, "id"), NULL)))
         goto out;
     size_t i;
     const json_t *c;
@@ -650,11 +536,11 @@ static int decode_response(const char *body, size_t len, sb_canon_emit_cb emit, 
         if ((rc = emit_tool_call(&s, c)))
             goto out;
     }
-    if ((rc = synth_finish(&s, map_finish(jstr(root, "finish_reason")))))
+    if ((rc = sb_canon_synth_finish(&s, map_finish(jstr(root, "finish_reason")))))
         goto out;
     struct sb_usage u;
     if (parse_usage(json_object_get(root, "usage"), &u))
-        rc = synth_usage(&s, &u);
+        rc = sb_canon_synth_usage(&s, &u);
 out:
     json_decref(root);
     return rc;
@@ -695,7 +581,7 @@ static int decode_error(int status, const char *body, size_t len, struct sb_cano
 
 struct co_stream {
     struct sb_sse_parser sse;
-    struct synth s;
+    struct sb_canon_synth s;
     bool done;
 };
 
@@ -722,7 +608,7 @@ static const json_t *delta_msg(const json_t *ev)
     return json_object_get(json_object_get(ev, "delta"), "message");
 }
 
-static int stream_content(struct synth *s, const json_t *content, bool start)
+static int stream_content(struct sb_canon_synth *s, const json_t *content, bool start)
 {
     const json_t *th = json_object_get(content, "thinking");
     const json_t *tx = json_object_get(content, "text");
@@ -738,17 +624,17 @@ static int stream_content(struct synth *s, const json_t *content, bool start)
     if (!start && !has_text)
         return 0; /* an empty delta opens no block */
     if (start || !s->open || s->kind != kind) {
-        if ((rc = synth_open(s, kind, NULL, NULL)))
+        if ((rc = sb_canon_synth_open(s, kind, NULL, NULL)))
             return rc;
     }
     if (has_text)
-        return synth_delta(s, json_string_value(v), json_string_length(v));
+        return sb_canon_synth_delta(s, json_string_value(v), json_string_length(v));
     return 0;
 }
 
 static int stream_event(struct co_stream *st, const json_t *ev, const char *name)
 {
-    struct synth *s = &st->s;
+    struct sb_canon_synth *s = &st->s;
     const char *type = jstr(ev, "type");
     if (!type)
         type = name;
@@ -760,15 +646,15 @@ static int stream_event(struct co_stream *st, const json_t *ev, const char *name
         struct sb_canon_error e;
         sb_canon_error_set(&e, 500, SB_ERRK_SERVER, "", "%s", msg);
         st->done = true;
-        return synth_error(s, &e);
+        return sb_canon_synth_error(s, &e);
     }
     if (strcmp(type, "message-start") == 0)
-        return synth_start(s, jstr(ev, "id"), NULL);
+        return sb_canon_synth_start(s, jstr(ev, "id"), NULL);
     if (strncmp(type, "content-", 8) == 0 || strncmp(type, "tool-", 5) == 0 ||
         strcmp(type, "message-end") == 0) {
         if (s->finished)
             return SB_CANON_E_INVALID;
-        if ((rc = synth_start(s, NULL, NULL)))
+        if ((rc = sb_canon_synth_start(s, NULL, NULL)))
             return rc;
     } else {
         return 0; /* citation-start, citation-end, debug, and what comes later */
@@ -779,7 +665,7 @@ static int stream_event(struct co_stream *st, const json_t *ev, const char *name
     if (strcmp(type, "content-delta") == 0)
         return stream_content(s, json_object_get(m, "content"), false);
     if (strcmp(type, "content-end") == 0 || strcmp(type, "tool-call-end") == 0)
-        return synth_close(s);
+        return sb_canon_synth_close(s);
     if (strcmp(type, "tool-plan-delta") == 0)
         return synth_text(s, SB_BLOCK_TEXT, json_object_get(m, "tool_plan"));
     if (strcmp(type, "tool-call-start") == 0) {
@@ -796,17 +682,17 @@ static int stream_event(struct co_stream *st, const json_t *ev, const char *name
             tc = json_array_get(tc, 0);
         const json_t *a = json_object_get(json_object_get(tc, "function"), "arguments");
         if (json_is_string(a) && json_string_length(a) > 0)
-            return synth_delta(s, json_string_value(a), json_string_length(a));
+            return sb_canon_synth_delta(s, json_string_value(a), json_string_length(a));
         return 0;
     }
     if (strcmp(type, "message-end") == 0) {
         const json_t *d = json_object_get(ev, "delta");
-        if ((rc = synth_finish(s, map_finish(jstr(d, "finish_reason")))))
+        if ((rc = sb_canon_synth_finish(s, map_finish(jstr(d, "finish_reason")))))
             return rc;
         struct sb_usage u;
         st->done = true;
         if (parse_usage(json_object_get(d, "usage"), &u))
-            return synth_usage(s, &u);
+            return sb_canon_synth_usage(s, &u);
         return 0;
     }
     return 0;

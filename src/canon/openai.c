@@ -578,124 +578,10 @@ static int decode_error(int status, const char *body, size_t len, struct sb_cano
 
 /* ------------------------------------------------------------------ event synthesis */
 
-struct synth {
-    sb_canon_emit_cb emit;
-    void *ud;
-    int nblocks;
-    bool open;
-    enum sb_block_kind kind;
-    bool started, finished, usage_sent, failed;
-};
-
-static int synth_emit(struct synth *s, struct sb_canon_event *ev)
+/* Text of a JSON string value, through the shared block synthesis (canon.h). */
+static int synth_text(struct sb_canon_synth *s, enum sb_block_kind kind, const json_t *v)
 {
-    return s->emit(s->ud, ev) ? SB_CANON_E_STOP : 0;
-}
-
-static void ev_init(struct sb_canon_event *ev, enum sb_ev_type type)
-{
-    memset(ev, 0, sizeof *ev);
-    ev->type = type;
-    sb_usage_init(&ev->usage);
-}
-
-static int synth_start(struct synth *s, const char *id, const char *model)
-{
-    if (s->started)
-        return 0;
-    s->started = true;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_START);
-    ev.id = id && *id ? id : NULL;
-    ev.model = model && *model ? model : NULL;
-    return synth_emit(s, &ev);
-}
-
-static int synth_close(struct synth *s)
-{
-    if (!s->open)
-        return 0;
-    s->open = false;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_BLOCK_STOP);
-    ev.index = s->nblocks - 1;
-    return synth_emit(s, &ev);
-}
-
-static int synth_open(struct synth *s, enum sb_block_kind kind, const char *id, const char *name)
-{
-    int rc = synth_close(s);
-    if (rc)
-        return rc;
-    if (s->nblocks == INT32_MAX)
-        return SB_CANON_E_INVALID;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_BLOCK_START);
-    ev.index = s->nblocks++;
-    ev.block = kind;
-    ev.id = id;
-    ev.name = name;
-    s->open = true;
-    s->kind = kind;
-    return synth_emit(s, &ev);
-}
-
-static int synth_delta(struct synth *s, const char *text, size_t len)
-{
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_DELTA);
-    ev.index = s->nblocks - 1;
-    ev.text = text;
-    ev.len = len;
-    return synth_emit(s, &ev);
-}
-
-/* Text of a kind that has no tool identity: appended to the open block of that kind, or a
- * new block. */
-static int synth_text(struct synth *s, enum sb_block_kind kind, const json_t *v)
-{
-    const char *t = json_string_value(v);
-    size_t n = json_string_length(v);
-    if (!t || n == 0)
-        return 0;
-    if (!s->open || s->kind != kind) {
-        int rc = synth_open(s, kind, NULL, NULL);
-        if (rc)
-            return rc;
-    }
-    return synth_delta(s, t, n);
-}
-
-static int synth_finish(struct synth *s, enum sb_finish f)
-{
-    int rc = synth_close(s);
-    if (rc)
-        return rc;
-    s->finished = true;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_FINISH);
-    ev.finish = f;
-    return synth_emit(s, &ev);
-}
-
-static int synth_usage(struct synth *s, const struct sb_usage *u)
-{
-    if (s->usage_sent)
-        return 0;
-    s->usage_sent = true;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_USAGE);
-    ev.usage = *u;
-    return synth_emit(s, &ev);
-}
-
-static int synth_error(struct synth *s, const struct sb_canon_error *e)
-{
-    s->failed = true;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_ERROR);
-    ev.error = e;
-    return synth_emit(s, &ev);
+    return sb_canon_synth_text(s, kind, json_string_value(v), json_string_length(v));
 }
 
 static enum sb_finish map_finish(const char *r)
@@ -767,7 +653,7 @@ static const json_t *reasoning_of(const json_t *m)
 
 /* ------------------------------------------------------------------ decode_response */
 
-static int emit_message(struct synth *s, const json_t *m)
+static int emit_message(struct sb_canon_synth *s, const json_t *m)
 {
     int rc = synth_text(s, SB_BLOCK_THINKING, reasoning_of(m));
     if (rc)
@@ -800,24 +686,24 @@ static int emit_message(struct synth *s, const json_t *m)
             id = gen;
         }
         const char *name = jstr(fn, "name");
-        if ((rc = synth_open(s, SB_BLOCK_TOOL_CALL, id, name ? name : "")))
+        if ((rc = sb_canon_synth_open(s, SB_BLOCK_TOOL_CALL, id, name ? name : "")))
             return rc;
         const json_t *args = json_object_get(fn, "arguments");
         if (json_is_string(args)) {
-            rc = synth_delta(s, json_string_value(args), json_string_length(args));
+            rc = sb_canon_synth_delta(s, json_string_value(args), json_string_length(args));
         } else if (args && !json_is_null(args)) {
             char *t = json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY);
             if (!t)
                 return -ENOMEM;
-            rc = synth_delta(s, t, strlen(t));
+            rc = sb_canon_synth_delta(s, t, strlen(t));
             free(t);
         } else {
-            rc = synth_delta(s, "", 0);
+            rc = sb_canon_synth_delta(s, "", 0);
         }
         if (rc)
             return rc;
     }
-    return synth_close(s);
+    return sb_canon_synth_close(s);
 }
 
 static int decode_response(const char *body, size_t len, sb_canon_emit_cb emit, void *ud)
@@ -827,26 +713,26 @@ static int decode_response(const char *body, size_t len, sb_canon_emit_cb emit, 
         json_decref(root);
         return SB_CANON_E_INVALID;
     }
-    struct synth s = {.emit = emit, .ud = ud};
+    struct sb_canon_synth s = {.emit = emit, .ud = ud};
     int rc;
     const json_t *e = json_object_get(root, "error");
     if (e && !json_is_null(e)) {
         struct sb_canon_error err;
         error_from_obj(e, 0, &err);
-        rc = synth_error(&s, &err);
+        rc = sb_canon_synth_error(&s, &err);
         goto out;
     }
-    if ((rc = synth_start(&s, jstr(root, "id"), jstr(root, "model"))))
+    if ((rc = sb_canon_synth_start(&s, jstr(root, "id"), jstr(root, "model"))))
         goto out;
     const json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
     const json_t *m = json_object_get(choice, "message");
     if (json_is_object(m) && (rc = emit_message(&s, m)))
         goto out;
-    if ((rc = synth_finish(&s, map_finish(jstr(choice, "finish_reason")))))
+    if ((rc = sb_canon_synth_finish(&s, map_finish(jstr(choice, "finish_reason")))))
         goto out;
     struct sb_usage u;
     if (parse_usage(json_object_get(root, "usage"), &u))
-        rc = synth_usage(&s, &u);
+        rc = sb_canon_synth_usage(&s, &u);
 out:
     json_decref(root);
     return rc;
@@ -858,7 +744,7 @@ out:
 
 struct oai_stream {
     struct sb_sse_parser sse;
-    struct synth s;
+    struct sb_canon_synth s;
     bool done;     /* [DONE] seen, or an error was reported: the rest is ignored */
     int open_tool; /* OpenAI index of the open TOOL_CALL block, or -1 */
     unsigned char seen[MAX_TOOL_INDEX / 8];
@@ -888,7 +774,7 @@ static void stream_free(void *p)
 
 static int stream_tool_fragment(struct oai_stream *st, const json_t *frag)
 {
-    struct synth *s = &st->s;
+    struct sb_canon_synth *s = &st->s;
     const json_t *iv = json_object_get(frag, "index");
     json_int_t idx;
     if (json_is_integer(iv))
@@ -912,26 +798,26 @@ static int stream_tool_fragment(struct oai_stream *st, const json_t *frag)
             sb_canon_random_id("call_", gen, sizeof gen);
             id = gen;
         }
-        if ((rc = synth_open(s, SB_BLOCK_TOOL_CALL, id, name ? name : "")))
+        if ((rc = sb_canon_synth_open(s, SB_BLOCK_TOOL_CALL, id, name ? name : "")))
             return rc;
         st->open_tool = (int)idx;
     }
     const json_t *args = json_object_get(fn, "arguments");
     if (json_is_string(args) && json_string_length(args) > 0)
-        return synth_delta(s, json_string_value(args), json_string_length(args));
+        return sb_canon_synth_delta(s, json_string_value(args), json_string_length(args));
     return 0;
 }
 
 static int stream_chunk(struct oai_stream *st, const json_t *c)
 {
-    struct synth *s = &st->s;
+    struct sb_canon_synth *s = &st->s;
     int rc;
     const json_t *e = json_object_get(c, "error");
     if (e && !json_is_null(e)) {
         struct sb_canon_error err;
         error_from_obj(e, 0, &err);
         st->done = true;
-        return synth_error(s, &err);
+        return sb_canon_synth_error(s, &err);
     }
     struct sb_usage u;
     if (parse_usage(json_object_get(c, "usage"), &u) ||
@@ -942,7 +828,7 @@ static int stream_chunk(struct oai_stream *st, const json_t *c)
     const json_t *choices = json_object_get(c, "choices");
     if (json_array_size(choices) == 0)
         return 0; /* Azure's prompt-filter chunk, the usage chunk */
-    if ((rc = synth_start(s, jstr(c, "id"), jstr(c, "model"))))
+    if ((rc = sb_canon_synth_start(s, jstr(c, "id"), jstr(c, "model"))))
         return rc;
     size_t i;
     const json_t *ch;
@@ -969,7 +855,7 @@ static int stream_chunk(struct oai_stream *st, const json_t *c)
             }
         }
         const char *fr = jstr(ch, "finish_reason");
-        if (fr && (rc = synth_finish(s, map_finish(fr))))
+        if (fr && (rc = sb_canon_synth_finish(s, map_finish(fr))))
             return rc;
     }
     return 0;
@@ -991,7 +877,7 @@ static int on_sse(void *ud, const struct sb_sse_event *ev)
     if (n == 6 && memcmp(d, "[DONE]", 6) == 0) {
         st->done = true;
         if (st->s.finished && st->has_usage)
-            return synth_usage(&st->s, &st->usage);
+            return sb_canon_synth_usage(&st->s, &st->usage);
         return 0;
     }
     json_t *c = json_loadb(d, n, 0, NULL);
@@ -1024,7 +910,7 @@ static int stream_end(void *p, sb_canon_emit_cb emit, void *ud)
     if (!st->s.finished)
         return SB_CANON_E_CUT;
     if (st->has_usage)
-        return synth_usage(&st->s, &st->usage);
+        return sb_canon_synth_usage(&st->s, &st->usage);
     return 0;
 }
 
