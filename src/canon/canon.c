@@ -167,8 +167,13 @@ int64_t sb_usage_prompt(const struct sb_usage *u)
 {
     if (u->input < 0)
         return -1;
-    return u->input + (u->cache_read > 0 ? u->cache_read : 0) +
-           (u->cache_write > 0 ? u->cache_write : 0);
+    /* Saturating: a provider's counts are outside input. */
+    int64_t sum = u->input;
+    if (u->cache_read > 0 && __builtin_add_overflow(sum, u->cache_read, &sum))
+        return INT64_MAX;
+    if (u->cache_write > 0 && __builtin_add_overflow(sum, u->cache_write, &sum))
+        return INT64_MAX;
+    return sum;
 }
 
 void sb_canon_error_set(struct sb_canon_error *e, int status, enum sb_err_kind kind,
