@@ -999,82 +999,45 @@ static int decode_error(int status, const char *body, size_t len, struct sb_cano
 
 /* ------------------------------------------------------------------ responses */
 
+/* Block boundaries, START, FINISH and USAGE go through the shared block synthesis (canon.h);
+ * what is Gemini's own stays here: signatures, whole function calls, the finish held until
+ * the end of the stream (Gemini has no terminal event) and the usage that comes with it. */
 struct dec {
-    sb_canon_emit_cb emit;
-    void *ud;
-    bool started;
-    bool open;
-    enum sb_block_kind open_kind;
-    int nblocks;
+    struct sb_canon_synth s;
     bool saw_call;
     bool saw_finish;
     enum sb_finish finish;
     bool have_usage;
     struct sb_usage usage;
-    bool done; /* an ERROR was emitted: nothing more */
 };
 
-static void dec_init(struct dec *d)
+static void dec_init(struct dec *d, sb_canon_emit_cb emit_cb, void *ud)
 {
     memset(d, 0, sizeof *d);
+    d->s.emit = emit_cb;
+    d->s.ud = ud;
     sb_usage_init(&d->usage);
 }
 
-static int emit(struct dec *d, struct sb_canon_event *ev)
-{
-    return d->emit(d->ud, ev) ? SB_CANON_E_STOP : 0;
-}
-
-static void ev_init(struct sb_canon_event *ev, enum sb_ev_type t)
-{
-    memset(ev, 0, sizeof *ev);
-    ev->type = t;
-    sb_usage_init(&ev->usage);
-}
-
-static int close_block(struct dec *d)
-{
-    if (!d->open)
-        return 0;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_BLOCK_STOP);
-    ev.index = d->nblocks - 1;
-    d->open = false;
-    return emit(d, &ev);
-}
-
-static int open_block(struct dec *d, enum sb_block_kind k, const char *id, const char *name)
-{
-    int rc = close_block(d);
-    if (rc)
-        return rc;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_BLOCK_START);
-    ev.index = d->nblocks++;
-    ev.block = k;
-    ev.id = id;
-    ev.name = name;
-    d->open = true;
-    d->open_kind = k;
-    return emit(d, &ev);
-}
-
-static int block_text(struct dec *d, enum sb_ev_type t, const char *s, size_t n)
+/* The signature of the open THINKING block (the shared synthesis has no signature event). */
+static int block_signature(struct dec *d, const char *sig, size_t n)
 {
     struct sb_canon_event ev;
-    ev_init(&ev, t);
-    ev.index = d->nblocks - 1;
-    ev.text = s;
+    memset(&ev, 0, sizeof ev);
+    ev.type = SB_EV_SIGNATURE;
+    sb_usage_init(&ev.usage);
+    ev.index = d->s.nblocks - 1;
+    ev.text = sig;
     ev.len = n;
-    return emit(d, &ev);
+    return d->s.emit(d->s.ud, &ev) ? SB_CANON_E_STOP : 0;
 }
 
 /* An empty THINKING block holding only the signature of the part that follows. */
 static int signature_block(struct dec *d, const char *sig, size_t n)
 {
-    int rc = open_block(d, SB_BLOCK_THINKING, NULL, NULL);
-    rc = rc ? rc : block_text(d, SB_EV_SIGNATURE, sig, n);
-    return rc ? rc : close_block(d);
+    int rc = sb_canon_synth_open(&d->s, SB_BLOCK_THINKING, NULL, NULL);
+    rc = rc ? rc : block_signature(d, sig, n);
+    return rc ? rc : sb_canon_synth_close(&d->s);
 }
 
 static enum sb_finish map_finish(const char *f)
@@ -1127,24 +1090,24 @@ static int decode_part(struct dec *d, const json_t *part)
     json_t *fc = json_object_get(part, "functionCall");
     int rc = 0;
     if (json_is_string(jt) && json_is_true(json_object_get(part, "thought"))) {
-        if (!d->open || d->open_kind != SB_BLOCK_THINKING)
-            rc = open_block(d, SB_BLOCK_THINKING, NULL, NULL);
-        if (!rc && json_string_length(jt))
-            rc = block_text(d, SB_EV_DELTA, json_string_value(jt), json_string_length(jt));
+        /* Opened even when empty: it may carry the signature. */
+        if (!d->s.open || d->s.kind != SB_BLOCK_THINKING)
+            rc = sb_canon_synth_open(&d->s, SB_BLOCK_THINKING, NULL, NULL);
+        if (!rc)
+            rc = sb_canon_synth_text(&d->s, SB_BLOCK_THINKING, json_string_value(jt),
+                                     json_string_length(jt));
         if (!rc && sig) {
-            rc = block_text(d, SB_EV_SIGNATURE, sig, sig_len);
-            rc = rc ? rc : close_block(d);
+            rc = block_signature(d, sig, sig_len);
+            rc = rc ? rc : sb_canon_synth_close(&d->s);
         }
         return rc;
     }
     if (json_is_string(jt)) {
         if (sig)
             rc = signature_block(d, sig, sig_len);
-        if (rc || json_string_length(jt) == 0)
-            return rc;
-        if (!d->open || d->open_kind != SB_BLOCK_TEXT)
-            rc = open_block(d, SB_BLOCK_TEXT, NULL, NULL);
-        return rc ? rc : block_text(d, SB_EV_DELTA, json_string_value(jt), json_string_length(jt));
+        return rc ? rc
+                  : sb_canon_synth_text(&d->s, SB_BLOCK_TEXT, json_string_value(jt),
+                                        json_string_length(jt));
     }
     if (json_is_object(fc)) {
         if (sig)
@@ -1162,10 +1125,10 @@ static int decode_part(struct dec *d, const json_t *part)
         char *text = json_is_object(args) ? json_dumps(args, JSON_COMPACT) : strdup("{}");
         if (!text)
             return -ENOMEM;
-        rc = open_block(d, SB_BLOCK_TOOL_CALL, id, name ? name : "");
-        rc = rc ? rc : block_text(d, SB_EV_DELTA, text, strlen(text));
+        rc = sb_canon_synth_open(&d->s, SB_BLOCK_TOOL_CALL, id, name ? name : "");
+        rc = rc ? rc : sb_canon_synth_delta(&d->s, text, strlen(text));
         free(text);
-        rc = rc ? rc : close_block(d);
+        rc = rc ? rc : sb_canon_synth_close(&d->s);
         d->saw_call = true;
         return rc;
     }
@@ -1176,7 +1139,7 @@ static int decode_part(struct dec *d, const json_t *part)
 /* One GenerateContentResponse (a whole body or one stream chunk). */
 static int decode_chunk(struct dec *d, const json_t *root)
 {
-    if (d->done)
+    if (d->s.failed)
         return 0;
     if (!json_is_object(root))
         return SB_CANON_E_INVALID;
@@ -1184,21 +1147,9 @@ static int decode_chunk(struct dec *d, const json_t *root)
     if (json_is_object(eo)) {
         struct sb_canon_error err;
         fill_error(eo, 0, &err);
-        struct sb_canon_event ev;
-        ev_init(&ev, SB_EV_ERROR);
-        ev.error = &err;
-        d->done = true;
-        return emit(d, &ev);
+        return sb_canon_synth_error(&d->s, &err);
     }
-    int rc = 0;
-    if (!d->started) {
-        struct sb_canon_event ev;
-        ev_init(&ev, SB_EV_START);
-        ev.id = str_of(root, "responseId");
-        ev.model = str_of(root, "modelVersion");
-        d->started = true;
-        rc = emit(d, &ev);
-    }
+    int rc = sb_canon_synth_start(&d->s, str_of(root, "responseId"), str_of(root, "modelVersion"));
     json_t *cands = json_object_get(root, "candidates");
     json_t *c0 = json_array_get(cands, 0);
     if (json_is_object(c0)) {
@@ -1231,20 +1182,13 @@ static int decode_chunk(struct dec *d, const json_t *root)
 
 static int decode_finish(struct dec *d)
 {
-    int rc = close_block(d);
-    if (rc)
-        return rc;
-    struct sb_canon_event ev;
-    ev_init(&ev, SB_EV_FINISH);
-    ev.finish = d->finish;
-    if (d->saw_call && d->finish == SB_FINISH_STOP)
-        ev.finish = SB_FINISH_TOOL_CALLS;
-    rc = emit(d, &ev);
+    enum sb_finish f = d->finish;
+    if (d->saw_call && f == SB_FINISH_STOP)
+        f = SB_FINISH_TOOL_CALLS;
+    int rc = sb_canon_synth_finish(&d->s, f);
     if (rc || !d->have_usage)
         return rc;
-    ev_init(&ev, SB_EV_USAGE);
-    ev.usage = d->usage;
-    return emit(d, &ev);
+    return sb_canon_synth_usage(&d->s, &d->usage);
 }
 
 /* A whole body: one response object, or the array a non-SSE stream gives. */
@@ -1258,7 +1202,7 @@ static int decode_json(struct dec *d, const json_t *root, bool need_finish)
         json_t *c;
         json_array_foreach(root, i, c)
         {
-            if ((rc = decode_chunk(d, c)) != 0 || d->done)
+            if ((rc = decode_chunk(d, c)) != 0 || d->s.failed)
                 return rc;
         }
     } else {
@@ -1268,7 +1212,7 @@ static int decode_json(struct dec *d, const json_t *root, bool need_finish)
             !json_object_get(root, "promptFeedback"))
             return SB_CANON_E_INVALID;
         rc = decode_chunk(d, root);
-        if (rc || d->done)
+        if (rc || d->s.failed)
             return rc;
     }
     if (!d->saw_finish) {
@@ -1285,9 +1229,7 @@ static int decode_response(const char *body, size_t len, sb_canon_emit_cb emit_c
     if (!root)
         return SB_CANON_E_INVALID;
     struct dec d;
-    dec_init(&d);
-    d.emit = emit_cb;
-    d.ud = ud;
+    dec_init(&d, emit_cb, ud);
     int rc = decode_json(&d, root, false);
     json_decref(root);
     return rc;
@@ -1312,7 +1254,7 @@ static void *stream_new(size_t max_event_bytes)
         return NULL;
     if (!max_event_bytes)
         max_event_bytes = DEFAULT_EVENT_BYTES;
-    dec_init(&s->d);
+    dec_init(&s->d, NULL, NULL);
     sb_sse_parser_init(&s->sse, max_event_bytes);
     sb_buf_init(&s->raw, max_event_bytes);
     return s;
@@ -1346,7 +1288,7 @@ static int on_sse(void *ud, const struct sb_sse_event *ev)
         json_t *c;
         json_array_foreach(root, i, c)
         {
-            if ((rc = decode_chunk(&s->d, c)) != 0 || s->d.done)
+            if ((rc = decode_chunk(&s->d, c)) != 0 || s->d.s.failed)
                 break;
         }
     } else {
@@ -1357,16 +1299,16 @@ static int on_sse(void *ud, const struct sb_sse_event *ev)
         s->rc = rc;
         return 1;
     }
-    return s->d.done ? 1 : 0;
+    return s->d.s.failed ? 1 : 0;
 }
 
 static int stream_feed(void *st, const char *data, size_t len, sb_canon_emit_cb emit_cb, void *ud)
 {
     struct gstream *s = st;
-    if (s->d.done)
+    if (s->d.s.failed)
         return 0;
-    s->d.emit = emit_cb;
-    s->d.ud = ud;
+    s->d.s.emit = emit_cb;
+    s->d.s.ud = ud;
     if (s->mode == MODE_UNKNOWN) {
         size_t i = 0;
         while (i < len && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n'))
@@ -1384,7 +1326,7 @@ static int stream_feed(void *st, const char *data, size_t len, sb_canon_emit_cb 
     if (rc == SB_SSE_E_TOO_BIG)
         return -E2BIG;
     if (rc == 1) {
-        if (s->d.done && !s->rc)
+        if (s->d.s.failed && !s->rc)
             return 0;
         return s->rc ? s->rc : SB_CANON_E_INVALID;
     }
@@ -1394,10 +1336,10 @@ static int stream_feed(void *st, const char *data, size_t len, sb_canon_emit_cb 
 static int stream_end(void *st, sb_canon_emit_cb emit_cb, void *ud)
 {
     struct gstream *s = st;
-    if (s->d.done)
+    if (s->d.s.failed)
         return 0;
-    s->d.emit = emit_cb;
-    s->d.ud = ud;
+    s->d.s.emit = emit_cb;
+    s->d.s.ud = ud;
     if (s->mode == MODE_RAW) {
         json_t *root = json_loadb(s->raw.data ? s->raw.data : "", s->raw.len, 0, NULL);
         if (!root)
@@ -1407,7 +1349,7 @@ static int stream_end(void *st, sb_canon_emit_cb emit_cb, void *ud)
         return rc;
     }
     sb_sse_parser_end(&s->sse);
-    if (!s->d.started || !s->d.saw_finish)
+    if (!s->d.s.started || !s->d.saw_finish)
         return SB_CANON_E_CUT;
     return decode_finish(&s->d);
 }
