@@ -9,9 +9,9 @@ APT_PACKAGES=(
   # build
   gcc make cmake pkg-config clang libclang-rt-14-dev clang-format
   # libraries (DESIGN.md, "Dependencies")
-  libuv1-dev libcurl4-openssl-dev libssl-dev libjansson-dev libyaml-dev libpcre2-dev zlib1g-dev
+  libuv1-dev libcurl4-openssl-dev libssl-dev libjansson-dev libyaml-dev libpcre2-dev zlib1g-dev libsqlite3-dev libpq-dev
   # tests
-  libcmocka-dev curl ca-certificates
+  libcmocka-dev curl ca-certificates postgresql sqlite3
   # benchmark
   wrk nginx-light iproute2
 )
