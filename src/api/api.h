@@ -10,6 +10,8 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "http/server.h"
+#include "ledger/ledger.h"
+#include "policy/policy.h"
 #include "obs/metrics.h"
 #include "providers/provider.h"
 #include "router/router.h"
@@ -59,6 +61,9 @@ struct sb_gateway {
     bool access_fd_owned;
     pthread_mutex_t access_lock;
     struct sb_server *server;
+    /* Virtual keys and spend (NULL when the gateway runs without a database: no master key). */
+    struct sb_policy *policy;
+    struct sb_ledger *ledger;
 };
 
 struct sb_gw_worker {
@@ -105,15 +110,30 @@ struct sb_api_req {
     enum sb_dialect dialect; /* the client's: OpenAI, or Anthropic on /v1/messages */
     struct sb_request_record rec;
     struct sb_proxy *proxy; /* set while a proxied call is under way */
+    void *admin;            /* set while an admin store job is under way (src/api/admin.c) */
     char request_id[132];
     char rid_header[160]; /* "x-request-id: ...\r\n" */
     size_t rid_header_len;
+    /* Who is calling: the master key, or a virtual key (then `adm` holds its admission once
+     * the proxy admitted the request: settled or released exactly once, by the proxy). */
+    bool master;
+    bool admitted;
+    struct sb_admission adm;
 };
 
 /* The proxy for chat/completions, completions and embeddings. */
 void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep);
 /* Stops the proxied call (client gone) and frees its state. */
 void sb_proxy_abort(struct sb_api_req *r);
+
+/* The admin API (src/api/admin.c): the /key/..., /team/..., /user/..., /customer/...,
+ * /spend/logs, /global/spend/... and /model/info routes. Returns false when the path is not one of
+ * its routes (the caller goes on); true when it took the request (answered it now, or will from a
+ * store job). The caller has not checked credentials: admin routes need the master key or an admin
+ * key. */
+bool sb_admin_handle(struct sb_api_req *r);
+/* Frees what an admin request still holds when its exchange ends first. */
+void sb_admin_abort(struct sb_api_req *r);
 
 /* Responds with a gateway error in the client dialect's envelope (OpenAI's, or Anthropic's
  * on /v1/messages); the code lands in the access log. */
