@@ -154,6 +154,14 @@ static void *xmalloc(size_t n)
     return p;
 }
 
+static void *xrealloc(void *old, size_t n)
+{
+    void *p = realloc(old, n ? n : 1);
+    if (!p)
+        abort();
+    return p;
+}
+
 static char *xstrndup(const char *s, size_t n)
 {
     char *p = xmalloc(n + 1);
@@ -1192,6 +1200,18 @@ static void load_deployment(struct ctx *c, const struct ynode *entry, struct sb_
                     d->cost_in = json_number_value(ci);
                 if (d->cost_out < 0 && json_is_number(co) && json_number_value(co) >= 0)
                     d->cost_out = json_number_value(co);
+                /* access_groups: names a virtual key's `models` may give instead of aliases. */
+                json_t *ag = json_object_get(j, "access_groups");
+                size_t gi;
+                json_t *gv;
+                json_array_foreach(ag, gi, gv)
+                {
+                    if (!json_is_string(gv) || d->n_access_groups >= 64)
+                        continue;
+                    d->access_groups =
+                        xrealloc(d->access_groups, (d->n_access_groups + 1) * sizeof(char *));
+                    d->access_groups[d->n_access_groups++] = xstrdup(json_string_value(gv));
+                }
                 json_decref(j);
                 if (!d->model_info_json)
                     fail(c, info->line, "model_info cannot be written as JSON");
@@ -1252,6 +1272,8 @@ static const struct field server_fields[] = {
     {"access_log", F_STR, SRV(access_log), 0, 0},
     {"log_level", F_STR, SRV(log_level), 0, 0},
     {"upstream_http1", F_STR, SRV(upstream_http1), 0, 0},
+    {"journal_dir", F_STR, SRV(journal_dir), 0, 0},
+    {"reserve_output_tokens", F_INT64, SRV(reserve_output_tokens), 1, 10000000},
 };
 
 static void load_field(struct ctx *c, const struct field *f, const char *section,
@@ -1364,6 +1386,21 @@ static void load_general(struct ctx *c, const struct ynode *v, struct sb_config 
         } else if (scalar_is(k, "max_request_size_mb")) {
             get_size(c, val, "general_settings.max_request_size_mb", 1024 * 1024, 65536,
                      &cfg->server.max_request_bytes);
+        } else if (scalar_is(k, "database_url")) {
+            if (is_null(val))
+                continue;
+            char *s;
+            if (read_str(c, val, "general_settings.database_url", NULL, &s) != 0)
+                continue;
+            if (strncmp(s, "sqlite:", 7) != 0 && strncmp(s, "postgresql://", 13) != 0 &&
+                strncmp(s, "postgres://", 11) != 0) {
+                fail(c, val->line,
+                     "general_settings.database_url must be sqlite:///path or "
+                     "postgresql://...");
+                free(s);
+                continue;
+            }
+            set_str(&cfg->database_url, s);
         } else {
             warn(c, k->line, "general_settings.%s is not supported yet, ignored", show_node(k).s);
         }
@@ -1746,6 +1783,10 @@ int sb_config_load_string(const char *yaml, size_t len, const char *name, struct
         cfg->server.log_level = xstrdup("info");
     if (!cfg->server.upstream_http1)
         cfg->server.upstream_http1 = xstrdup("native");
+    if (!cfg->server.reserve_output_tokens)
+        cfg->server.reserve_output_tokens = 4096;
+    if (!cfg->database_url && cfg->master_key)
+        cfg->database_url = xstrdup("sqlite://switchboard.db");
     if (!cfg->router.routing_strategy)
         cfg->router.routing_strategy = xstrdup("simple-shuffle");
     collect_model_names(cfg);
@@ -1831,6 +1872,9 @@ static void deployment_free(struct sb_deployment *d)
     free(d->aws_secret_access_key);
     free(d->aws_session_token);
     free(d->model_info_json);
+    for (size_t g = 0; g < d->n_access_groups; g++)
+        free(d->access_groups[g]);
+    free(d->access_groups);
     free(d->disabled_reason);
     for (size_t i = 0; i < d->n_tags; i++)
         free(d->tags[i]);
@@ -1864,6 +1908,8 @@ void sb_config_free(struct sb_config *cfg)
     free(cfg->server.access_log);
     free(cfg->server.log_level);
     free(cfg->server.upstream_http1);
+    free(cfg->server.journal_dir);
+    free(cfg->database_url);
     fallbacks_free(cfg->router.fallbacks, cfg->router.n_fallbacks);
     fallbacks_free(cfg->router.context_window_fallbacks, cfg->router.n_context_window_fallbacks);
     fallbacks_free(cfg->router.content_policy_fallbacks, cfg->router.n_content_policy_fallbacks);

@@ -57,6 +57,8 @@ struct sb_deployment {
     int64_t tpm;
     double weight;         /* default 1 */
     char *model_info_json; /* model_info serialized as JSON, or NULL */
+    char **access_groups;  /* model_info.access_groups */
+    size_t n_access_groups;
     bool disabled;         /* e.g. its os.environ/ variable is unset */
     char *disabled_reason; /* when disabled: why, without any secret value */
     int line;              /* line of the entry in the config file */
@@ -91,6 +93,12 @@ struct sb_server_config {
     /* Plain-http upstreams with a numeric host: "native" (default: the gateway's own
      * HTTP/1.1 client) or "curl" (libcurl for every upstream). https always uses libcurl. */
     char *upstream_http1;
+    /* Virtual keys and spend: where the per-worker spend journals live (default: next to the
+     * SQLite file, "<file>.journal"; "./switchboard-journal" for PostgreSQL), and the output
+     * tokens a request that gives no max_tokens is assumed to use when its budget is
+     * reserved (default 4096). */
+    char *journal_dir;
+    int64_t reserve_output_tokens;
 };
 
 /* `fallbacks: [{gpt-4o: [gpt-4o-mini, other]}]`: when every attempt on `from` failed. */
@@ -148,6 +156,10 @@ struct sb_config {
     char **model_names;
     size_t n_model_names;
     char *master_key; /* NULL: no auth (then loopback only) */
+    /* general_settings.database_url: "sqlite:///path", "postgresql://..."; NULL: the default
+     * "sqlite://switchboard.db" when a master_key is set (virtual keys need one), else no
+     * database at all. */
+    char *database_url;
     struct sb_router_config router;
     struct sb_server_config server;
 };

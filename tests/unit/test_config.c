@@ -244,12 +244,12 @@ static void test_full_config(void **state)
     assert_int_equal(cfg->router.num_retries, 2);
     assert_true(cfg->router.num_retries_set);
     assert_string_equal(cfg->router.routing_strategy, "simple-shuffle");
-    assert_has(&d, "W t.yaml:38: general_settings.database_url is not supported yet");
+    assert_string_equal(cfg->database_url, "postgres://x");
     assert_has(&d, "W t.yaml:39: unknown key 'environment_variables' ignored");
     /* The anthropic entry is disabled: its key's variable is not set. */
     assert_has(&d, "W t.yaml:29: litellm_params.api_key: environment variable "
                    "ANTHROPIC_API_KEY is not set");
-    assert_int_equal(d.warnings, 5);
+    assert_int_equal(d.warnings, 4);
     sb_config_free(cfg);
     diags_free(&d);
 }
