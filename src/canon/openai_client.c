@@ -138,6 +138,105 @@ static json_t *jstr0(const char *s)
     return jstr(s, s ? strlen(s) : 0);
 }
 
+/* ------------------------------------------------------------------ JSON text out */
+
+/* The hot paths (responses and stream chunks) write their JSON by hand instead of building a
+ * jansson tree and dumping it: the tree costs several allocations per value. The output is
+ * byte for byte what json_dumps(JSON_COMPACT) gave for the same tree, so clients see no
+ * difference. */
+
+/* Appends s[0..len) as a JSON string literal, as jansson dumps jstr(s, len): invalid UTF-8
+ * bytes become U+FFFD; '"', '\\' and control characters are escaped with jansson's short forms
+ * and upper-case \u00XX. */
+static int put_str(struct sb_buf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    if (!s)
+        s = "";
+    int rc = sb_buf_reserve(b, len + 2);
+    if (rc == 0)
+        rc = sb_buf_append_char(b, '"');
+    if (rc)
+        return rc;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t run = 0;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = u[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
+        size_t k = c < 0x80 ? 1 : utf8_seq(u + i, len - i);
+        if (k > 1) {
+            i += k;
+            continue;
+        }
+        rc = sb_buf_append(b, s + run, i - run);
+        if (rc)
+            return rc;
+        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t el = 2;
+        switch (c) {
+        case '"':
+        case '\\':
+            esc[1] = (char)c;
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        default:
+            if (c < 0x20) {
+                esc[1] = 'u', esc[2] = '0', esc[3] = '0';
+                esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
+                el = 6;
+            } else {
+                memcpy(esc, "\xEF\xBF\xBD", 3);
+                el = 3;
+            }
+        }
+        rc = sb_buf_append(b, esc, el);
+        if (rc)
+            return rc;
+        i++;
+        run = i;
+    }
+    rc = sb_buf_append(b, s + run, len - run);
+    return rc ? rc : sb_buf_append_char(b, '"');
+}
+
+static int put_str0(struct sb_buf *b, const char *s)
+{
+    return put_str(b, s, s ? strlen(s) : 0);
+}
+
+/* A literal piece of JSON text. */
+static int put_lit(struct sb_buf *b, const char *s)
+{
+    return sb_buf_append(b, s, strlen(s));
+}
+
+/* Undoes a partly written value so a failed render leaves `out` as it was. */
+static int put_undo(struct sb_buf *b, size_t before, int rc)
+{
+    if (rc && b->len > before) {
+        b->len = before;
+        b->data[before] = '\0';
+    }
+    return rc;
+}
+
 /* ------------------------------------------------------------------ request */
 
 static int dup_json_str(json_t *v, char **dst, struct sb_error *err)
@@ -1155,20 +1254,42 @@ static int64_t sat_add(int64_t a, int64_t b)
     return a > INT64_MAX - b ? INT64_MAX : a + b;
 }
 
-static json_t *usage_json(const struct sb_usage *u)
+/* The OpenAI usage object; *written is false (nothing written) when every count is unknown. */
+static int put_usage(struct sb_buf *b, const struct sb_usage *u, bool *written)
 {
+    *written = false;
     if (u->input < 0 && u->output < 0 && u->cache_read < 0 && u->cache_write < 0)
-        return NULL;
+        return 0;
     int64_t prompt = sat_add(sat_add(cnt(u->input), cnt(u->cache_read)), cnt(u->cache_write));
     int64_t completion = cnt(u->output);
-    json_t *ptd = json_pack("{s:I}", "cached_tokens", (json_int_t)cnt(u->cache_read));
-    if (ptd && u->cache_write > 0)
-        json_object_set_new(ptd, "cache_write_tokens", json_integer(u->cache_write));
-    return json_pack("{s:I,s:I,s:I,s:o,s:{s:I}}", "prompt_tokens", (json_int_t)prompt,
-                     "completion_tokens", (json_int_t)completion, "total_tokens",
-                     (json_int_t)sat_add(prompt, completion), "prompt_tokens_details", ptd,
-                     "completion_tokens_details", "reasoning_tokens",
-                     (json_int_t)cnt(u->reasoning));
+    int rc = put_lit(b, "{\"prompt_tokens\":");
+    if (rc == 0)
+        rc = sb_buf_append_i64(b, prompt);
+    if (rc == 0)
+        rc = put_lit(b, ",\"completion_tokens\":");
+    if (rc == 0)
+        rc = sb_buf_append_i64(b, completion);
+    if (rc == 0)
+        rc = put_lit(b, ",\"total_tokens\":");
+    if (rc == 0)
+        rc = sb_buf_append_i64(b, sat_add(prompt, completion));
+    if (rc == 0)
+        rc = put_lit(b, ",\"prompt_tokens_details\":{\"cached_tokens\":");
+    if (rc == 0)
+        rc = sb_buf_append_i64(b, cnt(u->cache_read));
+    if (rc == 0 && u->cache_write > 0) {
+        rc = put_lit(b, ",\"cache_write_tokens\":");
+        if (rc == 0)
+            rc = sb_buf_append_i64(b, u->cache_write);
+    }
+    if (rc == 0)
+        rc = put_lit(b, "},\"completion_tokens_details\":{\"reasoning_tokens\":");
+    if (rc == 0)
+        rc = sb_buf_append_i64(b, cnt(u->reasoning));
+    if (rc == 0)
+        rc = put_lit(b, "}}");
+    *written = rc == 0;
+    return rc;
 }
 
 static json_t *thinking_block_json(enum sb_block_kind kind, const char *text, size_t len,
@@ -1182,83 +1303,175 @@ static json_t *thinking_block_json(enum sb_block_kind kind, const char *text, si
     return o;
 }
 
+/* thinking_block_json as text. */
+static int put_thinking_block(struct sb_buf *b, const struct sb_canon_block *blk)
+{
+    const char *bt = blk->text.data ? blk->text.data : "";
+    int rc;
+    if (blk->kind == SB_BLOCK_REDACTED_THINKING) {
+        rc = put_lit(b, "{\"type\":\"redacted_thinking\",\"data\":");
+        if (rc == 0)
+            rc = put_str(b, bt, blk->text.len);
+        return rc ? rc : sb_buf_append_char(b, '}');
+    }
+    rc = put_lit(b, "{\"type\":\"thinking\",\"thinking\":");
+    if (rc == 0)
+        rc = put_str(b, bt, blk->text.len);
+    if (rc == 0 && blk->signature) {
+        rc = put_lit(b, ",\"signature\":");
+        if (rc == 0)
+            rc = put_str0(b, blk->signature);
+    }
+    return rc ? rc : sb_buf_append_char(b, '}');
+}
+
+static int put_tool_call(struct sb_buf *b, const struct sb_canon_block *blk)
+{
+    char gen[40];
+    if (!blk->id)
+        sb_canon_random_id("call_", gen, sizeof gen);
+    int rc = put_lit(b, "{\"id\":");
+    if (rc == 0)
+        rc = put_str0(b, blk->id ? blk->id : gen);
+    if (rc == 0)
+        rc = put_lit(b, ",\"type\":\"function\",\"function\":{\"name\":");
+    if (rc == 0)
+        rc = put_str0(b, blk->name);
+    if (rc == 0)
+        rc = put_lit(b, ",\"arguments\":");
+    if (rc == 0)
+        rc = put_str(b, blk->text.data, blk->text.len);
+    return rc ? rc : put_lit(b, "}}");
+}
+
+/* The message's content: the text blocks joined (jansson's U+FFFD repair applies to the joined
+ * text, so the text is gathered first when there is more than one block). */
+static int put_joined(struct sb_buf *b, const struct sb_canon_resp *r, enum sb_block_kind kind,
+                      struct sb_buf *tmp)
+{
+    const struct sb_canon_block *only = NULL;
+    size_t count = 0;
+    for (size_t i = 0; i < r->nblocks; i++) {
+        if (r->blocks[i].kind == kind) {
+            only = &r->blocks[i];
+            count++;
+        }
+    }
+    if (count == 1)
+        return put_str(b, only->text.data, only->text.len);
+    for (size_t i = 0; i < r->nblocks; i++) {
+        const struct sb_canon_block *blk = &r->blocks[i];
+        if (blk->kind == kind && blk->text.len) {
+            int rc = sb_buf_append(tmp, blk->text.data, blk->text.len);
+            if (rc)
+                return rc;
+        }
+    }
+    return put_str(b, tmp->data, tmp->len);
+}
+
 static int render_response(const struct sb_canon_resp *r, const char *model, struct sb_buf *out)
 {
     if (r->has_error)
         return render_error(&r->error, out, NULL);
-    struct sb_buf text, thinking;
-    sb_buf_init(&text, r->max_bytes ? r->max_bytes : SIZE_MAX / 2);
-    sb_buf_init(&thinking, r->max_bytes ? r->max_bytes : SIZE_MAX / 2);
-    json_t *tool_calls = json_array();
-    json_t *tblocks = json_array();
-    bool has_text = false;
-    int rc = 0;
-    for (size_t i = 0; i < r->nblocks && rc == 0; i++) {
-        const struct sb_canon_block *b = &r->blocks[i];
-        const char *bt = b->text.data ? b->text.data : "";
-        switch (b->kind) {
+    struct sb_buf tmp;
+    sb_buf_init(&tmp, r->max_bytes ? r->max_bytes : SIZE_MAX / 2);
+    bool has_text = false, has_tools = false, has_thinking = false;
+    for (size_t i = 0; i < r->nblocks; i++) {
+        switch (r->blocks[i].kind) {
         case SB_BLOCK_TEXT:
             has_text = true;
-            rc = sb_buf_append(&text, bt, b->text.len);
             break;
         case SB_BLOCK_THINKING:
         case SB_BLOCK_REDACTED_THINKING:
-            if (b->kind == SB_BLOCK_THINKING)
-                rc = sb_buf_append(&thinking, bt, b->text.len);
-            if (rc == 0 &&
-                json_array_append_new(tblocks,
-                                      thinking_block_json(b->kind, bt, b->text.len, b->signature)))
-                rc = -ENOMEM;
+            has_thinking = true;
             break;
-        case SB_BLOCK_TOOL_CALL: {
-            char gen[40];
-            if (!b->id)
-                sb_canon_random_id("call_", gen, sizeof gen);
-            json_t *tc = json_pack(
-                "{s:o,s:s,s:{s:o,s:o}}", "id", b->id ? jstr0(b->id) : json_string(gen), "type",
-                "function", "function", "name", jstr0(b->name), "arguments", jstr(bt, b->text.len));
-            if (json_array_append_new(tool_calls, tc))
-                rc = -ENOMEM;
+        case SB_BLOCK_TOOL_CALL:
+            has_tools = true;
             break;
         }
-        }
     }
-    json_t *root = NULL;
-    if (rc)
-        goto out;
-    json_t *msg = json_pack("{s:s}", "role", "assistant");
-    json_object_set_new(msg, "content",
-                        !has_text && json_array_size(tool_calls)
-                            ? json_null()
-                            : jstr(text.data ? text.data : "", text.len));
-    json_object_set_new(msg, "refusal", json_null());
-    if (json_array_size(tool_calls))
-        json_object_set(msg, "tool_calls", tool_calls);
-    if (json_array_size(tblocks)) {
-        json_object_set_new(msg, "reasoning_content",
-                            jstr(thinking.data ? thinking.data : "", thinking.len));
-        json_object_set(msg, "thinking_blocks", tblocks);
-    }
+    size_t before = out->len;
     char idbuf[CHATCMPL_ID_CAP];
     if (!r->id)
         sb_canon_random_id("chatcmpl-", idbuf, sizeof idbuf);
     const char *mdl = r->model ? r->model : model ? model : "";
-    root = json_pack("{s:o,s:s,s:I,s:o,s:[{s:i,s:o,s:n,s:s}]}", "id",
-                     r->id ? jstr0(r->id) : json_string(idbuf), "object", "chat.completion",
-                     "created", (json_int_t)time(NULL), "model", jstr0(mdl), "choices", "index", 0,
-                     "message", msg, "logprobs", "finish_reason", sb_finish_openai(r->finish));
-    json_t *usage = usage_json(&r->usage);
-    if (root && usage)
-        json_object_set_new(root, "usage", usage);
-    else
-        json_decref(usage);
-    rc = dump_into(root, out, "", "");
-out:
-    json_decref(tool_calls);
-    json_decref(tblocks);
-    sb_buf_free(&text);
-    sb_buf_free(&thinking);
-    return rc;
+    int rc = put_lit(out, "{\"id\":");
+    if (rc == 0)
+        rc = put_str0(out, r->id ? r->id : idbuf);
+    if (rc == 0)
+        rc = put_lit(out, ",\"object\":\"chat.completion\",\"created\":");
+    if (rc == 0)
+        rc = sb_buf_append_i64(out, (int64_t)time(NULL));
+    if (rc == 0)
+        rc = put_lit(out, ",\"model\":");
+    if (rc == 0)
+        rc = put_str0(out, mdl);
+    if (rc == 0)
+        rc = put_lit(out, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                          "\"content\":");
+    if (rc == 0)
+        rc =
+            !has_text && has_tools ? put_lit(out, "null") : put_joined(out, r, SB_BLOCK_TEXT, &tmp);
+    if (rc == 0)
+        rc = put_lit(out, ",\"refusal\":null");
+    if (rc == 0 && has_tools) {
+        rc = put_lit(out, ",\"tool_calls\":[");
+        bool first = true;
+        for (size_t i = 0; i < r->nblocks && rc == 0; i++) {
+            if (r->blocks[i].kind != SB_BLOCK_TOOL_CALL)
+                continue;
+            if (!first)
+                rc = sb_buf_append_char(out, ',');
+            first = false;
+            if (rc == 0)
+                rc = put_tool_call(out, &r->blocks[i]);
+        }
+        if (rc == 0)
+            rc = sb_buf_append_char(out, ']');
+    }
+    if (rc == 0 && has_thinking) {
+        sb_buf_reset(&tmp);
+        rc = put_lit(out, ",\"reasoning_content\":");
+        if (rc == 0)
+            rc = put_joined(out, r, SB_BLOCK_THINKING, &tmp);
+        if (rc == 0)
+            rc = put_lit(out, ",\"thinking_blocks\":[");
+        bool first = true;
+        for (size_t i = 0; i < r->nblocks && rc == 0; i++) {
+            enum sb_block_kind k = r->blocks[i].kind;
+            if (k != SB_BLOCK_THINKING && k != SB_BLOCK_REDACTED_THINKING)
+                continue;
+            if (!first)
+                rc = sb_buf_append_char(out, ',');
+            first = false;
+            if (rc == 0)
+                rc = put_thinking_block(out, &r->blocks[i]);
+        }
+        if (rc == 0)
+            rc = sb_buf_append_char(out, ']');
+    }
+    if (rc == 0)
+        rc = put_lit(out, "},\"logprobs\":null,\"finish_reason\":");
+    if (rc == 0)
+        rc = put_str0(out, sb_finish_openai(r->finish));
+    if (rc == 0)
+        rc = put_lit(out, "}]");
+    if (rc == 0) {
+        bool written = false;
+        size_t at = out->len;
+        rc = put_lit(out, ",\"usage\":");
+        if (rc == 0)
+            rc = put_usage(out, &r->usage, &written);
+        if (rc == 0 && !written) {
+            out->len = at;
+            out->data[at] = '\0';
+        }
+    }
+    if (rc == 0)
+        rc = sb_buf_append_char(out, '}');
+    sb_buf_free(&tmp);
+    return put_undo(out, before, rc);
 }
 
 /* ------------------------------------------------------------------ stream encoder */
@@ -1276,7 +1489,32 @@ struct enc {
     struct sb_buf redacted; /* a redacted block's data, sent whole at its stop */
     bool usage_held;        /* a USAGE that came before FINISH */
     struct sb_usage held;
+    struct sb_buf head; /* see build_head */
 };
+
+/* The chunk prefix up to and including `"model":...,`: the same for every chunk of a stream,
+ * so it is written once (again if START names another model). */
+static int build_head(struct enc *e)
+{
+    size_t ml = strlen(e->model);
+    sb_buf_free(&e->head);
+    /* An escaped string is at most 6 bytes per input byte. */
+    sb_buf_init(&e->head, ml > (SIZE_MAX - 256) / 6 ? SIZE_MAX : ml * 6 + 256);
+    int rc = put_lit(&e->head, "data: {\"id\":");
+    if (rc == 0)
+        rc = put_str0(&e->head, e->id);
+    if (rc == 0)
+        rc = put_lit(&e->head, ",\"object\":\"chat.completion.chunk\",\"created\":");
+    if (rc == 0)
+        rc = sb_buf_append_i64(&e->head, e->created);
+    if (rc == 0)
+        rc = put_lit(&e->head, ",\"model\":");
+    if (rc == 0)
+        rc = put_str(&e->head, e->model, ml);
+    if (rc == 0)
+        rc = sb_buf_append_char(&e->head, ',');
+    return rc;
+}
 
 static void *enc_new(const char *model, bool include_usage)
 {
@@ -1292,6 +1530,13 @@ static void *enc_new(const char *model, bool include_usage)
     e->created = (int64_t)time(NULL);
     e->include_usage = include_usage;
     sb_buf_init(&e->redacted, REDACTED_MAX);
+    if (build_head(e)) {
+        sb_buf_free(&e->head);
+        sb_buf_free(&e->redacted);
+        free(e->model);
+        free(e);
+        return NULL;
+    }
     return e;
 }
 
@@ -1302,45 +1547,119 @@ static void enc_free(void *p)
         return;
     free(e->model);
     sb_buf_free(&e->redacted);
+    sb_buf_free(&e->head);
     free(e);
 }
 
-static json_t *chunk_base(const struct enc *e)
+/* A chunk with one choice is written in three steps: chunk_open (up to the delta object),
+ * the delta by the caller, chunk_close. */
+static int chunk_open(const struct enc *e, struct sb_buf *out)
 {
-    return json_pack("{s:s,s:s,s:I,s:o}", "id", e->id, "object", "chat.completion.chunk", "created",
-                     (json_int_t)e->created, "model", jstr0(e->model));
+    /* One reservation for the common small chunk. */
+    int rc = sb_buf_reserve(out, e->head.len + 160);
+    if (rc == 0)
+        rc = sb_buf_append(out, e->head.data, e->head.len);
+    if (rc == 0)
+        rc = put_lit(out, "\"choices\":[{\"index\":0,\"delta\":");
+    return rc;
 }
 
-/* One chunk with one choice; `delta` is stolen. */
+static int chunk_close(const struct enc *e, const char *finish, struct sb_buf *out)
+{
+    int rc = put_lit(out, ",\"logprobs\":null,\"finish_reason\":");
+    if (rc == 0)
+        rc = finish ? put_str0(out, finish) : put_lit(out, "null");
+    if (rc == 0)
+        rc = put_lit(out, e->include_usage ? "}],\"usage\":null}\n\n" : "}]}\n\n");
+    return rc;
+}
+
+/* One chunk whose delta is the literal JSON text `delta`. */
+static int write_chunk_lit(struct enc *e, const char *delta, const char *finish, struct sb_buf *out)
+{
+    size_t before = out->len;
+    int rc = chunk_open(e, out);
+    if (rc == 0)
+        rc = put_lit(out, delta);
+    if (rc == 0)
+        rc = chunk_close(e, finish, out);
+    return put_undo(out, before, rc);
+}
+
+/* One chunk whose delta is `pre` + the string s[0..len) + `post`. */
+static int write_chunk_str(struct enc *e, const char *pre, const char *s, size_t len,
+                           const char *post, struct sb_buf *out)
+{
+    size_t before = out->len;
+    int rc = chunk_open(e, out);
+    if (rc == 0)
+        rc = put_lit(out, pre);
+    if (rc == 0)
+        rc = put_str(out, s, len);
+    if (rc == 0)
+        rc = put_lit(out, post);
+    if (rc == 0)
+        rc = chunk_close(e, NULL, out);
+    return put_undo(out, before, rc);
+}
+
+/* One chunk carrying a fragment of the open tool call's arguments. */
+static int write_chunk_args(struct enc *e, const char *s, size_t len, struct sb_buf *out)
+{
+    size_t before = out->len;
+    int rc = chunk_open(e, out);
+    if (rc == 0)
+        rc = put_lit(out, "{\"tool_calls\":[{\"index\":");
+    if (rc == 0)
+        rc = sb_buf_append_i64(out, e->tool_index);
+    if (rc == 0)
+        rc = put_lit(out, ",\"function\":{\"arguments\":");
+    if (rc == 0)
+        rc = put_str(out, s, len);
+    if (rc == 0)
+        rc = put_lit(out, "}}]}");
+    if (rc == 0)
+        rc = chunk_close(e, NULL, out);
+    return put_undo(out, before, rc);
+}
+
+/* One chunk whose delta is a jansson value (rare chunks); `delta` is stolen. */
 static int write_chunk(struct enc *e, json_t *delta, const char *finish, struct sb_buf *out)
 {
-    json_t *c = chunk_base(e);
-    json_t *choice = json_pack("{s:i,s:o,s:n,s:o}", "index", 0, "delta", delta, "logprobs",
-                               "finish_reason", finish ? json_string(finish) : json_null());
-    if (!c || !choice) {
-        json_decref(c);
-        json_decref(choice);
+    if (!delta)
         return -ENOMEM;
-    }
-    json_object_set_new(c, "choices", json_pack("[o]", choice));
-    if (e->include_usage)
-        json_object_set_new(c, "usage", json_null());
-    return dump_into(c, out, "data: ", "\n\n");
+    size_t before = out->len;
+    char *d = json_dumps(delta, JSON_COMPACT);
+    json_decref(delta);
+    if (!d)
+        return -ENOMEM;
+    int rc = chunk_open(e, out);
+    if (rc == 0)
+        rc = put_lit(out, d);
+    if (rc == 0)
+        rc = chunk_close(e, finish, out);
+    free(d);
+    return put_undo(out, before, rc);
 }
 
 static int write_usage(struct enc *e, const struct sb_usage *u, struct sb_buf *out)
 {
-    json_t *c = chunk_base(e);
-    if (!c)
-        return -ENOMEM;
-    json_object_set_new(c, "choices", json_array());
-    json_t *uj = usage_json(u);
-    if (!uj) {
+    size_t before = out->len;
+    int rc = sb_buf_reserve(out, e->head.len + 256);
+    if (rc == 0)
+        rc = sb_buf_append(out, e->head.data, e->head.len);
+    if (rc == 0)
+        rc = put_lit(out, "\"choices\":[],\"usage\":");
+    bool written = false;
+    if (rc == 0)
+        rc = put_usage(out, u, &written);
+    if (rc == 0 && !written) {
         struct sb_usage zero = {0, 0, 0, 0, 0};
-        uj = usage_json(&zero);
+        rc = put_usage(out, &zero, &written);
     }
-    json_object_set_new(c, "usage", uj);
-    return dump_into(c, out, "data: ", "\n\n");
+    if (rc == 0)
+        rc = put_lit(out, "}\n\n");
+    return put_undo(out, before, rc);
 }
 
 static int enc_error(void *p, const struct sb_canon_error *err, struct sb_buf *out)
@@ -1369,14 +1688,17 @@ static int enc_event(void *p, const struct sb_canon_event *ev, struct sb_buf *ou
     case SB_EV_START:
         if (e->started)
             return SB_CANON_E_INVALID;
-        if (ev->model && ev->model[0]) {
+        if (ev->model && ev->model[0] && strcmp(ev->model, e->model) != 0) {
             char *m = strdup(ev->model);
             if (!m)
                 return -ENOMEM;
             free(e->model);
             e->model = m;
+            rc = build_head(e);
+            if (rc)
+                return rc;
         }
-        rc = write_chunk(e, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL, out);
+        rc = write_chunk_lit(e, "{\"role\":\"assistant\",\"content\":\"\"}", NULL, out);
         if (rc == 0)
             e->started = true;
         return rc;
@@ -1410,24 +1732,19 @@ static int enc_event(void *p, const struct sb_canon_event *ev, struct sb_buf *ou
             return ev->len ? sb_buf_append(&e->redacted, ev->text, ev->len) : 0;
         if (ev->len == 0)
             return 0;
-        json_t *frag = jstr(ev->text, ev->len);
-        json_t *delta;
         if (e->kind == SB_BLOCK_TEXT)
-            delta = json_pack("{s:o}", "content", frag);
-        else if (e->kind == SB_BLOCK_THINKING)
-            delta = json_pack("{s:o}", "reasoning_content", frag);
-        else
-            delta = json_pack("{s:[{s:i,s:{s:o}}]}", "tool_calls", "index", e->tool_index,
-                              "function", "arguments", frag);
-        return write_chunk(e, delta, NULL, out);
+            return write_chunk_str(e, "{\"content\":", ev->text, ev->len, "}", out);
+        if (e->kind == SB_BLOCK_THINKING)
+            return write_chunk_str(e, "{\"reasoning_content\":", ev->text, ev->len, "}", out);
+        return write_chunk_args(e, ev->text, ev->len, out);
     }
     case SB_EV_SIGNATURE:
         if (!in_block || e->kind != SB_BLOCK_THINKING || (ev->len && !ev->text))
             return SB_CANON_E_INVALID;
-        return write_chunk(e,
-                           json_pack("{s:[{s:s,s:s,s:o}]}", "thinking_blocks", "type", "thinking",
-                                     "thinking", "", "signature", jstr(ev->text, ev->len)),
-                           NULL, out);
+        return write_chunk_str(e,
+                               "{\"thinking_blocks\":[{\"type\":\"thinking\",\"thinking\":\"\","
+                               "\"signature\":",
+                               ev->text, ev->len, "}]}", out);
     case SB_EV_BLOCK_STOP:
         if (!in_block)
             return SB_CANON_E_INVALID;
@@ -1447,7 +1764,7 @@ static int enc_event(void *p, const struct sb_canon_event *ev, struct sb_buf *ou
         if (e->open || e->finished)
             return SB_CANON_E_INVALID;
         size_t before = out->len;
-        rc = write_chunk(e, json_object(), sb_finish_openai(ev->finish), out);
+        rc = write_chunk_lit(e, "{}", sb_finish_openai(ev->finish), out);
         if (rc == 0 && e->usage_held && e->include_usage)
             rc = write_usage(e, &e->held, out);
         if (rc) {
