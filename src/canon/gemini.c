@@ -1,7 +1,7 @@
 /* The Gemini dialect (generateContent; AI Studio `gemini/...` and Vertex AI `vertex_ai/...`
  * share the body): request encoder, response / stream / error decoders, embeddings.
  * The mapping decisions are listed in docs/translation/gemini.md. */
-#include "canon/codecs.h"
+#include "canon/gemini.h"
 
 #include "http/sse.h"
 
@@ -847,6 +847,26 @@ static int encode_tools(struct enc *e, json_t *root)
     return 0;
 }
 
+/* Serializes `root` (built with result `rc`) into out and frees it; on failure out is left
+ * as it was and err set (if the builder has not set it). Returns 0 or -1. */
+static int finish_body(struct enc *e, json_t *root, int rc, struct sb_buf *out)
+{
+    size_t mark = out->len;
+    rc = rc ? rc : dump_to_buf(root, out);
+    json_decref(root);
+    if (rc) {
+        if (out->len != mark) {
+            out->len = mark;
+            if (out->data)
+                out->data[mark] = '\0';
+        }
+        if (!e->failed)
+            set_buf_error(e->err, rc);
+        return -1;
+    }
+    return 0;
+}
+
 static int encode_request(const struct sb_canon_req *req, const char *model, struct sb_buf *out,
                           struct sb_error *err)
 {
@@ -858,20 +878,98 @@ static int encode_request(const struct sb_canon_req *req, const char *model, str
     rc = rc ? rc : encode_contents(&e, root);
     rc = rc ? rc : encode_generation(&e, root);
     rc = rc ? rc : encode_tools(&e, root);
-    size_t mark = out->len;
-    rc = rc ? rc : dump_to_buf(root, out);
-    json_decref(root);
-    if (rc) {
-        if (out->len != mark) {
-            out->len = mark;
-            if (out->data)
-                out->data[mark] = '\0';
-        }
-        if (!e.failed)
-            set_buf_error(err, rc);
+    return finish_body(&e, root, rc, out);
+}
+
+/* ------------------------------------------------------------------ token counting */
+
+/* What a count covers: the contents, system instruction and tools of generateContent. */
+static int encode_prompt(struct enc *e, json_t *root)
+{
+    int rc = encode_contents(e, root);
+    rc = rc ? rc : encode_tools(e, root);
+    if (!rc)
+        json_object_del(root, "toolConfig"); /* Vertex's CountTokensRequest has no such field */
+    return rc;
+}
+
+int sb_gemini_encode_count_tokens(const struct sb_canon_req *req, const char *model,
+                                  struct sb_buf *out, struct sb_error *err)
+{
+    struct enc e = {.req = req, .err = err};
+    memset(err, 0, sizeof *err);
+    if (!model || !*model)
+        model = req->model;
+    if (model && strncmp(model, "models/", 7) == 0)
+        model += 7;
+    if (!model || !*model) {
+        sb_error_set(err, 400, "invalid_request_error", "invalid_value", "model",
+                     "a model is needed to count tokens");
         return -1;
     }
-    return 0;
+    size_t mlen = strlen(model);
+    char *mname = malloc(mlen + 8);
+    json_t *gcr = json_object();
+    json_t *root = json_object();
+    int rc = mname && gcr && root ? 0 : -ENOMEM;
+    if (!rc) {
+        memcpy(mname, "models/", 7);
+        memcpy(mname + 7, model, mlen + 1);
+        rc = set_new(gcr, "model", json_string(mname));
+    }
+    free(mname);
+    if (!rc && json_object_set_new(root, "generateContentRequest", gcr))
+        rc = -ENOMEM;
+    else if (rc)
+        json_decref(gcr);
+    rc = rc ? rc : encode_prompt(&e, gcr);
+    if (!root) {
+        set_buf_error(err, -ENOMEM);
+        return -1;
+    }
+    return finish_body(&e, root, rc, out);
+}
+
+int sb_vertex_encode_count_tokens(const struct sb_canon_req *req, const char *model,
+                                  struct sb_buf *out, struct sb_error *err)
+{
+    (void)model; /* in the URL */
+    struct enc e = {.req = req, .err = err};
+    memset(err, 0, sizeof *err);
+    json_t *root = json_object();
+    if (!root) {
+        set_buf_error(err, -ENOMEM);
+        return -1;
+    }
+    return finish_body(&e, root, encode_prompt(&e, root), out);
+}
+
+int sb_gemini_decode_count_tokens(const char *body, size_t len, int64_t *tokens)
+{
+    static const char *const known[] = {"totalBillableCharacters", "promptTokensDetails",
+                                        "cachedContentTokenCount", "cacheTokensDetails"};
+    json_t *root = body ? json_loadb(body, len, 0, NULL) : NULL;
+    int rc = SB_CANON_E_INVALID;
+    if (!json_is_object(root) || json_object_get(root, "error"))
+        goto out;
+    json_t *t = json_object_get(root, "totalTokens");
+    int64_t n = 0;
+    if (t) {
+        if (!json_is_integer(t) || json_integer_value(t) < 0)
+            goto out;
+        n = json_integer_value(t) > TOKENS_MAX ? TOKENS_MAX : json_integer_value(t);
+    } else if (json_object_size(root) > 0) {
+        bool any = false;
+        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+            any = any || json_object_get(root, known[i]);
+        if (!any)
+            goto out;
+    }
+    *tokens = n;
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ errors */
@@ -1429,17 +1527,8 @@ static int embed_encode(const struct sb_embed_req *req, size_t from, size_t to, 
             rc = set_new(r, "taskType", json_string(task));
     }
     free(mname);
-    size_t mark = out->len;
-    rc = rc ? rc : dump_to_buf(root, out);
-    json_decref(root);
-    if (rc) {
-        out->len = mark;
-        if (out->data)
-            out->data[mark] = '\0';
-        set_buf_error(err, rc);
-        return -1;
-    }
-    return 0;
+    struct enc e = {.err = err};
+    return finish_body(&e, root, rc, out);
 }
 
 static int embed_values(const json_t *emb, double **vec, size_t *dim)
@@ -1464,33 +1553,16 @@ static int embed_values(const json_t *emb, double **vec, size_t *dim)
     return 0;
 }
 
-static int embed_decode(const char *body, size_t len, struct sb_embed_resp *out)
+/* Appends the vectors of `embs` (n objects holding "values") to out; all or nothing. */
+static int embed_append(struct sb_embed_resp *out, const json_t *const *embs, size_t n)
 {
-    json_t *root = json_loadb(body, len, 0, NULL);
-    if (!json_is_object(root)) {
-        json_decref(root);
+    if (n > EMBED_MAX_VECTORS || out->n > EMBED_MAX_VECTORS)
         return SB_CANON_E_INVALID;
-    }
-    json_t *list = json_object_get(root, "embeddings");
-    json_t *single = json_object_get(root, "embedding");
-    size_t n;
-    if (json_is_array(list))
-        n = json_array_size(list);
-    else if (json_is_object(single))
-        n = 1;
-    else
-        n = SIZE_MAX;
-    if (n == SIZE_MAX || n > EMBED_MAX_VECTORS || out->n > EMBED_MAX_VECTORS) {
-        json_decref(root);
-        return SB_CANON_E_INVALID;
-    }
     double **vecs = calloc(n ? n : 1, sizeof *vecs);
     size_t *dims = calloc(n ? n : 1, sizeof *dims);
     int rc = vecs && dims ? 0 : -ENOMEM;
     for (size_t i = 0; !rc && i < n; i++)
-        rc = embed_values(json_is_array(list) ? json_array_get(list, i) : single, &vecs[i],
-                          &dims[i]);
-    json_decref(root);
+        rc = embed_values(embs[i], &vecs[i], &dims[i]);
     if (!rc) {
         double **nv = realloc(out->vectors, (out->n + n + 1) * sizeof *nv);
         if (nv)
@@ -1513,10 +1585,33 @@ static int embed_decode(const char *body, size_t len, struct sb_embed_resp *out)
         out->dims[out->n + i] = dims[i];
     }
     out->n += n;
-    out->input_tokens = -1; /* Gemini does not report it */
     free(vecs);
     free(dims);
     return 0;
+}
+
+/* batchEmbedContents ({"embeddings":[...]}) or embedContent ({"embedding":{...}}). Gemini
+ * reports no token count: input_tokens is left as it is (-1 stays unknown). */
+static int embed_decode(const char *body, size_t len, struct sb_embed_resp *out)
+{
+    json_t *root = json_loadb(body, len, 0, NULL);
+    const json_t *list = json_object_get(root, "embeddings");
+    const json_t *single = json_object_get(root, "embedding");
+    const json_t **embs = NULL;
+    size_t n = 0;
+    int rc = SB_CANON_E_INVALID;
+    if (json_is_array(list) && json_array_size(list) <= EMBED_MAX_VECTORS) {
+        n = json_array_size(list);
+        embs = calloc(n ? n : 1, sizeof *embs);
+        for (size_t i = 0; embs && i < n; i++)
+            embs[i] = json_array_get(list, i);
+        rc = embs ? embed_append(out, embs, n) : -ENOMEM;
+    } else if (!json_is_array(list) && json_is_object(single)) {
+        rc = embed_append(out, &single, 1);
+    }
+    free(embs);
+    json_decref(root);
+    return rc;
 }
 
 const struct sb_embed_codec sb_embed_gemini = {
@@ -1524,4 +1619,97 @@ const struct sb_embed_codec sb_embed_gemini = {
     .batch_max = 100,
     .encode = embed_encode,
     .decode = embed_decode,
+};
+
+/* ------------------------------------------------------------------ Vertex AI embeddings */
+
+static int vertex_embed_encode(const struct sb_embed_req *req, size_t from, size_t to,
+                               const char *model, struct sb_buf *out, struct sb_error *err)
+{
+    (void)model; /* in the URL */
+    memset(err, 0, sizeof *err);
+    if (from >= to || to > req->ninputs) {
+        sb_error_set(err, 400, "invalid_request_error", "invalid_value", "input",
+                     "no input to embed");
+        return -1;
+    }
+    const char *task = NULL;
+    if (req->input_type && !(task = task_type(req->input_type))) {
+        sb_error_set(err, 400, "invalid_request_error", "invalid_value", "input_type",
+                     "input_type is not one vertex_ai knows");
+        return -1;
+    }
+    json_t *inst = json_array();
+    json_t *params = json_pack("{s:b}", "autoTruncate", 0);
+    json_t *root = json_pack("{s:o,s:o}", "instances", inst, "parameters", params);
+    int rc = root ? 0 : -ENOMEM;
+    if (!rc && req->dimensions > 0)
+        rc = set_new(params, "outputDimensionality", json_integer(req->dimensions));
+    for (size_t i = from; !rc && i < to; i++) {
+        json_t *o = json_pack("{s:s}", "content", req->inputs[i] ? req->inputs[i] : "");
+        rc = push_new(inst, o);
+        if (!rc && task)
+            rc = set_new(o, "task_type", json_string(task));
+    }
+    struct enc e = {.err = err};
+    return finish_body(&e, root, rc, out);
+}
+
+/* statistics.token_count: an integer, or a whole non-negative number written as a double
+ * (the prediction service answers in google.protobuf.Value, whose numbers are doubles). */
+static int64_t vertex_token_count(const json_t *pred)
+{
+    const json_t *v = json_object_get(
+        json_object_get(json_object_get(pred, "embeddings"), "statistics"), "token_count");
+    double d;
+    if (json_is_integer(v)) {
+        if (json_integer_value(v) < 0)
+            return -1;
+        return json_integer_value(v) > TOKENS_MAX ? TOKENS_MAX : json_integer_value(v);
+    }
+    if (!json_is_real(v) || !((d = json_real_value(v)) >= 0))
+        return -1;
+    if (d > (double)TOKENS_MAX) /* also keeps the cast below defined */
+        return TOKENS_MAX;
+    return d == (double)(int64_t)d ? (int64_t)d : -1;
+}
+
+static int vertex_embed_decode(const char *body, size_t len, struct sb_embed_resp *out)
+{
+    json_t *root = json_loadb(body, len, 0, NULL);
+    const json_t *preds = json_object_get(root, "predictions");
+    if (!json_is_array(preds) || json_array_size(preds) > EMBED_MAX_VECTORS) {
+        json_decref(root);
+        return SB_CANON_E_INVALID;
+    }
+    size_t n = json_array_size(preds);
+    const json_t **embs = calloc(n ? n : 1, sizeof *embs);
+    int rc = embs ? 0 : -ENOMEM;
+    int64_t tokens = -1;
+    for (size_t i = 0; !rc && i < n; i++) {
+        const json_t *p = json_array_get(preds, i);
+        embs[i] = json_object_get(p, "embeddings");
+        if (!json_is_object(embs[i]))
+            rc = SB_CANON_E_INVALID;
+        int64_t t = vertex_token_count(p);
+        if (t >= 0) /* both at most 2^48 per step, so the sum is bounded by n * 2^48 */
+            tokens = (tokens < 0 ? 0 : tokens) + t;
+    }
+    rc = rc ? rc : embed_append(out, embs, n);
+    free(embs);
+    json_decref(root);
+    if (rc)
+        return rc;
+    if (tokens >= 0)
+        out->input_tokens = out->input_tokens < 0                    ? tokens
+                            : out->input_tokens > INT64_MAX - tokens ? INT64_MAX
+                                                                     : out->input_tokens + tokens;
+    return 0;
+}
+
+const struct sb_embed_codec sb_embed_vertex = {
+    .dialect = SB_DIALECT_GEMINI,
+    .batch_max = 1,
+    .encode = vertex_embed_encode,
+    .decode = vertex_embed_decode,
 };

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include "canon/codecs.h"
+#include "canon/gemini.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -1258,7 +1259,7 @@ static void test_embeddings(void **state)
     sb_buf_free(&out);
     sb_embed_req_free(&r);
 
-    struct sb_embed_resp resp = {.input_tokens = 0};
+    struct sb_embed_resp resp = {.input_tokens = -1};
     const char *b1 = "{\"embeddings\":[{\"values\":[0.5,-1,2]},{\"values\":[1.25]}]}";
     const char *b2 = "{\"embedding\":{\"values\":[3,4]}}";
     assert_int_equal(sb_embed_gemini.decode(b1, strlen(b1), &resp), 0);
@@ -1281,6 +1282,293 @@ static void test_embeddings(void **state)
         assert_int_equal(sb_embed_gemini.decode(bad[i], strlen(bad[i]), &resp), SB_CANON_E_INVALID);
     assert_int_equal(resp.n, 3); /* failures append nothing */
     sb_embed_resp_free(&resp);
+
+    /* No count from Gemini: a count known from elsewhere is left as it is. */
+    struct sb_embed_resp known = {.input_tokens = 7};
+    assert_int_equal(sb_embed_gemini.decode(b2, strlen(b2), &known), 0);
+    assert_int_equal(known.input_tokens, 7);
+    sb_embed_resp_free(&known);
+}
+
+static void test_vertex_embeddings(void **state)
+{
+    (void)state;
+    struct sb_embed_req r = {.dimensions = 256};
+    r.ninputs = 3;
+    r.inputs = calloc(3, sizeof *r.inputs);
+    assert_non_null(r.inputs);
+    r.inputs[0] = xstrdup("a");
+    r.inputs[1] = xstrdup("b \"q\"");
+    r.inputs[2] = xstrdup("c");
+    r.input_type = xstrdup("search_document");
+    assert_int_equal(sb_embed_vertex.batch_max, 1);
+    assert_int_equal(sb_embed_vertex.dialect, SB_DIALECT_GEMINI);
+    struct sb_buf out;
+    sb_buf_init(&out, CAP);
+    struct sb_error err;
+    assert_int_equal(sb_embed_vertex.encode(&r, 1, 3, "text-embedding-005", &out, &err), 0);
+    json_t *j = json_loadb(out.data, out.len, 0, NULL);
+    assert_json(j, "{\"instances\":[{\"content\":\"b \\\"q\\\"\",\"task_type\":"
+                   "\"RETRIEVAL_DOCUMENT\"},{\"content\":\"c\",\"task_type\":"
+                   "\"RETRIEVAL_DOCUMENT\"}],\"parameters\":{\"outputDimensionality\":256,"
+                   "\"autoTruncate\":false}}");
+    json_decref(j);
+    sb_buf_reset(&out);
+    free(r.input_type);
+    r.input_type = NULL;
+    r.dimensions = -1;
+    assert_int_equal(sb_embed_vertex.encode(&r, 0, 1, "gemini-embedding-001", &out, &err), 0);
+    j = json_loadb(out.data, out.len, 0, NULL);
+    assert_json(j, "{\"instances\":[{\"content\":\"a\"}],\"parameters\":{\"autoTruncate\":"
+                   "false}}");
+    json_decref(j);
+
+    /* Refusals leave out as it was. */
+    size_t before = out.len;
+    r.input_type = xstrdup("nonsense");
+    assert_int_equal(sb_embed_vertex.encode(&r, 0, 1, "m", &out, &err), -1);
+    assert_int_equal(err.status, 400);
+    assert_string_equal(err.param, "input_type");
+    free(r.input_type);
+    r.input_type = NULL;
+    assert_int_equal(sb_embed_vertex.encode(&r, 2, 2, "m", &out, &err), -1);
+    assert_int_equal(err.status, 400);
+    assert_int_equal(sb_embed_vertex.encode(&r, 2, 4, "m", &out, &err), -1);
+    assert_int_equal(out.len, before);
+    sb_buf_free(&out);
+    struct sb_buf tiny;
+    sb_buf_init(&tiny, 10);
+    assert_int_equal(sb_embed_vertex.encode(&r, 0, 3, "m", &tiny, &err), -1);
+    assert_int_equal(err.status, 413);
+    assert_int_equal(tiny.len, 0);
+    sb_buf_free(&tiny);
+    sb_embed_req_free(&r);
+
+    /* Token counts: -1 until one is known, then added up. */
+    struct sb_embed_resp resp = {.input_tokens = -1};
+    const char *none = "{\"predictions\":[{\"embeddings\":{\"values\":[1,2]}}]}";
+    assert_int_equal(sb_embed_vertex.decode(none, strlen(none), &resp), 0);
+    assert_int_equal(resp.input_tokens, -1);
+    const char *b1 = "{\"predictions\":[{\"embeddings\":{\"values\":[0.5,-1,2],\"statistics\":"
+                     "{\"token_count\":6,\"truncated\":false}}},{\"embeddings\":{\"values\":["
+                     "1.25],\"statistics\":{\"token_count\":4.0,\"truncated\":false}}}],"
+                     "\"metadata\":{\"billableCharacterCount\":30}}";
+    assert_int_equal(sb_embed_vertex.decode(b1, strlen(b1), &resp), 0);
+    assert_int_equal(resp.input_tokens, 10);
+    const char *b2 = "{\"predictions\":[{\"embeddings\":{\"values\":[3,4],\"statistics\":{"
+                     "\"token_count\":0}}},{\"embeddings\":{\"values\":[5],\"statistics\":{"
+                     "\"token_count\":2.5}}},{\"embeddings\":{\"values\":[6],\"statistics\":{"
+                     "\"token_count\":-3}}}]}";
+    assert_int_equal(sb_embed_vertex.decode(b2, strlen(b2), &resp), 0);
+    assert_int_equal(resp.input_tokens, 10); /* 0 known; 2.5 and -3 are not counts */
+    assert_int_equal(resp.n, 6);
+    assert_int_equal(resp.dims[0], 2);
+    assert_int_equal(resp.dims[1], 3);
+    assert_true(resp.vectors[1][0] == 0.5 && resp.vectors[1][1] == -1.0);
+    assert_int_equal(resp.dims[2], 1);
+    assert_true(resp.vectors[2][0] == 1.25);
+    assert_true(resp.vectors[3][1] == 4.0);
+    const char *first = "{\"predictions\":[{\"embeddings\":{\"values\":[1],\"statistics\":{"
+                        "\"token_count\":0}}}]}";
+    struct sb_embed_resp zero = {.input_tokens = -1};
+    assert_int_equal(sb_embed_vertex.decode(first, strlen(first), &zero), 0);
+    assert_int_equal(zero.input_tokens, 0); /* a known zero is not unknown */
+    sb_embed_resp_free(&zero);
+    const char *huge = "{\"predictions\":[{\"embeddings\":{\"values\":[1],\"statistics\":{"
+                       "\"token_count\":1e300}}}]}";
+    struct sb_embed_resp big = {.input_tokens = INT64_MAX - 1};
+    assert_int_equal(sb_embed_vertex.decode(huge, strlen(huge), &big), 0);
+    assert_true(big.input_tokens == INT64_MAX); /* saturates */
+    sb_embed_resp_free(&big);
+
+    static const char *const bad[] = {
+        "",
+        "[]",
+        "{}",
+        "{\"predictions\":{}}",
+        "{\"predictions\":[{}]}",
+        "{\"predictions\":[1]}",
+        "{\"predictions\":[{\"embeddings\":{}}]}",
+        "{\"predictions\":[{\"embeddings\":{\"values\":[\"x\"]}}]}",
+        ("{\"predictions\":[{\"embeddings\":{\"values\":[1],\"statistics\":{\"token_count\":5}}},"
+         "{\"embeddings\":{\"values\":{}}}]}"),
+        "{\"error\":{\"code\":400,\"message\":\"x\",\"status\":\"INVALID_ARGUMENT\"}}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(sb_embed_vertex.decode(bad[i], strlen(bad[i]), &resp), SB_CANON_E_INVALID);
+    assert_int_equal(resp.n, 6); /* failures append nothing and count nothing */
+    assert_int_equal(resp.input_tokens, 10);
+    sb_embed_resp_free(&resp);
+
+    /* More predictions than any answer may hold. */
+    struct sb_buf many;
+    sb_buf_init(&many, CAP);
+    assert_int_equal(sb_buf_append_str(&many, "{\"predictions\":["), 0);
+    for (int i = 0; i < 4097; i++)
+        assert_int_equal(sb_buf_append_str(&many, i ? ",{\"embeddings\":{\"values\":[1]}}"
+                                                    : "{\"embeddings\":{\"values\":[1]}}"),
+                         0);
+    assert_int_equal(sb_buf_append_str(&many, "]}"), 0);
+    struct sb_embed_resp r2 = {.input_tokens = -1};
+    assert_int_equal(sb_embed_vertex.decode(many.data, many.len, &r2), SB_CANON_E_INVALID);
+    assert_int_equal(r2.n, 0);
+    sb_embed_resp_free(&r2);
+    sb_buf_free(&many);
+}
+
+/* ---- countTokens ------------------------------------------------------------------------ */
+
+static json_t *count_body(int vertex, const struct sb_canon_req *r, const char *model,
+                          struct sb_error *err)
+{
+    struct sb_buf out;
+    sb_buf_init(&out, CAP);
+    int rc = vertex ? sb_vertex_encode_count_tokens(r, model, &out, err)
+                    : sb_gemini_encode_count_tokens(r, model, &out, err);
+    json_t *j = NULL;
+    if (rc == 0) {
+        j = json_loadb(out.data, out.len, 0, NULL);
+        assert_non_null(j);
+    } else {
+        assert_int_equal(rc, -1);
+        assert_int_equal(out.len, 0);
+    }
+    sb_buf_free(&out);
+    return j;
+}
+
+static void test_count_tokens_encode(void **state)
+{
+    (void)state;
+    struct sb_canon_req r;
+    req_init(&r);
+    r.model = xstrdup("claude-sonnet-4-5");
+    r.n = 3;                    /* refused by generateContent, but no part of a count */
+    r.max_tokens = 100;         /* not sent */
+    r.tool_choice = SB_TC_AUTO; /* toolConfig is not sent */
+    add_msg(&r, SB_ROLE_SYSTEM, 1, text_part("Be brief."));
+    add_msg(&r, SB_ROLE_USER, 1, text_part("What is 6/3?"));
+    add_msg(&r, SB_ROLE_ASSISTANT, 2, thinking_part("", "SIG"),
+            call_part("toolu_1", "divide", "{\"a\":6,\"b\":3}"));
+    add_msg(&r, SB_ROLE_USER, 1, result_part("toolu_1", NULL, "2"));
+    add_tool(&r, "divide",
+             "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"number\"},\"b\":{"
+             "\"type\":\"number\"}},\"required\":[\"a\",\"b\"],\"additionalProperties\":false}");
+
+    /* The same contents, systemInstruction and tools as generateContent. */
+    struct sb_error err;
+    r.n = -1;
+    json_t *full = encode(&r, &err);
+    assert_non_null(full);
+    r.n = 3;
+    const char *const same[] = {"contents", "systemInstruction", "tools"};
+
+    struct sb_error cerr;
+    json_t *g = count_body(0, &r, "models/gemini-2.5-flash", &cerr);
+    assert_non_null(g);
+    assert_int_equal(json_object_size(g), 1);
+    json_t *gcr = json_object_get(g, "generateContentRequest");
+    assert_true(json_is_object(gcr));
+    assert_string_equal(json_string_value(json_object_get(gcr, "model")),
+                        "models/gemini-2.5-flash");
+    assert_int_equal(json_object_size(gcr), 4);
+    for (size_t i = 0; i < 3; i++)
+        assert_true(json_equal(json_object_get(gcr, same[i]), json_object_get(full, same[i])));
+    assert_json(json_object_get(gcr, "systemInstruction"),
+                "{\"parts\":[{\"text\":\"Be brief.\"}]}");
+    assert_json(json_object_get(gcr, "contents"),
+                "[{\"role\":\"user\",\"parts\":[{\"text\":\"What is 6/3?\"}]},"
+                "{\"role\":\"model\",\"parts\":[{\"functionCall\":{\"name\":\"divide\","
+                "\"args\":{\"a\":6,\"b\":3},\"id\":\"toolu_1\"},\"thoughtSignature\":\"SIG\"}]},"
+                "{\"role\":\"user\",\"parts\":[{\"functionResponse\":{\"name\":\"divide\","
+                "\"response\":{\"content\":\"2\"},\"id\":\"toolu_1\"}}]}]");
+    json_decref(g);
+
+    json_t *v = count_body(1, &r, "gemini-2.5-flash", &cerr);
+    assert_non_null(v);
+    assert_int_equal(json_object_size(v), 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_true(json_equal(json_object_get(v, same[i]), json_object_get(full, same[i])));
+    json_decref(v);
+    json_decref(full);
+
+    /* The model: the argument without "models/", else the request's; neither is a 400. */
+    g = count_body(0, &r, NULL, &cerr);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(g, "generateContentRequest"), "model")),
+        "models/claude-sonnet-4-5");
+    json_decref(g);
+    free(r.model);
+    r.model = NULL;
+    assert_null(count_body(0, &r, "", &cerr));
+    assert_int_equal(cerr.status, 400);
+    assert_string_equal(cerr.param, "model");
+    assert_null(count_body(0, &r, "models/", &cerr));
+    assert_int_equal(cerr.status, 400);
+    v = count_body(1, &r, NULL, &cerr); /* Vertex: the model is only in the URL */
+    assert_non_null(v);
+    json_decref(v);
+
+    /* A body past the cap: 413, nothing written. */
+    struct sb_buf tiny;
+    sb_buf_init(&tiny, 16);
+    assert_int_equal(sb_gemini_encode_count_tokens(&r, "m", &tiny, &cerr), -1);
+    assert_int_equal(cerr.status, 413);
+    assert_int_equal(sb_vertex_encode_count_tokens(&r, "m", &tiny, &cerr), -1);
+    assert_int_equal(cerr.status, 413);
+    assert_int_equal(tiny.len, 0);
+    sb_buf_free(&tiny);
+
+    /* The refusals of the contents encoder hold: a result whose call is unknown. */
+    add_msg(&r, SB_ROLE_USER, 1, result_part("toolu_9", NULL, "x"));
+    assert_null(count_body(0, &r, "m", &cerr));
+    assert_int_equal(cerr.status, 400);
+    assert_string_equal(cerr.param, "messages");
+    assert_null(count_body(1, &r, "m", &cerr));
+    assert_int_equal(cerr.status, 400);
+    sb_canon_req_free(&r);
+}
+
+static void test_count_tokens_decode(void **state)
+{
+    (void)state;
+    int64_t n = -5;
+    const char *ok = "{\"totalTokens\":31,\"totalBillableCharacters\":96,"
+                     "\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":31}]}";
+    assert_int_equal(sb_gemini_decode_count_tokens(ok, strlen(ok), &n), 0);
+    assert_int_equal(n, 31);
+    const char *studio = "{\"totalTokens\":12,\"cachedContentTokenCount\":4}";
+    assert_int_equal(sb_gemini_decode_count_tokens(studio, strlen(studio), &n), 0);
+    assert_int_equal(n, 12);
+    const char *zero[] = {"{}", "{\"promptTokensDetails\":[]}", "{\"totalBillableCharacters\":0}"};
+    for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++) {
+        n = -5;
+        assert_int_equal(sb_gemini_decode_count_tokens(zero[i], strlen(zero[i]), &n), 0);
+        assert_int_equal(n, 0);
+    }
+    const char *big = "{\"totalTokens\":9223372036854775807}";
+    assert_int_equal(sb_gemini_decode_count_tokens(big, strlen(big), &n), 0);
+    assert_true(n == ((int64_t)1 << 48));
+    static const char *const bad[] = {
+        "",
+        "nope",
+        "[]",
+        "31",
+        "{\"totalTokens\":-1}",
+        "{\"totalTokens\":\"31\"}",
+        "{\"totalTokens\":3.5}",
+        "{\"totalTokens\":null}",
+        "{\"candidates\":[]}",
+        "{\"error\":{\"code\":400,\"message\":\"x\"}}",
+        "{\"totalTokens\":3,\"error\":{}}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        n = 77;
+        assert_int_equal(sb_gemini_decode_count_tokens(bad[i], strlen(bad[i]), &n),
+                         SB_CANON_E_INVALID);
+        assert_int_equal(n, 77);
+    }
+    assert_int_equal(sb_gemini_decode_count_tokens(NULL, 0, &n), SB_CANON_E_INVALID);
 }
 
 int main(void)
@@ -1306,6 +1594,9 @@ int main(void)
         cmocka_unit_test(test_encode_schema_blowup),
         cmocka_unit_test(test_encode_generation_config),
         cmocka_unit_test(test_embeddings),
+        cmocka_unit_test(test_vertex_embeddings),
+        cmocka_unit_test(test_count_tokens_encode),
+        cmocka_unit_test(test_count_tokens_decode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
