@@ -923,10 +923,6 @@ int sb_gemini_encode_count_tokens(const struct sb_canon_req *req, const char *mo
     else if (rc)
         json_decref(gcr);
     rc = rc ? rc : encode_prompt(&e, gcr);
-    if (!root) {
-        set_buf_error(err, -ENOMEM);
-        return -1;
-    }
     return finish_body(&e, root, rc, out);
 }
 
@@ -937,11 +933,7 @@ int sb_vertex_encode_count_tokens(const struct sb_canon_req *req, const char *mo
     struct enc e = {.req = req, .err = err};
     memset(err, 0, sizeof *err);
     json_t *root = json_object();
-    if (!root) {
-        set_buf_error(err, -ENOMEM);
-        return -1;
-    }
-    return finish_body(&e, root, encode_prompt(&e, root), out);
+    return finish_body(&e, root, root ? encode_prompt(&e, root) : -ENOMEM, out);
 }
 
 int sb_gemini_decode_count_tokens(const char *body, size_t len, int64_t *tokens)
