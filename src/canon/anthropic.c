@@ -4,6 +4,7 @@
 #include "canon/codecs.h"
 
 #include "http/sse.h"
+#include "json/scan.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -896,6 +897,7 @@ struct astream {
     bool has_finish;
     enum sb_finish finish;
     char *stop_sequence;
+    struct sb_buf text; /* fast_delta's unescaped text, reused across events */
 };
 
 static void *stream_new(size_t max_event_bytes)
@@ -905,6 +907,8 @@ static void *stream_new(size_t max_event_bytes)
         return NULL;
     sb_sse_parser_init(&s->sse, max_event_bytes);
     sb_usage_init(&s->usage);
+    /* An unescaped string is never longer than the event that held it. */
+    sb_buf_init(&s->text, max_event_bytes ? max_event_bytes + 1 : SIZE_MAX / 2);
     return s;
 }
 
@@ -914,6 +918,7 @@ static void stream_free(void *st)
     if (!s)
         return;
     sb_sse_parser_free(&s->sse);
+    sb_buf_free(&s->text);
     free(s->stop_sequence);
     free(s);
 }
@@ -1102,6 +1107,99 @@ static int on_message_stop(struct astream *s)
     return st_emit(s, &ev);
 }
 
+/* True if the string value at v may hold a \u escape, which jansson and the scanner treat
+ * differently ("\u0000", lone surrogates): such events take the jansson path. */
+static bool may_have_u_escape(const char *d, const struct sb_json_span *v)
+{
+    for (size_t i = v->start; i + 1 < v->end; i++)
+        if (d[i] == '\\' && d[i + 1] == 'u')
+            return true;
+    return false;
+}
+
+/* A string member's value unescaped into s->text; false if it cannot be taken as is. */
+static bool fast_string(struct astream *s, const char *d, size_t n, const struct sb_json_span *v)
+{
+    if (v->type != SB_JSON_STRING || may_have_u_escape(d, v))
+        return false;
+    size_t raw = v->end - v->start, len = 0;
+    sb_buf_reset(&s->text);
+    if (sb_buf_reserve(&s->text, raw))
+        return false;
+    if (sb_json_string_copy(d, n, v, s->text.data, raw + 1, &len) != 0)
+        return false;
+    s->text.len = len;
+    return true;
+}
+
+/* content_block_delta is nearly every event of a stream. The plain shape
+ * {"type":"content_block_delta","index":N,"delta":{"type":"..._delta","<key>":"..."}} of an
+ * open block is read with the scanner, without building a tree; 1 if it was handled (*rc set),
+ * 0 to take the general jansson path, which gives the same result for the shapes accepted
+ * here and handles every other one (duplicates, other members, errors). */
+static int fast_delta(struct astream *s, const char *d, size_t n, int *rc)
+{
+    static const char *const root_keys[] = {"type", "index", "delta"};
+    static const char *const delta_keys[] = {"type", "text", "thinking", "signature",
+                                             "partial_json"};
+    if (!s->open || s->open_skip)
+        return 0;
+    struct sb_json_index idx;
+    if (sb_json_validate_index(d, n, 64, &idx) != 0 || idx.root.type != SB_JSON_OBJECT ||
+        !idx.complete || idx.n != 3)
+        return 0;
+    struct sb_json_member m[3];
+    int cnt[3];
+    if (sb_json_index_get_many(d, n, &idx, root_keys, 3, m, cnt) != 0 || cnt[0] != 1 ||
+        cnt[1] != 1 || cnt[2] != 1 || m[2].value.type != SB_JSON_OBJECT ||
+        !sb_json_string_eq(d, n, &m[0].value, "content_block_delta"))
+        return 0;
+    int64_t aidx;
+    if (m[1].value.type != SB_JSON_NUMBER || sb_json_int64(d, n, &m[1].value, &aidx) != 0 ||
+        aidx != s->open_aidx)
+        return 0;
+    /* The delta must hold exactly its type and the one key that type names. */
+    struct sb_json_index didx;
+    const struct sb_json_span *dv = &m[2].value;
+    if (sb_json_validate_index(d + dv->start, dv->end - dv->start, 64, &didx) != 0 ||
+        !didx.complete || didx.n != 2)
+        return 0;
+    struct sb_json_member dm[5];
+    int dc[5];
+    if (sb_json_object_get_many(d, n, dv, delta_keys, 5, dm, dc) != 0 || dc[0] != 1)
+        return 0;
+    size_t key;
+    enum sb_block_kind want;
+    enum sb_ev_type evt = SB_EV_DELTA;
+    if (sb_json_string_eq(d, n, &dm[0].value, "text_delta")) {
+        key = 1;
+        want = SB_BLOCK_TEXT;
+    } else if (sb_json_string_eq(d, n, &dm[0].value, "thinking_delta")) {
+        key = 2;
+        want = SB_BLOCK_THINKING;
+    } else if (sb_json_string_eq(d, n, &dm[0].value, "signature_delta")) {
+        key = 3;
+        want = SB_BLOCK_THINKING;
+        evt = SB_EV_SIGNATURE;
+    } else if (sb_json_string_eq(d, n, &dm[0].value, "input_json_delta")) {
+        key = 4;
+        want = SB_BLOCK_TOOL_CALL;
+    } else {
+        return 0;
+    }
+    if (dc[key] != 1 || want != s->open_kind || may_have_u_escape(d, &dm[0].value) ||
+        may_have_u_escape(d, &m[0].value) || !fast_string(s, d, n, &dm[key].value))
+        return 0;
+    struct sb_canon_event ev;
+    ev_init(&ev, evt);
+    ev.index = s->open_cidx;
+    ev.block = s->open_kind;
+    ev.text = s->text.data;
+    ev.len = s->text.len;
+    *rc = st_emit(s, &ev);
+    return 1;
+}
+
 /* Event names this decoder acts on: their data must be JSON. Others (and their data) are
  * ignored, as Anthropic asks of clients. */
 static bool known_event(const struct sb_sse_event *sev)
@@ -1127,8 +1225,11 @@ static int on_sse(void *ud, const struct sb_sse_event *sev)
     bool named_error = sev->event_len == 5 && memcmp(sev->event, "error", 5) == 0;
     if (sev->data_len == 0 && !named_error)
         return 0;
-    json_t *d = json_loadb(sev->data, sev->data_len, 0, NULL);
     int rc = 0;
+    if (sev->event_len == 19 && memcmp(sev->event, "content_block_delta", 19) == 0 &&
+        fast_delta(s, sev->data, sev->data_len, &rc))
+        return rc;
+    json_t *d = json_loadb(sev->data, sev->data_len, 0, NULL);
     if (!json_is_object(d)) {
         if (named_error) {
             /* An error event whose body is not Anthropic's JSON is still an error. */
