@@ -514,6 +514,107 @@ static int64_t thinking_budget(const struct sb_canon_req *r)
     return b;
 }
 
+/* A JSON string exactly as jansson dumps it (the value is valid UTF-8, jansson checked it):
+ * '"', '\\' and control characters escaped with jansson's short forms and upper-case \u00XX. */
+static int write_str(struct sb_buf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    int rc = sb_buf_reserve(b, len + 2);
+    if (rc == 0)
+        rc = sb_buf_append_char(b, '"');
+    size_t run = 0;
+    for (size_t i = 0; i < len && rc == 0; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        char esc[6] = {'\\', (char)c, 0, 0, 0, 0};
+        size_t el = 2;
+        if (c == '\b')
+            esc[1] = 'b';
+        else if (c == '\f')
+            esc[1] = 'f';
+        else if (c == '\n')
+            esc[1] = 'n';
+        else if (c == '\r')
+            esc[1] = 'r';
+        else if (c == '\t')
+            esc[1] = 't';
+        else if (c < 0x20) {
+            esc[1] = 'u', esc[2] = '0', esc[3] = '0';
+            esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
+            el = 6;
+        }
+        rc = sb_buf_append(b, s + run, i - run);
+        if (rc == 0)
+            rc = sb_buf_append(b, esc, el);
+        run = i + 1;
+    }
+    if (rc == 0)
+        rc = sb_buf_append(b, s + run, len - run);
+    return rc ? rc : sb_buf_append_char(b, '"');
+}
+
+/* Appends the compact JSON text of `v`, byte for byte what json_dumps(JSON_COMPACT) gives,
+ * without jansson's two passes (one to size, one to write) and its per-character UTF-8
+ * decoding: the request body is dumped once, straight into the caller's buffer. Objects keep
+ * insertion order, as jansson's dump does. */
+static int write_json(struct sb_buf *b, const json_t *v, int depth)
+{
+    /* Trees come from json_loadb (at most 2048 deep) plus a few levels of ours. */
+    if (depth > 4096)
+        return -ENOMEM;
+    int rc = 0;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        rc = sb_buf_append_char(b, '{');
+        bool first = true;
+        for (void *it = json_object_iter((json_t *)v); it && rc == 0;
+             it = json_object_iter_next((json_t *)v, it)) {
+            if (!first)
+                rc = sb_buf_append_char(b, ',');
+            first = false;
+            if (rc == 0)
+                rc = write_str(b, json_object_iter_key(it), json_object_iter_key_len(it));
+            if (rc == 0)
+                rc = sb_buf_append_char(b, ':');
+            if (rc == 0)
+                rc = write_json(b, json_object_iter_value(it), depth + 1);
+        }
+        return rc ? rc : sb_buf_append_char(b, '}');
+    }
+    case JSON_ARRAY: {
+        rc = sb_buf_append_char(b, '[');
+        size_t n = json_array_size(v);
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            if (i)
+                rc = sb_buf_append_char(b, ',');
+            if (rc == 0)
+                rc = write_json(b, json_array_get(v, i), depth + 1);
+        }
+        return rc ? rc : sb_buf_append_char(b, ']');
+    }
+    case JSON_STRING:
+        return write_str(b, json_string_value(v), json_string_length(v));
+    case JSON_INTEGER:
+        return sb_buf_append_i64(b, (int64_t)json_integer_value(v));
+    case JSON_REAL: {
+        /* jansson's own formatting of doubles (precision, ".0", exponent form). */
+        char tmp[64];
+        size_t n = json_dumpb(v, tmp, sizeof tmp, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (n == 0 || n > sizeof tmp)
+            return -ENOMEM;
+        return sb_buf_append(b, tmp, n);
+    }
+    case JSON_TRUE:
+        return sb_buf_append(b, "true", 4);
+    case JSON_FALSE:
+        return sb_buf_append(b, "false", 5);
+    case JSON_NULL:
+        return sb_buf_append(b, "null", 4);
+    }
+    return -ENOMEM;
+}
+
 static int encode_request(const struct sb_canon_req *req, const char *model, struct sb_buf *out,
                           struct sb_error *err)
 {
@@ -580,13 +681,13 @@ static int encode_request(const struct sb_canon_req *req, const char *model, str
     if (build_tools(&e, root) != 0 || build_params(&e, root, budget) != 0)
         goto out;
 
-    size_t need = json_dumpb(root, NULL, 0, JSON_COMPACT);
-    if (need == 0) {
-        fail_oom(&e);
-        goto out;
-    }
-    int r = sb_buf_reserve(out, need);
+    size_t before = out->len;
+    int r = write_json(out, root, 0);
     if (r != 0) {
+        if (out->len > before) {
+            out->len = before;
+            out->data[before] = '\0';
+        }
         if (r == -E2BIG)
             sb_error_set(err, 413, "invalid_request_error", "request_too_large", NULL,
                          "the request for Anthropic is larger than the configured limit");
@@ -594,12 +695,6 @@ static int encode_request(const struct sb_canon_req *req, const char *model, str
             fail_oom(&e);
         goto out;
     }
-    if (json_dumpb(root, out->data + out->len, need, JSON_COMPACT) != need) {
-        fail_oom(&e);
-        goto out;
-    }
-    out->len += need;
-    out->data[out->len] = '\0';
     rc = 0;
 out:
     json_decref(root);
