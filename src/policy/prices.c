@@ -397,7 +397,8 @@ static bool lookup(const char *provider, const char *model, int depth, struct sb
 
 bool sb_price_lookup(const char *provider, const char *model, struct sb_price *out)
 {
-    if (provider == NULL || model == NULL || out == NULL || strlen(model) > MODEL_MAX) {
+    if (provider == NULL || model == NULL || out == NULL ||
+        strnlen(model, MODEL_MAX + 1) > MODEL_MAX) {
         return false;
     }
     return lookup(provider, model, 0, out);
