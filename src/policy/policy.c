@@ -1223,6 +1223,8 @@ static int reserve_budget(struct sb_policy *p, const struct sb_admit_req *req, s
         reserve = 0;
         if (any && remaining <= 0)
             goto refused;
+    } else if (remaining <= 0 && any) {
+        goto refused; /* spent or wholly reserved: not even a free request may pass */
     } else if (remaining < worst) {
         if (!(price_out > 0) || remaining <= in_cost)
             goto refused;

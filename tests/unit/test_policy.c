@@ -426,6 +426,13 @@ static void test_no_price_and_default_output(void **state)
     assert_int_equal(a.max_output, -1);
     assert_int_equal(a.reserved_nano, 0);
     sb_policy_release(p, &a);
+    /* A request that costs nothing is still refused once the budget is spent. */
+    sb_policy_set_spend(p, SB_ENT_KEY, kh, 10000, 0);
+    r = req_for("sk-n", "m");
+    r.input_tokens = 0;
+    r.max_output = 0;
+    assert_int_equal(sb_policy_admit(p, &r, &a), 400);
+    sb_policy_set_spend(p, SB_ENT_KEY, kh, 0, 0);
     /* Input alone beyond the budget: refused even with a tiny output. */
     r = req_for("sk-n", "m");
     r.input_tokens = 2000;
