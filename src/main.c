@@ -58,6 +58,61 @@ static bool is_loopback(const char *host)
 }
 
 static struct sb_server *g_server;
+
+/* The journal folder: next to a SQLite file ("<file>.journal"), else ./switchboard-journal. */
+static void journal_dir(const struct sb_config *cfg, char *out, size_t cap)
+{
+    const char *u = cfg->database_url;
+    if (cfg->server.journal_dir) {
+        snprintf(out, cap, "%s", cfg->server.journal_dir);
+    } else if (strncmp(u, "sqlite://", 9) == 0 && strcmp(u, "sqlite::memory:") != 0) {
+        snprintf(out, cap, "%s.journal", u + 9);
+    } else {
+        snprintf(out, cap, "switchboard-journal");
+    }
+}
+
+/* Virtual keys and spend: the policy in memory and the ledger's store thread. */
+static int start_ledger(struct sb_gateway *gw, const struct sb_config *cfg, int nworkers)
+{
+    gw->policy = sb_policy_new();
+    if (!gw->policy)
+        return -1;
+    for (size_t i = 0; i < cfg->n_deployments; i++) {
+        const struct sb_deployment *d = &cfg->deployments[i];
+        if (d->n_access_groups && sb_policy_set_access_groups(gw->policy, d->model_name,
+                                                              (const char *const *)d->access_groups,
+                                                              d->n_access_groups) != 0)
+            return -1;
+    }
+    char dir[4096];
+    journal_dir(cfg, dir, sizeof dir);
+    struct sb_ledger_config lc = {
+        .database_url = cfg->database_url,
+        .journal_dir = dir,
+        .nworkers = nworkers,
+        .policy = gw->policy,
+    };
+    char err[512];
+    gw->ledger = sb_ledger_start(&lc, err, sizeof err);
+    if (!gw->ledger) {
+        sb_error("cannot open the database: %s", err);
+        sb_policy_free(gw->policy);
+        gw->policy = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void stop_ledger(struct sb_gateway *gw)
+{
+    if (gw->ledger)
+        sb_ledger_stop(gw->ledger);
+    gw->ledger = NULL;
+    if (gw->policy)
+        sb_policy_free(gw->policy);
+    gw->policy = NULL;
+}
 static uv_signal_t g_sigterm, g_sigint;
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -169,6 +224,12 @@ int main(int argc, char **argv)
         sb_config_free(cfg);
         return 1;
     }
+    if (cfg->database_url && start_ledger(&gw, cfg, nworkers) != 0) {
+        sb_gateway_free(&gw);
+        curl_global_cleanup();
+        sb_config_free(cfg);
+        return 1;
+    }
     struct sb_server_opts o = {
         .host = listen_host,
         .port = listen_port,
@@ -221,6 +282,7 @@ out_loop:
     uv_loop_close(&main_loop);
 out:
     sb_server_free(srv);
+    stop_ledger(&gw);
     sb_gateway_free(&gw);
     curl_global_cleanup();
     sb_config_free(cfg);

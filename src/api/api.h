@@ -12,6 +12,7 @@
 #include "http/server.h"
 #include "ledger/ledger.h"
 #include "policy/policy.h"
+#include "policy/prices.h"
 #include "obs/metrics.h"
 #include "providers/provider.h"
 #include "router/router.h"
@@ -19,6 +20,7 @@
 #include "upstream/upstream.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -42,6 +44,9 @@ struct sb_model_group {
     int64_t *rpm, *tpm;        /* per deployment, for usage-based routing */
     double *cost;              /* per deployment: input + output price per token, < 0 unknown */
     struct sb_router_group rg; /* the router's view of deployments, weights, order */
+    /* The dearest prices among its deployments (nano-dollars per token), for the worst-case
+     * budget reservation; price_in < 0 when none of them has a price. */
+    double price_in, price_out;
 };
 
 struct sb_gateway {
@@ -64,6 +69,9 @@ struct sb_gateway {
     /* Virtual keys and spend (NULL when the gateway runs without a database: no master key). */
     struct sb_policy *policy;
     struct sb_ledger *ledger;
+    _Atomic bool *price_warned; /* per deployment: its missing price was logged */
+    struct sb_price *prices;    /* per deployment, resolved at start */
+    bool *priced;               /* per deployment: prices[i] is known */
 };
 
 struct sb_gw_worker {
@@ -97,7 +105,11 @@ struct sb_request_record {
     int served_by;          /* alias index that answered when it was a fallback, else -1 */
     bool stream;
     int64_t tokens_in, tokens_out, tokens_cached, tokens_reasoning; /* -1: unknown */
-    uint64_t upstream_start_ns, upstream_end_ns;                    /* 0: no upstream call */
+    int64_t tokens_cache_write;                                     /* -1: unknown */
+    int64_t tokens_est_out; /* output estimated from streamed bytes when no usage came */
+    int64_t cost_nano;      /* -1: not billed yet / no price */
+    bool priced;            /* the deployment that served has a price */
+    uint64_t upstream_start_ns, upstream_end_ns; /* 0: no upstream call */
     double upstream_ttfb_s;
 };
 
@@ -118,6 +130,10 @@ struct sb_api_req {
      * the proxy admitted the request: settled or released exactly once, by the proxy). */
     bool master;
     bool admitted;
+    bool billed;       /* sb_api_bill ran */
+    const char *key_p; /* the presented credential (borrowed from the request headers) */
+    size_t key_n;
+    char end_user[129]; /* the request's `user` (Anthropic: metadata.user_id), or "" */
     struct sb_admission adm;
 };
 
@@ -135,9 +151,23 @@ bool sb_admin_handle(struct sb_api_req *r);
 /* Frees what an admin request still holds when its exchange ends first. */
 void sb_admin_abort(struct sb_api_req *r);
 
+/* Bills a request once (sb_api_bill is a no-op the second time): computes its cost from the
+ * record's usage and the serving deployment's price (record: cost_nano, priced), settles or
+ * releases the virtual key's admission, and journals the spend row (gateway with a ledger).
+ * Called by the proxy before the last byte of a response is sent (so that a response the
+ * client saw complete is always in the journal), and by the exchange's end otherwise. */
+void sb_api_bill(struct sb_api_req *r, int status);
+
+/* The price of a deployment: the config's per-token prices where given, else the built-in
+ * table. false: no price known. */
+bool sb_api_price(const struct sb_deployment *d, struct sb_price *out);
+
 /* Responds with a gateway error in the client dialect's envelope (OpenAI's, or Anthropic's
  * on /v1/messages); the code lands in the access log. */
 void sb_api_fail(struct sb_api_req *r, int status, const char *type, const char *code,
                  const char *param, const char *msg);
+/* The same with extra header lines (each ending in CRLF), e.g. Retry-After. */
+void sb_api_fail_hdr(struct sb_api_req *r, int status, const char *type, const char *code,
+                     const char *msg, const char *hdr, size_t hdr_len);
 
 #endif

@@ -93,7 +93,8 @@ int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nwor
     gw->metrics = sb_metrics_new(nworkers, cfg->model_names, cfg->n_model_names);
     gw->targets = calloc(cfg->n_deployments ? cfg->n_deployments : 1, sizeof *gw->targets);
     gw->groups = calloc(cfg->n_model_names ? cfg->n_model_names : 1, sizeof *gw->groups);
-    if (!gw->metrics || !gw->targets || !gw->groups)
+    gw->price_warned = calloc(cfg->n_deployments ? cfg->n_deployments : 1, sizeof(_Atomic bool));
+    if (!gw->metrics || !gw->targets || !gw->groups || !gw->price_warned)
         goto fail;
     for (size_t i = 0; i < cfg->n_model_names; i++) {
         gw->groups[i].deployments = calloc(cfg->n_deployments, sizeof(int));
@@ -222,6 +223,30 @@ int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nwor
             }
         }
     }
+    /* Prices, resolved once: per deployment, and each alias's dearest for reservations. */
+    gw->prices = calloc(cfg->n_deployments ? cfg->n_deployments : 1, sizeof *gw->prices);
+    gw->priced = calloc(cfg->n_deployments ? cfg->n_deployments : 1, sizeof *gw->priced);
+    if (!gw->prices || !gw->priced)
+        goto fail;
+    for (size_t i = 0; i < cfg->n_deployments; i++)
+        gw->priced[i] = sb_api_price(&cfg->deployments[i], &gw->prices[i]);
+    for (size_t g = 0; g < cfg->n_model_names; g++) {
+        struct sb_model_group *grp = &gw->groups[g];
+        grp->price_in = grp->price_out = -1;
+        for (size_t k = 0; k < grp->n; k++) {
+            int d = grp->deployments[k];
+            if (!gw->priced[d])
+                continue;
+            const struct sb_price *pr = &gw->prices[d];
+            double in = pr->input, out = pr->reasoning > pr->output ? pr->reasoning : pr->output;
+            if (pr->cache_write > in)
+                in = pr->cache_write;
+            if (in > grp->price_in)
+                grp->price_in = in;
+            if (out > grp->price_out)
+                grp->price_out = out;
+        }
+    }
     if (build_models_json(gw) != 0 || open_access_log(gw) != 0)
         goto fail;
     return 0;
@@ -246,6 +271,9 @@ void sb_gateway_free(struct sb_gateway *gw)
             free(gw->groups[i].cost);
         }
     free(gw->groups);
+    free(gw->price_warned);
+    free(gw->prices);
+    free(gw->priced);
     free(gw->models_json);
     if (gw->metrics)
         sb_metrics_free(gw->metrics);
@@ -302,12 +330,16 @@ void sb_gateway_worker_start(struct sb_worker *w)
     gw_w->rng |= 1;
     sb_worker_set_data(w, gw_w);
     sb_worker_set_flush_hook(w, flush_access_log);
+    if (gw->ledger && sb_ledger_attach(gw->ledger, gw_w->index, sb_worker_loop(w)) != 0)
+        abort();
 }
 
 void sb_gateway_worker_stop(struct sb_worker *w)
 {
     struct sb_gw_worker *gw_w = sb_worker_data(w);
     flush_access_log(w);
+    if (gw_w->gw->ledger)
+        sb_ledger_detach(gw_w->gw->ledger, gw_w->index);
     sb_upstream_close(gw_w->up);
     sb_buf_free(&gw_w->access_log);
     sb_worker_set_flush_hook(w, NULL);
@@ -439,6 +471,19 @@ static void record(struct sb_api_req *r, bool aborted)
     log_tokens(b, "tokens_out", rec->tokens_out);
     log_tokens(b, "tokens_cached", rec->tokens_cached);
     log_tokens(b, "tokens_reasoning", rec->tokens_reasoning);
+    if (rec->cost_nano >= 0) {
+        log_key(b, "cost_usd");
+        sb_buf_printf(b, "%.9f", (double)rec->cost_nano / 1e9);
+    }
+    if (rec->dep && !rec->priced) {
+        log_key(b, "price_missing");
+        sb_buf_append_str(b, "true");
+    }
+    if (!r->master && r->adm.key_hash[0]) {
+        log_json_field(b, "key_hash", r->adm.key_hash);
+        if (r->adm.team_id[0])
+            log_json_field(b, "team_id", r->adm.team_id);
+    }
     log_key(b, "bytes_in");
     sb_buf_append_u64(b, x->bytes_in);
     log_key(b, "bytes_out");
@@ -452,24 +497,42 @@ static void record(struct sb_api_req *r, bool aborted)
 
 /* ---------------------------------------------------------------- responses */
 
+static void fail_with(struct sb_api_req *r, const struct sb_error *e, const char *extra,
+                      size_t extra_len)
+{
+    r->rec.error_code = e->code;
+    char hdr[1024];
+    struct sb_buf h = {.data = hdr, .len = 0, .cap = sizeof hdr, .max = sizeof hdr - 1};
+    sb_buf_append(&h, r->rid_header, r->rid_header_len);
+    if (extra_len)
+        sb_buf_append(&h, extra, extra_len);
+    if (r->dialect != SB_DIALECT_ANTHROPIC) {
+        sb_http_respond_error(r->x, e, h.data, h.len);
+        return;
+    }
+    char body[1024];
+    struct sb_buf b = {.data = body, .len = 0, .cap = sizeof body, .max = sizeof body - 1};
+    if (sb_error_render_anthropic(e, &b) != 0) {
+        sb_http_respond_error(r->x, e, h.data, h.len);
+        return;
+    }
+    sb_http_respond(r->x, e->status, "application/json", h.data, h.len, b.data, b.len);
+}
+
 void sb_api_fail(struct sb_api_req *r, int status, const char *type, const char *code,
                  const char *param, const char *msg)
 {
     struct sb_error e;
     sb_error_set(&e, status, type, code, param, "%s", msg);
-    r->rec.error_code = code;
-    if (r->dialect != SB_DIALECT_ANTHROPIC) {
-        sb_http_respond_error(r->x, &e, r->rid_header, r->rid_header_len);
-        return;
-    }
-    char body[1024];
-    struct sb_buf b = {.data = body, .len = 0, .cap = sizeof body, .max = sizeof body - 1};
-    if (sb_error_render_anthropic(&e, &b) != 0) {
-        sb_http_respond_error(r->x, &e, r->rid_header, r->rid_header_len);
-        return;
-    }
-    sb_http_respond(r->x, status, "application/json", r->rid_header, r->rid_header_len, b.data,
-                    b.len);
+    fail_with(r, &e, NULL, 0);
+}
+
+void sb_api_fail_hdr(struct sb_api_req *r, int status, const char *type, const char *code,
+                     const char *msg, const char *hdr, size_t hdr_len)
+{
+    struct sb_error e;
+    sb_error_set(&e, status, type, code, NULL, "%s", msg);
+    fail_with(r, &e, hdr, hdr_len);
 }
 
 static void on_end(struct sb_exchange *x, bool aborted)
@@ -477,6 +540,9 @@ static void on_end(struct sb_exchange *x, bool aborted)
     struct sb_api_req *r = x->hdata;
     if (r->proxy)
         sb_proxy_abort(r);
+    if (r->admin)
+        sb_admin_abort(r);
+    sb_api_bill(r, aborted && !x->finished ? 499 : x->status);
     record(r, aborted);
     sb_metrics_inflight(r->gw_w->gw->metrics, r->gw_w->index, -1);
     free(r);
@@ -515,12 +581,9 @@ static void make_request_id(struct sb_api_req *r)
     r->rid_header_len = n > 0 && (size_t)n < sizeof r->rid_header ? (size_t)n : 0;
 }
 
-static bool authorized(const struct sb_gateway *gw, const struct sb_http_request *req)
+/* The credential a client presented: Authorization: Bearer, x-api-key or api-key. */
+static struct sb_http_str presented_key(const struct sb_http_request *req)
 {
-    const char *key = gw->cfg->master_key;
-    if (!key)
-        return true;
-    size_t klen = strlen(key);
     const struct sb_http_str *h = sb_http_header_get(req, "authorization");
     struct sb_http_str given = {NULL, 0};
     if (h) {
@@ -534,9 +597,68 @@ static bool authorized(const struct sb_gateway *gw, const struct sb_http_request
                (h = sb_http_header_get(req, "api-key")) != NULL) {
         given = *h;
     }
+    return given;
+}
+
+/* The master key (or no master key configured). */
+static bool is_master(const struct sb_gateway *gw, struct sb_http_str given)
+{
+    const char *key = gw->cfg->master_key;
+    if (!key)
+        return true;
+    size_t klen = strlen(key);
     if (!given.p || given.n != klen)
         return false;
     return CRYPTO_memcmp(given.p, key, klen) == 0;
+}
+
+static bool authorized(const struct sb_gateway *gw, const struct sb_http_request *req)
+{
+    return is_master(gw, presented_key(req));
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The master key, or a virtual key the policy knows (its admission is filled in for the
+ * proxy). False after answering 401. */
+static bool authenticate(struct sb_api_req *r)
+{
+    struct sb_gateway *gw = r->gw_w->gw;
+    struct sb_http_str k = presented_key(&r->x->req);
+    r->key_p = k.p;
+    r->key_n = k.n;
+    r->master = is_master(gw, k);
+    if (r->master)
+        return true;
+    if (!gw->policy || !k.p) {
+        sb_api_fail(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+                    "Missing or invalid API key. Send it as 'Authorization: Bearer <key>'.");
+        return false;
+    }
+    if (sb_policy_authenticate(gw->policy, k.p, k.n, wall_ms(), &r->adm) != 0) {
+        sb_api_fail(r, r->adm.status ? r->adm.status : 401, "invalid_request_error",
+                    r->adm.code ? r->adm.code : "invalid_api_key", NULL, r->adm.message);
+        return false;
+    }
+    return true;
+}
+
+/* The admin API's paths, for a gateway without a database. */
+static bool admin_path(const struct sb_http_str *path)
+{
+    static const char *const prefixes[] = {"/key/",      "/team/",  "/user/",
+                                           "/customer/", "/spend/", "/global/spend/"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
+        size_t n = strlen(prefixes[i]);
+        if (path->n >= n && memcmp(path->p, prefixes[i], n) == 0)
+            return true;
+    }
+    return path->n == 11 && memcmp(path->p, "/model/info", 11) == 0;
 }
 
 static bool path_is(const struct sb_http_str *path, const char *want)
@@ -731,6 +853,7 @@ void sb_gateway_on_request(struct sb_exchange *x)
     r->rec.served_by = -1;
     r->rec.route = SB_ROUTE_OTHER;
     r->rec.tokens_in = r->rec.tokens_out = r->rec.tokens_cached = r->rec.tokens_reasoning = -1;
+    r->rec.tokens_cache_write = r->rec.cost_nano = -1;
     r->rec.upstream_ttfb_s = -1;
     x->hdata = r;
     x->on_end = on_end;
@@ -775,6 +898,21 @@ void sb_gateway_on_request(struct sb_exchange *x)
                             r->rid_header_len, b.data, b.len);
         sb_buf_free(&b);
         return;
+    }
+
+    if (admin_path(path)) {
+        struct sb_http_str k = presented_key(req);
+        r->key_p = k.p;
+        r->key_n = k.n;
+        r->master = gw->cfg->master_key && is_master(gw, k);
+        if (!gw->ledger) {
+            sb_api_fail(r, 501, "invalid_request_error", "not_configured", NULL,
+                        "The admin API needs general_settings.master_key (virtual keys are kept "
+                        "in a database; SQLite by default).");
+            return;
+        }
+        if (sb_admin_handle(r))
+            return;
     }
 
     enum sb_route route = SB_ROUTE_OTHER;
@@ -836,11 +974,8 @@ void sb_gateway_on_request(struct sb_exchange *x)
         method_not_allowed(r, models ? "GET" : "POST");
         return;
     }
-    if (!authorized(gw, req)) {
-        sb_api_fail(r, 401, "invalid_request_error", "invalid_api_key", NULL,
-                    "Missing or invalid API key. Send it as 'Authorization: Bearer <key>'.");
+    if (!authenticate(r))
         return;
-    }
     if (sb_worker_draining(x->worker)) {
         sb_api_fail(r, 503, "api_error", "shutting_down", NULL,
                     "The gateway is shutting down; retry on another instance.");

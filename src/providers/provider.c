@@ -3,6 +3,7 @@
  * URLs, Anthropic, Gemini (AI Studio and Vertex AI), Bedrock (SigV4) and Cohere. */
 #include "providers/provider.h"
 
+#include "canon/gemini.h"
 #include "canon/sigv4.h"
 
 #include <time.h>
@@ -171,6 +172,8 @@ int sb_provider_prepare(const struct sb_deployment *d, struct sb_provider_target
         break;
     case SB_PROVIDER_VERTEX: {
         t->dialect = SB_DIALECT_GEMINI;
+        t->embed = &sb_embed_vertex;
+        t->vertex = true;
         struct sb_buf p;
         sb_buf_init(&p, 4096);
         int rc = sb_buf_printf(&p, "/v1/projects/%s/locations/%s/publishers/google",
@@ -271,7 +274,8 @@ int sb_provider_url(const struct sb_provider_target *t, enum sb_endpoint ep, boo
         break;
     case SB_DIALECT_GEMINI: {
         /* Model ids are path segments: anything but a plain id is refused at the encoder. */
-        const char *method = ep == SB_EP_EMBEDDINGS     ? ":batchEmbedContents"
+        const char *method = ep == SB_EP_EMBEDDINGS
+                                 ? (t->vertex ? ":predict" : ":batchEmbedContents")
                              : ep == SB_EP_COUNT_TOKENS ? ":countTokens"
                              : stream                   ? ":streamGenerateContent?alt=sse"
                                                         : ":generateContent";

@@ -28,6 +28,7 @@ struct sb_provider_target {
     const struct sb_provider_codec *codec; /* chat translation into this dialect */
     const struct sb_embed_codec *embed;    /* NULL: OpenAI-shaped embeddings (pass-through) */
     bool sigv4;       /* Bedrock with AWS credentials: each request is signed (sb_provider_sign) */
+    bool vertex;      /* Gemini's dialect on Vertex AI (its own embeddings and token counting) */
     char *url_prefix; /* e.g. "https://api.openai.com/v1/" */
     char *url_query;  /* e.g. "?api-version=2024-10-21", or "" */
     struct curl_slist *headers; /* auth, content type, "Expect:" (no 100-continue) */

@@ -134,12 +134,12 @@ function sanitizerFindings(text) {
 }
 
 class Child {
-  constructor(name, bin, args, env) {
+  constructor(name, bin, args, env, cwd) {
     this.name = name;
     this.stdout = '';
     this.stderr = '';
     this.exited = null;
-    this.proc = spawn(bin, args, { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = spawn(bin, args, { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'], ...(cwd ? { cwd } : {}) });
     this.proc.stdout.setEncoding('utf8');
     this.proc.stderr.setEncoding('utf8');
     this.listeners = new Set();
@@ -330,6 +330,8 @@ export class Gateway {
     const dir = mkdtempSync(join(tmpdir(), 'sb-test-'));
     const general = { master_key: MASTER_KEY, ...(config.general_settings || {}) };
     if (general.master_key === null) delete general.master_key;
+    // Each gateway keeps its virtual keys and spend in its own temp folder.
+    if (general.master_key && !general.database_url) general.database_url = `sqlite://${dir}/switchboard.db`;
     const cfg = {
       ...config,
       model_list: config.model_list || [],
@@ -339,7 +341,7 @@ export class Gateway {
     const path = join(dir, 'switchboard.yaml');
     writeFileSync(path, toYaml(cfg));
     const bin = findBinary('switchboard');
-    const child = new Child('switchboard', bin, ['--config', path, ...args], env);
+    const child = new Child('switchboard', bin, ['--config', path, ...args], env, dir);
     const gw = new Gateway(port, child, dir, cfg);
     await child.waitFor(() => gw.logLines().some((l) => typeof l.msg === 'string' && l.msg.startsWith('listening on')),
       READY_TIMEOUT_MS, 'its "listening on" log line').catch((e) => {
