@@ -48,8 +48,10 @@ struct sb_store_ops {
      * created_at. */
     int (*put)(struct sb_store *s, enum sb_entity kind, const char *id,
                const struct sb_store_cols *c, bool create);
-    /* *out: the parsed data with "spend" (and for keys "model_spend") set; use
-     * sb_store_record_load. */
+    /* *out: the parsed data with "spend" (and for keys "model_spend") set by
+     * sb_store_record_load, then "budget_reset_at" set from the column by
+     * sb_store_record_set_reset (reset_spend changes only the column). list does the same
+     * for each record. */
     int (*get)(struct sb_store *s, enum sb_entity kind, const char *id, json_t **out);
     /* Deleting a key also deletes its per-model spend. The ledger rows stay. */
     int (*del)(struct sb_store *s, enum sb_entity kind, const char *id);
@@ -107,6 +109,10 @@ void sb_store_cols_free(struct sb_store_cols *c);
  * the stored text is not a JSON object. */
 json_t *sb_store_record_load(enum sb_entity kind, const char *data, size_t len, int64_t spend_nano,
                              json_t *model_spend);
+
+/* Sets "budget_reset_at" to at (has_reset) or removes it, so a record always shows the
+ * column, which sb_store_reset_spend moves without rewriting the data. */
+void sb_store_record_set_reset(json_t *rec, bool has_reset, int64_t at);
 
 /* 0 if every string of the row is NUL-terminated within its array, request_id is not empty
  * and the ids that are set pass sb_store_check_id; else SB_STORE_E_INVALID. */

@@ -1,0 +1,811 @@
+/* The SQLite backend: one connection, WAL, statements prepared on first use and cached for
+ * the life of the handle. */
+#include "store/schema.h"
+#include "store/store_int.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Cached statements. The per-kind ones are laid out as FIRST + kind. */
+enum stmt_id {
+    ST_CREATE = 0,
+    ST_UPSERT = ST_CREATE + SB_ENT_COUNT,
+    ST_GET = ST_UPSERT + SB_ENT_COUNT,
+    ST_DELETE = ST_GET + SB_ENT_COUNT,
+    ST_LIST = ST_DELETE + SB_ENT_COUNT,
+    ST_RESET = ST_LIST + SB_ENT_COUNT,
+    ST_LIST_KEY_TEAM = ST_RESET + SB_ENT_COUNT,
+    ST_LIST_KEY_USER,
+    ST_LIST_KEY_ALIAS,
+    ST_MODEL_SPEND_GET,
+    ST_MODEL_SPEND_DELETE,
+    ST_MODEL_SPEND_ADD,
+    ST_LOG_INSERT,
+    ST_ADD_KEY,
+    ST_ADD_TEAM,
+    ST_ADD_USER,
+    ST_ADD_CUSTOMER,
+    ST_LOGS,
+    ST_TOTALS_KEY,
+    ST_TOTALS_MODEL,
+    ST_TOTALS_TEAM,
+    ST_COUNT,
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_PING,
+    ST__N
+};
+
+#define LOG_COLS                                                                                   \
+    "request_id, api_key, team_id, user_id, end_user, model, deployment, provider, "               \
+    "prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, "  \
+    "cost_nano, cost_known, start_ms, end_ms, status, cache_hit, route"
+#define TIME_WHERE " WHERE (?1 = 0 OR start_ms >= ?1) AND (?2 = 0 OR start_ms < ?2) "
+
+/* Bind layout of create/upsert: ?1 id, ?2 key_alias, ?3 team_id, ?4 user_id,
+ * ?5 budget_reset_at, ?6 data, ?7 now. SQLite allows numbers a statement does not use. */
+#define ENT_CREATE(table, idcol)                                                                   \
+    "INSERT INTO " table " (" idcol ", budget_reset_at, data, created_at, updated_at) "            \
+    "VALUES (?1, ?5, ?6, ?7, ?7) ON CONFLICT (" idcol ") DO NOTHING"
+#define ENT_UPSERT(table, idcol)                                                                   \
+    "INSERT INTO " table " (" idcol ", budget_reset_at, data, created_at, updated_at) "            \
+    "VALUES (?1, ?5, ?6, ?7, ?7) ON CONFLICT (" idcol ") DO UPDATE SET "                           \
+    "budget_reset_at = excluded.budget_reset_at, data = excluded.data, "                           \
+    "updated_at = excluded.updated_at"
+#define KEY_INSERT                                                                                 \
+    "INSERT INTO sb_keys (token, key_alias, team_id, user_id, budget_reset_at, data, "             \
+    "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) ON CONFLICT (token) "         \
+    "DO "
+
+static const char *const stmt_sql[ST__N] = {
+    [ST_CREATE + SB_ENT_KEY] = KEY_INSERT "NOTHING",
+    [ST_CREATE + SB_ENT_TEAM] = ENT_CREATE("sb_teams", "team_id"),
+    [ST_CREATE + SB_ENT_USER] = ENT_CREATE("sb_users", "user_id"),
+    [ST_CREATE + SB_ENT_CUSTOMER] = ENT_CREATE("sb_customers", "user_id"),
+    [ST_UPSERT + SB_ENT_KEY] =
+        KEY_INSERT "UPDATE SET key_alias = excluded.key_alias, team_id = excluded.team_id, "
+                   "user_id = excluded.user_id, budget_reset_at = excluded.budget_reset_at, "
+                   "data = excluded.data, updated_at = excluded.updated_at",
+    [ST_UPSERT + SB_ENT_TEAM] = ENT_UPSERT("sb_teams", "team_id"),
+    [ST_UPSERT + SB_ENT_USER] = ENT_UPSERT("sb_users", "user_id"),
+    [ST_UPSERT + SB_ENT_CUSTOMER] = ENT_UPSERT("sb_customers", "user_id"),
+    [ST_GET + SB_ENT_KEY] =
+        "SELECT data, spend_nano, budget_reset_at FROM sb_keys WHERE token = ?1",
+    [ST_GET + SB_ENT_TEAM] =
+        "SELECT data, spend_nano, budget_reset_at FROM sb_teams WHERE team_id = ?1",
+    [ST_GET + SB_ENT_USER] =
+        "SELECT data, spend_nano, budget_reset_at FROM sb_users WHERE user_id = ?1",
+    [ST_GET + SB_ENT_CUSTOMER] =
+        "SELECT data, spend_nano, budget_reset_at FROM sb_customers WHERE user_id = ?1",
+    [ST_DELETE + SB_ENT_KEY] = "DELETE FROM sb_keys WHERE token = ?1",
+    [ST_DELETE + SB_ENT_TEAM] = "DELETE FROM sb_teams WHERE team_id = ?1",
+    [ST_DELETE + SB_ENT_USER] = "DELETE FROM sb_users WHERE user_id = ?1",
+    [ST_DELETE + SB_ENT_CUSTOMER] = "DELETE FROM sb_customers WHERE user_id = ?1",
+    /* LIMIT -1 is "no limit" in SQLite. */
+    [ST_LIST + SB_ENT_KEY] = "SELECT token, data, spend_nano, budget_reset_at FROM sb_keys ORDER "
+                             "BY token LIMIT ?2 OFFSET ?3",
+    [ST_LIST + SB_ENT_TEAM] = "SELECT team_id, data, spend_nano, budget_reset_at FROM sb_teams "
+                              "ORDER BY team_id LIMIT ?2 OFFSET ?3",
+    [ST_LIST + SB_ENT_USER] = "SELECT user_id, data, spend_nano, budget_reset_at FROM sb_users "
+                              "ORDER BY user_id LIMIT ?2 OFFSET ?3",
+    [ST_LIST + SB_ENT_CUSTOMER] =
+        "SELECT user_id, data, spend_nano, budget_reset_at FROM sb_customers "
+        "ORDER BY user_id LIMIT ?2 OFFSET ?3",
+    [ST_LIST_KEY_TEAM] =
+        "SELECT token, data, spend_nano, budget_reset_at FROM sb_keys WHERE team_id = ?1 "
+        "ORDER BY token LIMIT ?2 OFFSET ?3",
+    [ST_LIST_KEY_USER] =
+        "SELECT token, data, spend_nano, budget_reset_at FROM sb_keys WHERE user_id = ?1 "
+        "ORDER BY token LIMIT ?2 OFFSET ?3",
+    [ST_LIST_KEY_ALIAS] =
+        "SELECT token, data, spend_nano, budget_reset_at FROM sb_keys WHERE key_alias = ?1 "
+        "ORDER BY token LIMIT ?2 OFFSET ?3",
+    [ST_RESET + SB_ENT_KEY] =
+        "UPDATE sb_keys SET spend_nano = 0, budget_reset_at = ?2, updated_at = ?3 "
+        "WHERE token = ?1",
+    [ST_RESET + SB_ENT_TEAM] =
+        "UPDATE sb_teams SET spend_nano = 0, budget_reset_at = ?2, updated_at = ?3 "
+        "WHERE team_id = ?1",
+    [ST_RESET + SB_ENT_USER] =
+        "UPDATE sb_users SET spend_nano = 0, budget_reset_at = ?2, updated_at = ?3 "
+        "WHERE user_id = ?1",
+    [ST_RESET + SB_ENT_CUSTOMER] =
+        "UPDATE sb_customers SET spend_nano = 0, budget_reset_at = ?2, updated_at = ?3 "
+        "WHERE user_id = ?1",
+    [ST_MODEL_SPEND_GET] =
+        "SELECT model, spend_nano FROM sb_key_model_spend WHERE token = ?1 ORDER BY model",
+    [ST_MODEL_SPEND_DELETE] = "DELETE FROM sb_key_model_spend WHERE token = ?1",
+    [ST_MODEL_SPEND_ADD] = "INSERT INTO sb_key_model_spend (token, model, spend_nano) "
+                           "VALUES (?1, ?2, ?3) ON CONFLICT (token, model) DO UPDATE SET "
+                           "spend_nano = spend_nano + excluded.spend_nano",
+    [ST_LOG_INSERT] = "INSERT OR IGNORE INTO sb_spend_logs (" LOG_COLS ") VALUES (?1, ?2, ?3, "
+                      "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
+                      "?19, ?20)",
+    [ST_ADD_KEY] = "UPDATE sb_keys SET spend_nano = spend_nano + ?2 WHERE token = ?1",
+    [ST_ADD_TEAM] = "UPDATE sb_teams SET spend_nano = spend_nano + ?2 WHERE team_id = ?1",
+    [ST_ADD_USER] = "UPDATE sb_users SET spend_nano = spend_nano + ?2 WHERE user_id = ?1",
+    [ST_ADD_CUSTOMER] =
+        "INSERT INTO sb_customers (user_id, spend_nano, data, created_at, updated_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (user_id) DO UPDATE SET "
+        "spend_nano = spend_nano + excluded.spend_nano",
+    [ST_LOGS] = "SELECT " LOG_COLS " FROM sb_spend_logs WHERE (?1 IS NULL OR api_key = ?1) "
+                "AND (?2 IS NULL OR team_id = ?2) AND (?3 IS NULL OR user_id = ?3) "
+                "AND (?4 IS NULL OR end_user = ?4) AND (?5 IS NULL OR request_id = ?5) "
+                "AND (?6 = 0 OR start_ms >= ?6) AND (?7 = 0 OR start_ms < ?7) "
+                "ORDER BY start_ms DESC, request_id DESC LIMIT ?8",
+    [ST_TOTALS_KEY] = "SELECT api_key, SUM(cost_nano), SUM(prompt_tokens + completion_tokens), "
+                      "COUNT(*) FROM sb_spend_logs" TIME_WHERE "AND api_key <> '' "
+                      "GROUP BY api_key ORDER BY 2 DESC, 1 ASC",
+    [ST_TOTALS_MODEL] = "SELECT model, SUM(cost_nano), SUM(prompt_tokens + completion_tokens), "
+                        "COUNT(*) FROM sb_spend_logs" TIME_WHERE "AND model <> '' "
+                        "GROUP BY model ORDER BY 2 DESC, 1 ASC",
+    [ST_TOTALS_TEAM] = "SELECT team_id, SUM(cost_nano), SUM(prompt_tokens + completion_tokens), "
+                       "COUNT(*) FROM sb_spend_logs" TIME_WHERE "AND team_id <> '' "
+                       "GROUP BY team_id ORDER BY 2 DESC, 1 ASC",
+    [ST_COUNT] = "SELECT COUNT(*) FROM sb_spend_logs",
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_PING] = "SELECT 1",
+};
+
+struct sb_sqlite {
+    struct sb_store base;
+    sqlite3 *db;
+    sqlite3_stmt *stmt[ST__N];
+};
+
+static struct sb_sqlite *sq(struct sb_store *s)
+{
+    return (struct sb_sqlite *)s;
+}
+
+/* A locked file, a full disk or an I/O error is something the ledger retries (its journal
+ * keeps the rows); anything else (a corrupt file, a constraint) is not. */
+static int map_rc(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_DONE:
+    case SQLITE_ROW:
+        return 0;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
+        return SB_STORE_E_DOWN;
+    case SQLITE_TOOBIG:
+        return SB_STORE_E_INVALID;
+    default:
+        return SB_STORE_E_FAILED;
+    }
+}
+
+/* The cached statement, reset and with its bindings cleared; NULL with *rc set on error. */
+static sqlite3_stmt *stmt_get(struct sb_sqlite *q, enum stmt_id id, int *rc)
+{
+    sqlite3_stmt *st = q->stmt[id];
+    if (st == NULL) {
+        int r = sqlite3_prepare_v3(q->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+        if (r != SQLITE_OK) {
+            *rc = map_rc(r);
+            if (*rc == 0)
+                *rc = SB_STORE_E_FAILED;
+            return NULL;
+        }
+        q->stmt[id] = st;
+    } else {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+    return st;
+}
+
+/* Runs a statement that returns no rows; leaves it reset. */
+static int stmt_done(sqlite3_stmt *st)
+{
+    int r = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (r == SQLITE_DONE || r == SQLITE_ROW)
+        return 0;
+    int rc = map_rc(r);
+    return rc ? rc : SB_STORE_E_FAILED;
+}
+
+static int step_err(sqlite3_stmt *st, int r)
+{
+    sqlite3_reset(st);
+    int rc = map_rc(r);
+    return rc ? rc : SB_STORE_E_FAILED;
+}
+
+static int run(struct sb_sqlite *q, enum stmt_id id)
+{
+    int rc = 0;
+    sqlite3_stmt *st = stmt_get(q, id, &rc);
+    return st ? stmt_done(st) : rc;
+}
+
+static int bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v == NULL)
+        return sqlite3_bind_null(st, i);
+    return sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+}
+
+static int tx_begin(struct sb_sqlite *q)
+{
+    return run(q, ST_BEGIN);
+}
+
+static int tx_end(struct sb_sqlite *q, int rc)
+{
+    if (rc == 0) {
+        rc = run(q, ST_COMMIT);
+        if (rc == 0)
+            return 0;
+    }
+    if (!sqlite3_get_autocommit(q->db))
+        run(q, ST_ROLLBACK);
+    return rc;
+}
+
+/* ---- entities ---- */
+
+static int q_put(struct sb_store *s, enum sb_entity kind, const char *id,
+                 const struct sb_store_cols *c, bool create)
+{
+    struct sb_sqlite *q = sq(s);
+    int rc = 0;
+    sqlite3_stmt *st = stmt_get(q, (create ? ST_CREATE : ST_UPSERT) + kind, &rc);
+    if (st == NULL)
+        return rc;
+    bind_text(st, 1, id);
+    if (kind == SB_ENT_KEY) {
+        bind_text(st, 2, c->key_alias);
+        bind_text(st, 3, c->team_id);
+        bind_text(st, 4, c->user_id);
+    }
+    if (c->has_reset)
+        sqlite3_bind_int64(st, 5, c->budget_reset_at);
+    else
+        sqlite3_bind_null(st, 5);
+    if (sqlite3_bind_text64(st, 6, c->data, c->data_len, SQLITE_STATIC, SQLITE_UTF8) != SQLITE_OK)
+        return step_err(st, SQLITE_TOOBIG);
+    sqlite3_bind_int64(st, 7, c->now_s);
+    rc = stmt_done(st);
+    if (rc == 0 && create && sqlite3_changes(q->db) == 0)
+        rc = SB_STORE_E_EXISTS;
+    return rc;
+}
+
+static int model_spend_load(struct sb_sqlite *q, const char *token, json_t **out)
+{
+    *out = NULL;
+    int rc = 0;
+    sqlite3_stmt *st = stmt_get(q, ST_MODEL_SPEND_GET, &rc);
+    if (st == NULL)
+        return rc;
+    bind_text(st, 1, token);
+    json_t *o = json_object();
+    if (o == NULL)
+        return SB_STORE_E_FAILED;
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *model = (const char *)sqlite3_column_text(st, 0);
+        if (model == NULL)
+            continue;
+        json_object_set_new(o, model, json_real(sb_store_dollars(sqlite3_column_int64(st, 1))));
+    }
+    if (r != SQLITE_DONE) {
+        json_decref(o);
+        return step_err(st, r);
+    }
+    sqlite3_reset(st);
+    *out = o;
+    return 0;
+}
+
+/* The record of the current row of st (data at column dcol, spend_nano at dcol + 1,
+ * budget_reset_at at dcol + 2). */
+static int row_record(struct sb_sqlite *q, sqlite3_stmt *st, int dcol, enum sb_entity kind,
+                      const char *id, json_t **out)
+{
+    const void *data = sqlite3_column_blob(st, dcol);
+    size_t len = (size_t)sqlite3_column_bytes(st, dcol);
+    int64_t spend = sqlite3_column_int64(st, dcol + 1);
+    bool has_reset = sqlite3_column_type(st, dcol + 2) != SQLITE_NULL;
+    int64_t reset = sqlite3_column_int64(st, dcol + 2);
+    json_t *ms = NULL;
+    if (kind == SB_ENT_KEY) {
+        /* model_spend_load uses another statement, so st's row stays valid. */
+        int rc = model_spend_load(q, id, &ms);
+        if (rc != 0)
+            return rc;
+    }
+    *out = sb_store_record_load(kind, data ? data : "", len, spend, ms);
+    if (*out == NULL)
+        return SB_STORE_E_FAILED;
+    sb_store_record_set_reset(*out, has_reset, reset);
+    return 0;
+}
+
+static int q_get(struct sb_store *s, enum sb_entity kind, const char *id, json_t **out)
+{
+    struct sb_sqlite *q = sq(s);
+    int rc = 0;
+    sqlite3_stmt *st = stmt_get(q, ST_GET + kind, &rc);
+    if (st == NULL)
+        return rc;
+    bind_text(st, 1, id);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return SB_STORE_E_NOT_FOUND;
+    }
+    if (r != SQLITE_ROW)
+        return step_err(st, r);
+    rc = row_record(q, st, 0, kind, id, out);
+    sqlite3_reset(st);
+    return rc;
+}
+
+static int q_del(struct sb_store *s, enum sb_entity kind, const char *id)
+{
+    struct sb_sqlite *q = sq(s);
+    int rc = tx_begin(q);
+    if (rc != 0)
+        return rc;
+    sqlite3_stmt *st = stmt_get(q, ST_DELETE + kind, &rc);
+    if (st != NULL) {
+        bind_text(st, 1, id);
+        rc = stmt_done(st);
+        if (rc == 0 && sqlite3_changes(q->db) == 0)
+            rc = SB_STORE_E_NOT_FOUND;
+    }
+    if (rc == 0 && kind == SB_ENT_KEY) {
+        st = stmt_get(q, ST_MODEL_SPEND_DELETE, &rc);
+        if (st != NULL) {
+            bind_text(st, 1, id);
+            rc = stmt_done(st);
+        }
+    }
+    return tx_end(q, rc);
+}
+
+static int q_list(struct sb_store *s, enum sb_entity kind, const char *field, const char *value,
+                  size_t offset, size_t limit, json_t **out)
+{
+    struct sb_sqlite *q = sq(s);
+    enum stmt_id id = ST_LIST + kind;
+    if (field != NULL)
+        id = strcmp(field, "team_id") == 0   ? ST_LIST_KEY_TEAM
+             : strcmp(field, "user_id") == 0 ? ST_LIST_KEY_USER
+                                             : ST_LIST_KEY_ALIAS;
+    int rc = 0;
+    sqlite3_stmt *st = stmt_get(q, id, &rc);
+    if (st == NULL)
+        return rc;
+    bind_text(st, 1, value);
+    sqlite3_bind_int64(st, 2, limit == 0 ? -1 : (sqlite3_int64)limit);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)offset);
+    json_t *arr = json_array();
+    if (arr == NULL) {
+        sqlite3_reset(st);
+        return SB_STORE_E_FAILED;
+    }
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *rid = (const char *)sqlite3_column_text(st, 0);
+        json_t *rec = NULL;
+        rc = row_record(q, st, 1, kind, rid ? rid : "", &rec);
+        if (rc != 0)
+            break;
+        json_array_append_new(arr, rec);
+    }
+    if (rc == 0 && r != SQLITE_DONE)
+        rc = step_err(st, r);
+    sqlite3_reset(st);
+    if (rc != 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+static int q_reset_spend(struct sb_store *s, enum sb_entity kind, const char *id,
+                         int64_t next_reset)
+{
+    struct sb_sqlite *q = sq(s);
+    int rc = tx_begin(q);
+    if (rc != 0)
+        return rc;
+    sqlite3_stmt *st = stmt_get(q, ST_RESET + kind, &rc);
+    if (st != NULL) {
+        bind_text(st, 1, id);
+        if (next_reset > 0)
+            sqlite3_bind_int64(st, 2, next_reset);
+        else
+            sqlite3_bind_null(st, 2);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
+        rc = stmt_done(st);
+        if (rc == 0 && sqlite3_changes(q->db) == 0)
+            rc = SB_STORE_E_NOT_FOUND;
+    }
+    if (rc == 0 && kind == SB_ENT_KEY) {
+        st = stmt_get(q, ST_MODEL_SPEND_DELETE, &rc);
+        if (st != NULL) {
+            bind_text(st, 1, id);
+            rc = stmt_done(st);
+        }
+    }
+    return tx_end(q, rc);
+}
+
+/* ---- the ledger ---- */
+
+/* Adds cost to an entity's total; *found tells whether the entity exists. */
+static int add_spend(struct sb_sqlite *q, enum stmt_id id, const char *who, int64_t cost,
+                     bool *found)
+{
+    int rc = 0;
+    sqlite3_stmt *st = stmt_get(q, id, &rc);
+    if (st == NULL)
+        return rc;
+    bind_text(st, 1, who);
+    sqlite3_bind_int64(st, 2, cost);
+    rc = stmt_done(st);
+    if (found != NULL)
+        *found = rc == 0 && sqlite3_changes(q->db) > 0;
+    return rc;
+}
+
+static int add_customer(struct sb_sqlite *q, const char *who, int64_t cost)
+{
+    json_t *rec = json_pack("{s:s}", "user_id", who);
+    char *data = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+    json_decref(rec);
+    if (data == NULL)
+        return SB_STORE_E_FAILED;
+    int rc = 0;
+    sqlite3_stmt *st = stmt_get(q, ST_ADD_CUSTOMER, &rc);
+    if (st != NULL) {
+        bind_text(st, 1, who);
+        sqlite3_bind_int64(st, 2, cost);
+        bind_text(st, 3, data);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)time(NULL));
+        rc = stmt_done(st);
+    }
+    free(data);
+    return rc;
+}
+
+static int bill_row(struct sb_sqlite *q, const struct sb_spend_row *r)
+{
+    int rc = 0;
+    if (r->key_hash[0] != '\0') {
+        bool found = false;
+        rc = add_spend(q, ST_ADD_KEY, r->key_hash, r->cost_nano, &found);
+        if (rc == 0 && found && r->model[0] != '\0') {
+            sqlite3_stmt *st = stmt_get(q, ST_MODEL_SPEND_ADD, &rc);
+            if (st == NULL)
+                return rc;
+            bind_text(st, 1, r->key_hash);
+            bind_text(st, 2, r->model);
+            sqlite3_bind_int64(st, 3, r->cost_nano);
+            rc = stmt_done(st);
+        }
+    }
+    if (rc == 0 && r->team_id[0] != '\0')
+        rc = add_spend(q, ST_ADD_TEAM, r->team_id, r->cost_nano, NULL);
+    if (rc == 0 && r->user_id[0] != '\0')
+        rc = add_spend(q, ST_ADD_USER, r->user_id, r->cost_nano, NULL);
+    if (rc == 0 && r->end_user[0] != '\0')
+        rc = add_customer(q, r->end_user, r->cost_nano);
+    return rc;
+}
+
+static int q_spend_write(struct sb_store *s, const struct sb_spend_row *rows, size_t n,
+                         size_t *inserted)
+{
+    struct sb_sqlite *q = sq(s);
+    size_t ins = 0;
+    int rc = tx_begin(q);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct sb_spend_row *r = &rows[i];
+        sqlite3_stmt *st = stmt_get(q, ST_LOG_INSERT, &rc);
+        if (st == NULL)
+            break;
+        bind_text(st, 1, r->request_id);
+        bind_text(st, 2, r->key_hash);
+        bind_text(st, 3, r->team_id);
+        bind_text(st, 4, r->user_id);
+        bind_text(st, 5, r->end_user);
+        bind_text(st, 6, r->model);
+        bind_text(st, 7, r->deployment);
+        bind_text(st, 8, r->provider);
+        sqlite3_bind_int64(st, 9, r->prompt_tokens);
+        sqlite3_bind_int64(st, 10, r->completion_tokens);
+        sqlite3_bind_int64(st, 11, r->cache_read_tokens);
+        sqlite3_bind_int64(st, 12, r->cache_write_tokens);
+        sqlite3_bind_int64(st, 13, r->reasoning_tokens);
+        sqlite3_bind_int64(st, 14, r->cost_nano);
+        sqlite3_bind_int(st, 15, r->cost_known ? 1 : 0);
+        sqlite3_bind_int64(st, 16, r->start_ms);
+        sqlite3_bind_int64(st, 17, r->end_ms);
+        sqlite3_bind_int(st, 18, r->status);
+        sqlite3_bind_int(st, 19, r->cache_hit ? 1 : 0);
+        bind_text(st, 20, r->route);
+        rc = stmt_done(st);
+        if (rc != 0 || sqlite3_changes(q->db) == 0)
+            continue; /* a request_id already in the ledger: billed once, earlier */
+        ins++;
+        rc = bill_row(q, r);
+    }
+    rc = tx_end(q, rc);
+    if (rc == 0)
+        *inserted = ins;
+    return rc;
+}
+
+static void copy_col(sqlite3_stmt *st, int col, char *dst, size_t size)
+{
+    const unsigned char *v = sqlite3_column_text(st, col);
+    size_t n = v ? (size_t)sqlite3_column_bytes(st, col) : 0;
+    if (n >= size)
+        n = size - 1;
+    if (n > 0)
+        memcpy(dst, v, n);
+    dst[n] = '\0';
+}
+
+static int q_spend_logs(struct sb_store *s, const struct sb_spend_filter *f, json_t **out)
+{
+    struct sb_sqlite *q = sq(s);
+    int rc = 0;
+    sqlite3_stmt *st = stmt_get(q, ST_LOGS, &rc);
+    if (st == NULL)
+        return rc;
+    bind_text(st, 1, f->key_hash);
+    bind_text(st, 2, f->team_id);
+    bind_text(st, 3, f->user_id);
+    bind_text(st, 4, f->end_user);
+    bind_text(st, 5, f->request_id);
+    sqlite3_bind_int64(st, 6, f->start_ms);
+    sqlite3_bind_int64(st, 7, f->end_ms);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)f->limit);
+    json_t *arr = json_array();
+    struct sb_spend_row *r = calloc(1, sizeof(*r));
+    if (arr == NULL || r == NULL) {
+        json_decref(arr);
+        free(r);
+        sqlite3_reset(st);
+        return SB_STORE_E_FAILED;
+    }
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        copy_col(st, 0, r->request_id, sizeof(r->request_id));
+        copy_col(st, 1, r->key_hash, sizeof(r->key_hash));
+        copy_col(st, 2, r->team_id, sizeof(r->team_id));
+        copy_col(st, 3, r->user_id, sizeof(r->user_id));
+        copy_col(st, 4, r->end_user, sizeof(r->end_user));
+        copy_col(st, 5, r->model, sizeof(r->model));
+        copy_col(st, 6, r->deployment, sizeof(r->deployment));
+        copy_col(st, 7, r->provider, sizeof(r->provider));
+        r->prompt_tokens = sqlite3_column_int64(st, 8);
+        r->completion_tokens = sqlite3_column_int64(st, 9);
+        r->cache_read_tokens = sqlite3_column_int64(st, 10);
+        r->cache_write_tokens = sqlite3_column_int64(st, 11);
+        r->reasoning_tokens = sqlite3_column_int64(st, 12);
+        r->cost_nano = sqlite3_column_int64(st, 13);
+        r->cost_known = sqlite3_column_int(st, 14) != 0;
+        r->start_ms = sqlite3_column_int64(st, 15);
+        r->end_ms = sqlite3_column_int64(st, 16);
+        r->status = sqlite3_column_int(st, 17);
+        r->cache_hit = sqlite3_column_int(st, 18) != 0;
+        copy_col(st, 19, r->route, sizeof(r->route));
+        json_t *o = sb_store_spend_log_json(r);
+        if (o == NULL || json_array_append_new(arr, o) != 0) {
+            rc = SB_STORE_E_FAILED;
+            break;
+        }
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = step_err(st, step);
+    sqlite3_reset(st);
+    free(r);
+    if (rc != 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+static int q_spend_totals(struct sb_store *s, enum sb_spend_group by, int64_t start_ms,
+                          int64_t end_ms, json_t **out)
+{
+    struct sb_sqlite *q = sq(s);
+    enum stmt_id id = by == SB_SPEND_BY_KEY     ? ST_TOTALS_KEY
+                      : by == SB_SPEND_BY_MODEL ? ST_TOTALS_MODEL
+                                                : ST_TOTALS_TEAM;
+    int rc = 0;
+    sqlite3_stmt *st = stmt_get(q, id, &rc);
+    if (st == NULL)
+        return rc;
+    sqlite3_bind_int64(st, 1, start_ms);
+    sqlite3_bind_int64(st, 2, end_ms);
+    json_t *arr = json_array();
+    if (arr == NULL) {
+        sqlite3_reset(st);
+        return SB_STORE_E_FAILED;
+    }
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *gid = (const char *)sqlite3_column_text(st, 0);
+        json_t *o = sb_store_total_json(by, gid ? gid : "", sqlite3_column_int64(st, 1),
+                                        sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3));
+        if (o == NULL || json_array_append_new(arr, o) != 0) {
+            rc = SB_STORE_E_FAILED;
+            break;
+        }
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = step_err(st, step);
+    sqlite3_reset(st);
+    if (rc != 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+static int q_spend_count(struct sb_store *s, int64_t *out)
+{
+    struct sb_sqlite *q = sq(s);
+    int rc = 0;
+    sqlite3_stmt *st = stmt_get(q, ST_COUNT, &rc);
+    if (st == NULL)
+        return rc;
+    int r = sqlite3_step(st);
+    if (r != SQLITE_ROW)
+        return step_err(st, r);
+    *out = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return 0;
+}
+
+static int q_ping(struct sb_store *s)
+{
+    return run(sq(s), ST_PING) == 0 ? 0 : SB_STORE_E_DOWN;
+}
+
+static void q_close(struct sb_store *s)
+{
+    struct sb_sqlite *q = sq(s);
+    for (int i = 0; i < ST__N; i++)
+        sqlite3_finalize(q->stmt[i]);
+    sqlite3_close_v2(q->db);
+    free(q);
+}
+
+static const struct sb_store_ops sqlite_ops = {
+    .name = "sqlite",
+    .close = q_close,
+    .ping = q_ping,
+    .put = q_put,
+    .get = q_get,
+    .del = q_del,
+    .list = q_list,
+    .reset_spend = q_reset_spend,
+    .spend_write = q_spend_write,
+    .spend_logs = q_spend_logs,
+    .spend_totals = q_spend_totals,
+    .spend_count = q_spend_count,
+};
+
+/* ---- open and migrate ---- */
+
+static int exec_sql(sqlite3 *db, const char *sql, char *err, size_t err_len)
+{
+    char *msg = NULL;
+    int r = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (r != SQLITE_OK) {
+        sb_store_set_err(err, err_len, "sqlite: %s", msg ? msg : sqlite3_errstr(r));
+        sqlite3_free(msg);
+        return r;
+    }
+    return SQLITE_OK;
+}
+
+static int schema_version(sqlite3 *db, int *version)
+{
+    sqlite3_stmt *st = NULL;
+    int r =
+        sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM sb_schema", -1, &st, NULL);
+    if (r == SQLITE_OK) {
+        r = sqlite3_step(st);
+        if (r == SQLITE_ROW) {
+            *version = sqlite3_column_int(st, 0);
+            r = SQLITE_OK;
+        }
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+static int migrate(sqlite3 *db, char *err, size_t err_len)
+{
+    static const char *const migrations[] = SB_SCHEMA_SQLITE;
+    const int n = (int)(sizeof(migrations) / sizeof(migrations[0]));
+    int r = exec_sql(db, SB_SCHEMA_SQLITE_BOOT, err, err_len);
+    for (int v = 1; r == SQLITE_OK && v <= n; v++) {
+        /* BEGIN IMMEDIATE takes the write lock before reading the version, so two processes
+         * opening the same new file cannot both apply a migration. */
+        r = exec_sql(db, "BEGIN IMMEDIATE", err, err_len);
+        if (r != SQLITE_OK)
+            break;
+        int cur = 0;
+        r = schema_version(db, &cur);
+        if (r != SQLITE_OK)
+            sb_store_set_err(err, err_len, "sqlite: %s", sqlite3_errmsg(db));
+        if (r == SQLITE_OK && cur < v) {
+            r = exec_sql(db, migrations[v - 1], err, err_len);
+            if (r == SQLITE_OK) {
+                sqlite3_stmt *st = NULL;
+                r = sqlite3_prepare_v2(db, "INSERT INTO sb_schema (version) VALUES (?1)", -1, &st,
+                                       NULL);
+                if (r == SQLITE_OK) {
+                    sqlite3_bind_int(st, 1, v);
+                    r = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
+                }
+                sqlite3_finalize(st);
+                if (r != SQLITE_OK)
+                    sb_store_set_err(err, err_len, "sqlite: %s", sqlite3_errmsg(db));
+            }
+        }
+        if (r == SQLITE_OK)
+            r = exec_sql(db, "COMMIT", err, err_len);
+        if (r != SQLITE_OK && !sqlite3_get_autocommit(db))
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    return r;
+}
+
+struct sb_store *sb_store_sqlite_open(const char *path, char *err, size_t err_len)
+{
+    struct sb_sqlite *q = calloc(1, sizeof(*q));
+    if (q == NULL) {
+        sb_store_set_err(err, err_len, "out of memory");
+        return NULL;
+    }
+    q->base.ops = &sqlite_ops;
+    int r = sqlite3_open_v2(path, &q->db,
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (r != SQLITE_OK) {
+        sb_store_set_err(err, err_len, "sqlite: cannot open %s: %s", path,
+                         q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(r));
+        goto fail;
+    }
+    sqlite3_extended_result_codes(q->db, 1);
+    /* The busy timeout first: the journal_mode change itself needs the lock. */
+    sqlite3_busy_timeout(q->db, 5000);
+    if (exec_sql(q->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", err, err_len) !=
+            SQLITE_OK ||
+        migrate(q->db, err, err_len) != SQLITE_OK)
+        goto fail;
+    return &q->base;
+fail:
+    sqlite3_close_v2(q->db);
+    free(q);
+    return NULL;
+}
