@@ -1142,6 +1142,7 @@ static void on_wake(uv_async_t *a)
     int64_t deadline = now_ms() + STOP_RETRY_MS;
     while (!flush_all(l, true, true) && now_ms() < deadline)
         sleep_ms(l->backoff_ms ? l->backoff_ms : BACKOFF_MIN);
+    run_jobs(l); /* any queued between the first run and `stopping` */
     uv_close((uv_handle_t *)&l->flush_timer, close_cb_noop);
     uv_close((uv_handle_t *)&l->reset_timer, close_cb_noop);
     uv_close((uv_handle_t *)&l->wake, close_cb_noop);
