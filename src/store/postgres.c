@@ -46,7 +46,8 @@ static const char session_sql[] = "SET statement_timeout = 30000; SET lock_timeo
 struct pg_store {
     struct sb_store base; /* first: store.c hands &base back to every op */
     PGconn *conn;
-    bool down_logged; /* the loss of the connection was logged: log it once per outage */
+    bool down_logged;    /* the loss of the connection was logged: log it once per outage */
+    bool spend_prepared; /* "sb_spend" is prepared on the current connection */
 };
 
 static struct pg_store *pg(struct sb_store *s)
@@ -233,6 +234,7 @@ static int fail(struct pg_store *p, PGresult *r, const char *what)
 static int ready(struct pg_store *p)
 {
     if (PQstatus(p->conn) != CONNECTION_OK) {
+        p->spend_prepared = false; /* prepared statements die with their session */
         PQreset(p->conn);
         if (PQstatus(p->conn) != CONNECTION_OK || session_setup(p->conn) != 0) {
             if (!p->down_logged) {
@@ -414,13 +416,14 @@ static int migrate(struct pg_store *p, char *err, size_t err_len)
 /* ---- entity SQL (constant per kind; never built from input) ---- */
 
 #define KEY_COLS                                                                                   \
-    "data, spend_nano, (SELECT json_object_agg(m.model, m.spend_nano ORDER BY m.model)::text"      \
+    "data, spend_nano, budget_reset_at, (SELECT json_object_agg(m.model, m.spend_nano ORDER BY "   \
+    "m.model)::text"                                                                               \
     " FROM sb_key_model_spend m WHERE m.token = k.token)"
 
 struct kind_sql {
     const char *insert; /* $1 id, then the columns, see put */
     const char *upsert;
-    const char *get;   /* -> data, spend_nano[, model spend JSON] */
+    const char *get;   /* -> data, spend_nano, budget_reset_at[, model spend JSON] */
     const char *del;   /* -> count */
     const char *reset; /* $1 id, $2 budget_reset_at, $3 now -> count */
     const char *list;  /* $1 limit, $2 offset */
@@ -434,11 +437,12 @@ struct kind_sql {
                   " VALUES ($1, $2, $3, $4, $4) ON CONFLICT (" ID ") DO UPDATE SET"                \
                   " budget_reset_at = EXCLUDED.budget_reset_at, data = EXCLUDED.data,"             \
                   " updated_at = EXCLUDED.updated_at",                                             \
-        .get = "SELECT data, spend_nano FROM " T " WHERE " ID " = $1",                             \
+        .get = "SELECT data, spend_nano, budget_reset_at FROM " T " WHERE " ID " = $1",            \
         .del = "DELETE FROM " T " WHERE " ID " = $1",                                              \
         .reset = "UPDATE " T " SET spend_nano = 0, budget_reset_at = $2, updated_at = $3"          \
                  " WHERE " ID " = $1",                                                             \
-        .list = "SELECT data, spend_nano FROM " T " ORDER BY " ID " LIMIT $1 OFFSET $2",           \
+        .list = "SELECT data, spend_nano, budget_reset_at FROM " T " ORDER BY " ID                 \
+                " LIMIT $1 OFFSET $2",                                                             \
     }
 
 static const struct kind_sql kind_sql[SB_ENT_COUNT] = {
@@ -477,12 +481,12 @@ static const char key_list_by_alias[] = "SELECT " KEY_COLS " FROM sb_keys k"
                                         " WHERE k.key_alias = $1 ORDER BY k.token"
                                         " LIMIT $2 OFFSET $3";
 
-/* The record of result row `row` (data, spend_nano[, model spend JSON]). */
+/* The record of result row `row` (data, spend_nano, budget_reset_at[, model spend JSON]). */
 static json_t *load_row(enum sb_entity kind, const PGresult *r, int row)
 {
     json_t *ms = NULL;
-    if (kind == SB_ENT_KEY && !PQgetisnull(r, row, 2)) {
-        json_t *nano = json_loads(PQgetvalue(r, row, 2), 0, NULL);
+    if (kind == SB_ENT_KEY && !PQgetisnull(r, row, 3)) {
+        json_t *nano = json_loads(PQgetvalue(r, row, 3), 0, NULL);
         if (json_is_object(nano) && json_object_size(nano) > 0) {
             ms = json_object();
             const char *model;
@@ -495,7 +499,12 @@ static json_t *load_row(enum sb_entity kind, const PGresult *r, int row)
         json_decref(nano);
     }
     const char *data = PQgetvalue(r, row, 0);
-    return sb_store_record_load(kind, data, (size_t)PQgetlength(r, row, 0), col_i64(r, row, 1), ms);
+    json_t *rec =
+        sb_store_record_load(kind, data, (size_t)PQgetlength(r, row, 0), col_i64(r, row, 1), ms);
+    if (rec != NULL) {
+        sb_store_record_set_reset(rec, !PQgetisnull(r, row, 2), col_i64(r, row, 2));
+    }
+    return rec;
 }
 
 /* ---- ops ---- */
@@ -677,10 +686,11 @@ static int pg_reset_spend(struct sb_store *s, enum sb_entity kind, const char *i
 
 /* ---- the spend ledger ---- */
 
-/* One statement per chunk: the rows travel as one JSON array parameter (json_to_recordset),
- * so a chunk is one round trip whatever its size. The INSERT's RETURNING is exactly the rows
- * that were not in the ledger (ON CONFLICT DO NOTHING also drops a request_id repeated
- * within the chunk), and every total below is computed from it only: a row already written
+/* One statement per chunk, prepared once per connection (planning this statement costs
+ * more than running it for a small batch): the rows travel as one JSON array parameter
+ * (json_to_recordset), so a chunk is one round trip whatever its size. The INSERT's RETURNING is
+ * exactly the rows that were not in the ledger (ON CONFLICT DO NOTHING also drops a request_id
+ * repeated within the chunk), and every total below is computed from it only: a row already written
  * adds nothing. Totals are summed per id first, so each total row is updated once per
  * statement. Data-modifying CTEs all run to completion, in the statement's transaction. */
 static const char spend_sql[] =
@@ -794,8 +804,17 @@ static int spend_write_once(struct pg_store *p, const struct sb_spend_row *rows,
             rc = SB_STORE_E_FAILED;
             goto out;
         }
+        if (!p->spend_prepared) {
+            PGresult *pr = PQprepare(p->conn, "sb_spend", spend_sql, 2, NULL);
+            if (pr == NULL || PQresultStatus(pr) != PGRES_COMMAND_OK) {
+                rc = fail(p, pr, "spend prepare");
+                goto out;
+            }
+            PQclear(pr);
+            p->spend_prepared = true;
+        }
         const char *params[2] = {json.data, now};
-        PGresult *r = PQexecParams(p->conn, spend_sql, 2, NULL, params, NULL, NULL, 0);
+        PGresult *r = PQexecPrepared(p->conn, "sb_spend", 2, params, NULL, NULL, 0);
         if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
             *retry = retryable(r) && PQstatus(p->conn) == CONNECTION_OK;
             if (*retry) {
