@@ -1,16 +1,20 @@
 /* The store suite: every test in `cases` runs against SQLite in memory, against a SQLite file,
- * and, when SB_TEST_PG_URL is set (a libpq URL), against that PostgreSQL database. Each test
- * gets a fresh, empty store (a new in-memory database, a new temp file, or, for PostgreSQL,
- * the sb_* tables dropped first: the database named by SB_TEST_PG_URL must be one the suite
- * may wipe). No test depends on another having run. */
+ * and against PostgreSQL: the database named by SB_TEST_PG_URL (a libpq URL) when it is set,
+ * else a server the suite starts itself in a temp folder when it runs as root and the Debian
+ * PostgreSQL 15 binaries are installed (SB_TEST_PG=0 turns that off; otherwise the PostgreSQL
+ * run is skipped and says why). Each test gets a fresh, empty store: a new in-memory database,
+ * a new temp file, or, for PostgreSQL, the sb_* tables dropped first, so the database named
+ * by SB_TEST_PG_URL must be one the suite may wipe. No test depends on another having run. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pwd.h>
 #include <libpq-fe.h>
 #include <math.h>
 #include <sqlite3.h>
@@ -328,6 +332,21 @@ static void t_invalid_arguments(struct sb_store *s)
         assert_int_equal(sb_store_put(s, SB_ENT_KEY, KEY_A, b, true), SB_STORE_E_INVALID);
         json_decref(b);
     }
+    /* key_alias is capped at 1024 bytes; the cap itself is fine. */
+    char alias[1026];
+    memset(alias, 'k', sizeof(alias) - 1);
+    alias[1025] = '\0';
+    json_t *al = json_pack("{s:s}", "key_alias", alias);
+    assert_int_equal(sb_store_put(s, SB_ENT_KEY, KEY_B, al, true), SB_STORE_E_INVALID);
+    json_decref(al);
+    alias[1024] = '\0';
+    al = json_pack("{s:s}", "key_alias", alias);
+    assert_int_equal(sb_store_put(s, SB_ENT_KEY, KEY_B, al, true), 0);
+    json_decref(al);
+    json_t *fl = NULL;
+    assert_int_equal(sb_store_list(s, SB_ENT_KEY, "key_alias", alias, 0, 0, &fl), 0);
+    assert_int_equal(json_array_size(fl), 1);
+    json_decref(fl);
     /* A column with an embedded NUL would be cut by the database: refused. */
     json_t *nul = json_object();
     json_object_set_new(nul, "team_id", json_stringn("te\0am", 5));
@@ -792,10 +811,81 @@ struct slot {
     char url[160];
 };
 
+#define PG_BIN "/usr/lib/postgresql/15/bin"
+
+static char pg_dir[64];
+static char pg_auto_url[128];
+static bool pg_running;
+
 static const char *pg_url(void)
 {
     const char *u = getenv("SB_TEST_PG_URL");
-    return u && u[0] ? u : NULL;
+    if (u && u[0])
+        return u;
+    return pg_running ? pg_auto_url : NULL;
+}
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(cmd))
+        return -1;
+    return system(cmd);
+}
+
+/* A throwaway server: initdb and pg_ctl as the postgres user (the server refuses root), on a
+ * port picked from the pid, listening on 127.0.0.1 and a socket in its own folder. */
+static const char *pg_autostart(void)
+{
+    const char *off = getenv("SB_TEST_PG");
+    if (off != NULL && strcmp(off, "0") == 0)
+        return "SB_TEST_PG=0";
+    if (geteuid() != 0)
+        return "not root (the suite starts PostgreSQL as the postgres user)";
+    if (access(PG_BIN "/initdb", X_OK) != 0 || access(PG_BIN "/pg_ctl", X_OK) != 0)
+        return PG_BIN " is not installed";
+    struct passwd *pw = getpwnam("postgres");
+    if (pw == NULL)
+        return "no postgres user";
+    snprintf(pg_dir, sizeof(pg_dir), "/tmp/sb_pgtest_XXXXXX");
+    if (mkdtemp(pg_dir) == NULL)
+        return "mkdtemp failed";
+    if (chown(pg_dir, pw->pw_uid, pw->pw_gid) != 0 ||
+        sh("runuser -u postgres -- " PG_BIN "/initdb -D %s/data -A trust -U postgres "
+           ">%s/initdb.log 2>&1",
+           pg_dir, pg_dir) != 0) {
+        sh("rm -rf %s", pg_dir);
+        return "initdb failed";
+    }
+    for (int attempt = 0; attempt < 5; attempt++) {
+        int port = 20000 + (int)((getpid() * 7 + attempt * 1013) % 30000);
+        if (sh("runuser -u postgres -- " PG_BIN "/pg_ctl -D %s/data -o \"-p %d -k %s -c "
+               "listen_addresses=127.0.0.1 -c fsync=off\" -l %s/server.log -w start "
+               ">/dev/null 2>&1",
+               pg_dir, port, pg_dir, pg_dir) == 0) {
+            snprintf(pg_auto_url, sizeof(pg_auto_url),
+                     "postgresql://postgres@127.0.0.1:%d/postgres", port);
+            pg_running = true;
+            return NULL;
+        }
+    }
+    sh("rm -rf %s", pg_dir);
+    return "the server did not start";
+}
+
+static void pg_autostop(void)
+{
+    if (!pg_running)
+        return;
+    sh("runuser -u postgres -- " PG_BIN "/pg_ctl -D %s/data -m fast -w stop >/dev/null 2>&1",
+       pg_dir);
+    sh("rm -rf %s", pg_dir);
+    pg_running = false;
 }
 
 static void pg_wipe(const char *url)
@@ -1077,10 +1167,14 @@ int main(void)
     int failed = 0;
     failed += run_suite("store sqlite::memory:", MODE_MEMORY);
     failed += run_suite("store sqlite file", MODE_FILE);
+    const char *why = NULL;
+    if (pg_url() == NULL)
+        why = pg_autostart();
     if (pg_url() != NULL)
         failed += run_suite("store postgresql", MODE_PG);
     else
-        fprintf(stderr, "store postgresql: skipped (SB_TEST_PG_URL is not set)\n");
+        fprintf(stderr, "store postgresql: skipped (SB_TEST_PG_URL is not set and %s)\n", why);
+    pg_autostop();
     const struct CMUnitTest file_tests[] = {
         cmocka_unit_test(test_file_reopen),  cmocka_unit_test(test_file_two_handles),
         cmocka_unit_test(test_file_locked),  cmocka_unit_test(test_open_errors),
