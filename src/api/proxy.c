@@ -1508,7 +1508,9 @@ static bool admit(struct sb_proxy *p, int g, const char *s, size_t n,
         return false;
     }
     r->admitted = true;
-    if (r->adm.lowered) {
+    /* The limit the reservation was made for goes upstream: lowered for the budget, or the
+     * assumed default when the client gave none and a budget applies. */
+    if (r->adm.max_output >= 0 && r->adm.max_output != max_out) {
         snprintf(p->max_text, sizeof p->max_text, "%lld", (long long)r->adm.max_output);
         if (lim) {
             edits[(*ne)++] =
@@ -1929,7 +1931,7 @@ static bool prepare_translation(struct sb_proxy *p, const struct sb_provider_tar
         p->canon_ready = true;
     }
     p->canon.stream = p->stream;
-    if (r->admitted && r->adm.lowered)
+    if (r->admitted && r->adm.max_output >= 0)
         p->canon.max_tokens = r->adm.max_output;
     if (p->codec->encode_request(&p->canon, p->model, &p->body, &err) != 0) {
         fail_with(p, &err);
