@@ -2,8 +2,8 @@
  * provider) and per-deployment overrides (litellm_params / model_info input_cost_per_token,
  * output_cost_per_token).
  *
- * Prices are nano-dollars (1e-9 USD) per token as doubles (2.5 USD per million tokens is 2.5
- * nano-dollars per token); costs are integer nano-dollars, rounded to nearest. */
+ * Prices are nano-dollars (1e-9 USD) per token as doubles (2.5 USD per million tokens is
+ * 2500 nano-dollars per token); costs are integer nano-dollars, rounded to nearest. */
 #ifndef SB_POLICY_PRICES_H
 #define SB_POLICY_PRICES_H
 
