@@ -46,6 +46,7 @@ static const char session_sql[] = "SET statement_timeout = 30000; SET lock_timeo
 struct pg_store {
     struct sb_store base; /* first: store.c hands &base back to every op */
     PGconn *conn;
+    char *conninfo;      /* only to keep its password out of logged messages */
     bool down_logged;    /* the loss of the connection was logged: log it once per outage */
     bool spend_prepared; /* "sb_spend" is prepared on the current connection */
 };
@@ -216,7 +217,7 @@ static int fail(struct pg_store *p, PGresult *r, const char *what)
         if (!p->down_logged) {
             const char *m = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
             char msg[512];
-            set_pg_err(msg, sizeof msg, NULL, what, m ? m : PQerrorMessage(p->conn));
+            set_pg_err(msg, sizeof msg, p->conninfo, what, m ? m : PQerrorMessage(p->conn));
             sb_warn("store: database unreachable (%s)", msg);
             p->down_logged = true;
         }
@@ -239,7 +240,7 @@ static int ready(struct pg_store *p)
         if (PQstatus(p->conn) != CONNECTION_OK || session_setup(p->conn) != 0) {
             if (!p->down_logged) {
                 char msg[512];
-                set_pg_err(msg, sizeof msg, NULL, "reconnect", PQerrorMessage(p->conn));
+                set_pg_err(msg, sizeof msg, p->conninfo, "reconnect", PQerrorMessage(p->conn));
                 sb_warn("store: database unreachable (%s)", msg);
                 p->down_logged = true;
             }
@@ -513,6 +514,7 @@ static void pg_close(struct sb_store *s)
 {
     struct pg_store *p = pg(s);
     PQfinish(p->conn);
+    free(p->conninfo);
     free(p);
 }
 
@@ -724,7 +726,7 @@ static const char spend_sql[] =
     " FROM (SELECT user_id AS id, sum(cost_nano)::bigint AS s FROM ins WHERE user_id <> ''"
     " GROUP BY user_id) a WHERE t.user_id = a.id),"
     " cu AS (INSERT INTO sb_customers AS t (user_id, spend_nano, data, created_at, updated_at)"
-    " SELECT a.id, a.s, json_build_object('user_id', a.id)::text, $2, $2"
+    " SELECT a.id, a.s, json_build_object('user_id', a.id)::text, $2::bigint, $2::bigint"
     " FROM (SELECT end_user AS id, sum(cost_nano)::bigint AS s FROM ins WHERE end_user <> ''"
     " GROUP BY end_user) a"
     " ON CONFLICT (user_id) DO UPDATE SET spend_nano = t.spend_nano + EXCLUDED.spend_nano)"
@@ -1064,6 +1066,12 @@ struct sb_store *sb_store_pg_open(const char *conninfo, char *err, size_t err_le
     }
     p->base.ops = &pg_ops;
     p->conn = c;
+    p->conninfo = strdup(conninfo);
+    if (p->conninfo == NULL) {
+        sb_store_set_err(err, err_len, "postgresql: out of memory");
+        pg_close(&p->base);
+        return NULL;
+    }
     char merr[512];
     if (migrate(p, merr, sizeof merr) != 0) {
         set_pg_err(err, err_len, conninfo, "migrations", merr);
