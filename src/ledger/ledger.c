@@ -1054,7 +1054,7 @@ int sb_ledger_attach(struct sb_ledger *l, int worker, uv_loop_t *loop)
     return 0;
 }
 
-static void free_handle(uv_handle_t *h)
+static void on_async_closed(uv_handle_t *h)
 {
     free(h);
 }
@@ -1077,7 +1077,7 @@ void sb_ledger_detach(struct sb_ledger *l, int worker)
         j = next;
     }
     if (a)
-        uv_close((uv_handle_t *)a, free_handle);
+        uv_close((uv_handle_t *)a, on_async_closed);
 }
 
 int sb_ledger_submit(struct sb_ledger *l, int worker, sb_ledger_job_fn fn, sb_ledger_done_cb done,
@@ -1109,7 +1109,7 @@ int sb_ledger_submit(struct sb_ledger *l, int worker, sb_ledger_job_fn fn, sb_le
 
 /* ---- the store thread ---- */
 
-static void close_cb_noop(uv_handle_t *h)
+static void on_closed(uv_handle_t *h)
 {
     (void)h;
 }
@@ -1143,9 +1143,9 @@ static void on_wake(uv_async_t *a)
     while (!flush_all(l, true, true) && now_ms() < deadline)
         sleep_ms(l->backoff_ms ? l->backoff_ms : BACKOFF_MIN);
     run_jobs(l); /* any queued between the first run and `stopping` */
-    uv_close((uv_handle_t *)&l->flush_timer, close_cb_noop);
-    uv_close((uv_handle_t *)&l->reset_timer, close_cb_noop);
-    uv_close((uv_handle_t *)&l->wake, close_cb_noop);
+    uv_close((uv_handle_t *)&l->flush_timer, on_closed);
+    uv_close((uv_handle_t *)&l->reset_timer, on_closed);
+    uv_close((uv_handle_t *)&l->wake, on_closed);
 }
 
 static void store_thread(void *arg)
