@@ -12,7 +12,8 @@
 #   SB_TEST_PG_BIN   the folder of pg_ctl, psql, ...
 #
 # then stops the server and removes the folder whatever COMMAND did, and exits with
-# COMMAND's status. Exits 77 (skipped) when the server binaries are not installed.
+# COMMAND's status. Exits 77 (skipped) when the server binaries are not installed
+# (SB_PG_BIN names another folder of them).
 #
 # A test that must take the database away for a while (outage, reconnect) stops and starts
 # the same cluster; port and socket folder are in its configuration, so no options are needed:
