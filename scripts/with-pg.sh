@@ -53,6 +53,7 @@ DIR=$(mktemp -d "${TMPDIR:-/tmp}/sb-pg.XXXXXX") || exit 1
 DATA=$DIR/data
 started=0
 
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
     if [ "$started" = 1 ]; then
         as_pg "$PG_BIN/pg_ctl" -D "$DATA" stop -m immediate -w >/dev/null 2>&1
@@ -85,7 +86,7 @@ port_free() {
     ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-for attempt in 1 2 3 4 5 6 7 8; do
+for _ in 1 2 3 4 5 6 7 8; do
     port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
     port_free "$port" || continue
     # Port, socket folder and logging live in the configuration so a plain `pg_ctl start`
