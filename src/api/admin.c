@@ -278,8 +278,10 @@ static void new_key(char out[96])
 
 static void key_name_of(const char *key, char out[16])
 {
-    size_t n = strlen(key);
-    snprintf(out, 16, "sk-...%s", n >= 4 ? key + n - 4 : key);
+    size_t n = strlen(key), tail = n >= 4 ? 4 : n;
+    memcpy(out, "sk-...", 6);
+    memcpy(out + 6, key + n - tail, tail);
+    out[6 + tail] = '\0';
 }
 
 static void set_err(struct job *j, int status, const char *type, const char *code,
@@ -700,6 +702,8 @@ static bool within_rights(struct job *j, enum sb_entity kind, const json_t *rec)
         FORBID(j, "Only the master key can give the proxy_admin role.");
         return false;
     }
+    if (kind == SB_ENT_CUSTOMER)
+        return true; /* an end user's budget limits only requests that name it */
     const json_t *models = json_object_get(rec, "models");
     if (rt->models) {
         if (unrestricted(models)) {
@@ -760,6 +764,19 @@ static bool within_rights(struct job *j, enum sb_entity kind, const json_t *rec)
 }
 
 /* ------------------------------------------------------------------------- store jobs */
+
+/* A committed record made visible to every worker. The fields were checked before the write,
+ * so a refusal here means the policy and the API disagree on a record's shape: say so. */
+static void publish(struct sb_policy *p, enum sb_entity kind, const char *id, const json_t *rec,
+                    bool take_spend)
+{
+    if (sb_policy_upsert(p, kind, id, rec, take_spend) != 0)
+        sb_warn("admin: the policy refused a committed %s record; it takes effect at restart",
+                kind == SB_ENT_KEY    ? "key"
+                : kind == SB_ENT_TEAM ? "team"
+                : kind == SB_ENT_USER ? "user"
+                                      : "customer");
+}
 
 static int get_or_404(struct sb_store *s, struct job *j, enum sb_entity kind, const char *id,
                       const char *what, json_t **out)
@@ -828,7 +845,7 @@ static int job_key_generate(struct sb_store *s, struct sb_policy *p, struct job 
     }
     if (rc != 0)
         return rc;
-    sb_policy_upsert(p, SB_ENT_KEY, j->new_hash, rec, true);
+    publish(p, SB_ENT_KEY, j->new_hash, rec, true);
     j->out = key_view(rec);
     return 0;
 }
@@ -852,7 +869,7 @@ static int job_key_update(struct sb_store *s, struct sb_policy *p, struct job *j
         goto out;
     if ((rc = sb_store_put(s, SB_ENT_KEY, j->hash, rec, false)) != 0)
         goto out;
-    sb_policy_upsert(p, SB_ENT_KEY, j->hash, rec, false);
+    publish(p, SB_ENT_KEY, j->hash, rec, false);
     json_decref(rec);
     rc = sb_store_get(s, SB_ENT_KEY, j->hash, &rec);
     if (rc == 0)
@@ -1016,7 +1033,7 @@ static int job_key_regenerate(struct sb_store *s, struct sb_policy *p, struct jo
     }
     rc = 0;
     json_object_set_new(rec, "spend", json_real(0));
-    sb_policy_upsert(p, SB_ENT_KEY, j->new_hash, rec, true);
+    publish(p, SB_ENT_KEY, j->new_hash, rec, true);
     j->out = key_view(rec);
 out:
     json_decref(rec);
@@ -1037,7 +1054,7 @@ static int job_key_block(struct sb_store *s, struct sb_policy *p, struct job *j)
     json_object_set_new(rec, "updated_at", json_string(iso));
     rc = sb_store_put(s, SB_ENT_KEY, j->hash, rec, false);
     if (rc == 0) {
-        sb_policy_upsert(p, SB_ENT_KEY, j->hash, rec, false);
+        publish(p, SB_ENT_KEY, j->hash, rec, false);
         j->out = key_view(rec);
     }
     json_decref(rec);
@@ -1057,7 +1074,7 @@ static int job_entity_new(struct sb_store *s, struct sb_policy *p, struct job *j
     }
     if (rc != 0)
         return rc;
-    sb_policy_upsert(p, kind, j->id, rec, true);
+    publish(p, kind, j->id, rec, true);
     json_object_set_new(rec, "spend", json_real(0));
     j->out = json_incref(rec);
     return 0;
@@ -1078,7 +1095,7 @@ static int job_entity_update(struct sb_store *s, struct sb_policy *p, struct job
     if (within_rights(j, kind, rec)) {
         rc = sb_store_put(s, kind, j->id, rec, false);
         if (rc == 0) {
-            sb_policy_upsert(p, kind, j->id, rec, false);
+            publish(p, kind, j->id, rec, false);
             json_decref(rec);
             rec = NULL;
             if ((rc = sb_store_get(s, kind, j->id, &rec)) == 0)
@@ -1203,7 +1220,7 @@ static int job_member(struct sb_store *s, struct sb_policy *p, struct job *j)
     json_object_del(rec, "spend");
     rc = sb_store_put(s, SB_ENT_TEAM, j->id, rec, false);
     if (rc == 0) {
-        sb_policy_upsert(p, SB_ENT_TEAM, j->id, rec, false);
+        publish(p, SB_ENT_TEAM, j->id, rec, false);
         /* The users that exist learn their team (user.teams), as LiteLLM keeps it. */
         json_array_foreach(j->member, i, m)
         {
@@ -1226,7 +1243,7 @@ static int job_member(struct sb_store *s, struct sb_policy *p, struct job *j)
                 json_array_append_new(teams, json_string(j->id));
             json_object_del(u, "spend");
             if (sb_store_put(s, SB_ENT_USER, uid, u, false) == 0)
-                sb_policy_upsert(p, SB_ENT_USER, uid, u, false);
+                publish(p, SB_ENT_USER, uid, u, false);
             json_decref(u);
         }
         j->out = json_pack("{s:s,s:O}", "team_id", j->id, "members_with_roles", members);
@@ -1860,6 +1877,10 @@ static const struct route *find_route(const struct sb_http_str *path, char *path
             return NULL;
         memcpy(path_key, path->p + pn, kn);
         path_key[kn] = '\0';
+        /* The access log records the path: mask a plaintext key in place (the head buffer is
+         * the exchange's own), keeping "sk-" and its last four characters. */
+        if (!is_hash(path_key) && kn > 7)
+            memset((char *)path->p + pn + 3, '*', kn - 7);
         return &routes[5];
     }
     return NULL;
@@ -1892,6 +1913,7 @@ bool sb_admin_handle(struct sb_api_req *r)
 
     /* Who is asking. */
     struct sb_admission a;
+    memset(&a, 0, sizeof a);
     bool master = r->master;
     if (!master) {
         size_t klen = 0;

@@ -110,19 +110,18 @@ before(async () => {
 });
 
 after(async () => {
+  let stopped;
   try {
-    if (stack) {
-      const { stdout, stderr } = await stack.gw.stop().then(
-        (r) => r,
-        (e) => {
-          throw e;
-        },
-      );
-      // After shutdown (WAL checkpointed) the database still holds no plaintext key.
+    // After shutdown (WAL checkpointed) the database still holds no plaintext key.
+    if (stack) stopped = await stack.gw.stop();
+  } finally {
+    await stack?.fake.stop();
+  }
+  try {
+    if (stopped) {
       for (const f of filesUnder(dbDir)) assertNoPlaintext(f, readFileSync(f).toString('latin1'));
-      assertNoPlaintext('stdout', stdout);
-      assertNoPlaintext('stderr', stderr);
-      await stack.fake.stop();
+      assertNoPlaintext('stdout', stopped.stdout);
+      assertNoPlaintext('stderr', stopped.stderr);
     }
   } finally {
     rmSync(dbDir, { recursive: true, force: true });
@@ -305,6 +304,15 @@ describe('keys', () => {
     assert.equal((await chat(res.json.key)).status, 401);
     assert.equal((await chat(viaPath.json.key)).status, 200);
     assertEnvelope(await admin('/key/regenerate', { key: old.key }), 404, 'invalid_request_error', 'not_found');
+
+    // The plaintext in the path works too, and the access log records it masked.
+    const plainPath = await admin(`/key/${viaPath.json.key}/regenerate`, {});
+    assert.equal(plainPath.status, 200, plainPath.text);
+    plaintexts.add(plainPath.json.key);
+    assert.equal((await chat(viaPath.json.key)).status, 401);
+    const tail = viaPath.json.key.slice(-4);
+    const line = await stack.gw.waitForAccess((l) => typeof l.path === 'string' && l.path.endsWith(`${tail}/regenerate`));
+    assert.match(line.path, /^\/key\/sk-\*+[A-Za-z0-9_-]{4}\/regenerate$/);
   });
 
   test('expiry: a key with a short duration stops working', async () => {
@@ -583,7 +591,7 @@ describe('security', () => {
     const all = await admin('/key/list?size=1000');
     assert.ok(all.json.total_count >= 5, all.text);
     const nul = await generate({ key_alias: 'a\u0000b' });
-    assertEnvelope(nul, 400, 'invalid_request_error', 'invalid_field', 'key_alias');
+    assertEnvelope(nul, 400, 'invalid_request_error', 'invalid_json');
   });
 
   test('the plaintext key is nowhere but its creation response', async () => {
