@@ -1,8 +1,11 @@
 /* Gemini decoders: a response body, an error body, a stream (fed whole and split at a
  * position taken from the first byte, which must give the same blocks, finish and usage) and
- * an embeddings body. Every event sequence goes through the response aggregator, which
- * refuses events out of order; any refusal aborts. Seeds are recorded Gemini bodies. */
+ * an embeddings body (Gemini and Vertex AI), a countTokens answer; the input also goes into
+ * requests (as a schema, arguments, a result, an embeddings input). Every event sequence goes
+ * through the response aggregator, which refuses events out of order; any refusal aborts. Seeds are
+ * recorded Gemini bodies. */
 #include "canon/codecs.h"
+#include "canon/gemini.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -118,9 +121,51 @@ static void encode_with(const uint8_t *data, size_t size)
     } else if (err.status != 400 && err.status != 413) {
         abort();
     }
+    /* countTokens bodies of the same request: valid JSON, or a 4xx with nothing written. */
+    for (int vertex = 0; vertex < 2; vertex++) {
+        sb_buf_reset(&out);
+        rc = vertex ? sb_vertex_encode_count_tokens(&req, "m", &out, &err)
+                    : sb_gemini_encode_count_tokens(&req, "models/m", &out, &err);
+        if (rc == 0) {
+            json_t *j = json_loadb(out.data, out.len, 0, NULL);
+            if (!json_is_object(j))
+                abort();
+            json_decref(j);
+        } else if ((err.status != 400 && err.status != 413) || out.len != 0) {
+            abort();
+        }
+    }
     sb_buf_free(&out);
     free(text);
     json_decref(schema);
+}
+
+/* The input as the text to embed on Vertex AI. */
+static void embed_encode_with(const uint8_t *data, size_t size)
+{
+    char *text = malloc(size + 1);
+    if (!text)
+        abort();
+    memcpy(text, data, size);
+    text[size] = '\0';
+    char *inputs[2] = {text, "x"};
+    struct sb_embed_req req = {.inputs = inputs,
+                               .ninputs = 2,
+                               .dimensions = size ? data[0] : -1,
+                               .input_type = size > 1 && data[1] & 1 ? "search_query" : NULL};
+    struct sb_buf out;
+    sb_buf_init(&out, size * 8 + 256);
+    struct sb_error err;
+    if (sb_embed_vertex.encode(&req, 0, 2, "m", &out, &err) == 0) {
+        json_t *j = json_loadb(out.data, out.len, 0, NULL);
+        if (json_array_size(json_object_get(j, "instances")) != 2)
+            abort();
+        json_decref(j);
+    } else if ((err.status != 413 && err.status != 500) || out.len != 0) {
+        abort(); /* 500: text jansson refuses (not UTF-8), which a decoded request never holds */
+    }
+    sb_buf_free(&out);
+    free(text);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -155,6 +200,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     struct sb_embed_resp er;
     memset(&er, 0, sizeof er);
+    er.input_tokens = -1;
     if (sb_embed_gemini.decode((const char *)data, size, &er) == 0 &&
         (er.input_tokens != -1 || er.n > 4096))
         abort();
@@ -162,5 +208,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (er.dims[i] && !er.vectors[i])
             abort();
     sb_embed_resp_free(&er);
+
+    /* Vertex AI: decoded twice into one response, the second count adds to the first. */
+    memset(&er, 0, sizeof er);
+    er.input_tokens = -1;
+    if (sb_embed_vertex.decode((const char *)data, size, &er) == 0) {
+        size_t n1 = er.n;
+        int64_t t1 = er.input_tokens;
+        if (n1 > 4096 || t1 < -1 || sb_embed_vertex.decode((const char *)data, size, &er) != 0 ||
+            er.n != 2 * n1 || (t1 == -1 ? er.input_tokens != -1 : er.input_tokens != 2 * t1))
+            abort();
+    } else if (er.n != 0 || er.input_tokens != -1) {
+        abort();
+    }
+    for (size_t i = 0; i < er.n; i++)
+        if (er.dims[i] && !er.vectors[i])
+            abort();
+    sb_embed_resp_free(&er);
+    embed_encode_with(data, size);
+
+    int64_t tokens = -7;
+    rc = sb_gemini_decode_count_tokens((const char *)data, size, &tokens);
+    if (rc == 0 ? tokens < 0 || tokens > ((int64_t)1 << 48)
+                : rc != SB_CANON_E_INVALID || tokens != -7)
+        abort();
     return 0;
 }
