@@ -1479,21 +1479,32 @@ static const char *task_type(const char *input_type)
     return NULL;
 }
 
-static int embed_encode(const struct sb_embed_req *req, size_t from, size_t to, const char *model,
-                        struct sb_buf *out, struct sb_error *err)
+/* The checks every embeddings encoder makes: a range of inputs, and a known input_type (its
+ * task type in *task, or NULL). Returns 0, or -1 with a 400 in err. */
+static int embed_check(const struct sb_embed_req *req, size_t from, size_t to, const char *who,
+                       const char **task, struct sb_error *err)
 {
     memset(err, 0, sizeof *err);
+    *task = NULL;
     if (from >= to || to > req->ninputs) {
         sb_error_set(err, 400, "invalid_request_error", "invalid_value", "input",
                      "no input to embed");
         return -1;
     }
-    const char *task = NULL;
-    if (req->input_type && !(task = task_type(req->input_type))) {
+    if (req->input_type && !(*task = task_type(req->input_type))) {
         sb_error_set(err, 400, "invalid_request_error", "invalid_value", "input_type",
-                     "input_type is not one gemini knows");
+                     "input_type is not one %s knows", who);
         return -1;
     }
+    return 0;
+}
+
+static int embed_encode(const struct sb_embed_req *req, size_t from, size_t to, const char *model,
+                        struct sb_buf *out, struct sb_error *err)
+{
+    const char *task;
+    if (embed_check(req, from, to, "gemini", &task, err))
+        return -1;
     if (!model || !*model)
         model = req->model ? req->model : "";
     if (strncmp(model, "models/", 7) == 0)
@@ -1619,18 +1630,9 @@ static int vertex_embed_encode(const struct sb_embed_req *req, size_t from, size
                                const char *model, struct sb_buf *out, struct sb_error *err)
 {
     (void)model; /* in the URL */
-    memset(err, 0, sizeof *err);
-    if (from >= to || to > req->ninputs) {
-        sb_error_set(err, 400, "invalid_request_error", "invalid_value", "input",
-                     "no input to embed");
+    const char *task;
+    if (embed_check(req, from, to, "vertex_ai", &task, err))
         return -1;
-    }
-    const char *task = NULL;
-    if (req->input_type && !(task = task_type(req->input_type))) {
-        sb_error_set(err, 400, "invalid_request_error", "invalid_value", "input_type",
-                     "input_type is not one vertex_ai knows");
-        return -1;
-    }
     json_t *inst = json_array();
     json_t *params = json_pack("{s:b}", "autoTruncate", 0);
     json_t *root = json_pack("{s:o,s:o}", "instances", inst, "parameters", params);
