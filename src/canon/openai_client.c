@@ -3,6 +3,7 @@
  * Also the OpenAI embeddings request and response, which every provider's embeddings use.
  * docs/translation/clients-openai.md lists every mapping decision. */
 #include "canon/codecs.h"
+#include "json/scan.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -1088,8 +1089,590 @@ static void req_init(struct sb_canon_req *r)
     r->thinking_budget = -1;
 }
 
-static int decode_request(const char *body, size_t len, struct sb_canon_req *out,
-                          struct sb_error *err)
+/* ------------------------------------------------------------------ request, fast path */
+
+/* The common request (text messages, tool calls, the usual scalars) is decoded straight from
+ * the scanner's spans: no tree, no per-key hashing. Anything it is not sure to treat exactly as
+ * the tree path does (an error of any kind, a shape it does not handle, an escape or a number
+ * jansson judges differently, a duplicate key) returns FAST_NO and the tree path decodes the
+ * request again from scratch, so accepted inputs, results and error messages stay the same. */
+#define FAST_NO    1
+#define FAST_DEPTH 64 /* deeper documents take the tree path (jansson allows 2048) */
+
+/* The bytes the scanner accepts but jansson refuses or reads differently: "\u0000" (jansson
+ * refuses NUL), surrogate escapes (jansson refuses lone ones; pairs are left to it too), and
+ * numbers that could be out of range (an exponent, or more than 15 characters). Runs on a
+ * document that passed validation. */
+static bool fast_lex_ok(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"') {
+            for (i++; i < n; i++) {
+                c = (unsigned char)s[i];
+                if (c == '"')
+                    break;
+                if (c != '\\')
+                    continue;
+                if (i + 1 < n && s[i + 1] == 'u') {
+                    if (i + 5 >= n)
+                        return false;
+                    unsigned v = 0;
+                    for (size_t k = 2; k < 6; k++) {
+                        unsigned char h = (unsigned char)s[i + k];
+                        v = v * 16 + (unsigned)(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+                    }
+                    if (v == 0 || (v >= 0xD800 && v <= 0xDFFF))
+                        return false;
+                    i += 5;
+                } else {
+                    i++;
+                }
+            }
+            i++;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t start = i;
+            while (i < n && (s[i] == '-' || s[i] == '+' || s[i] == '.' ||
+                             (s[i] >= '0' && s[i] <= '9') || s[i] == 'e' || s[i] == 'E')) {
+                if (s[i] == 'e' || s[i] == 'E')
+                    return false;
+                i++;
+            }
+            if (i - start > 15)
+                return false;
+        } else {
+            i++;
+        }
+    }
+    return true;
+}
+
+struct fast {
+    const char *s;
+    size_t n;
+};
+
+static bool sp_null(const struct sb_json_span *v)
+{
+    return v->type == SB_JSON_INVALID || v->type == SB_JSON_NULL;
+}
+
+/* A string value equal to lit byte for byte (an escaped spelling does not match: the caller
+ * then gives up, and the tree path decides). */
+static bool sp_is(const struct fast *f, const struct sb_json_span *v, const char *lit)
+{
+    size_t l = strlen(lit);
+    return v->type == SB_JSON_STRING && v->end - v->start == l + 2 &&
+           memcmp(f->s + v->start + 1, lit, l) == 0;
+}
+
+static bool sp_empty_str(const struct sb_json_span *v)
+{
+    return v->type == SB_JSON_STRING && v->end - v->start == 2;
+}
+
+static int sp_dup(const struct fast *f, const struct sb_json_span *v, char **dst)
+{
+    if (v->type != SB_JSON_STRING || v->end - v->start < 2)
+        return FAST_NO;
+    size_t raw = v->end - v->start - 2;
+    char *c = malloc(raw + 1);
+    if (!c)
+        return FAST_NO;
+    const char *src = f->s + v->start + 1;
+    if (!memchr(src, '\\', raw)) {
+        memcpy(c, src, raw);
+        c[raw] = '\0';
+    } else {
+        size_t len;
+        if (sb_json_string_copy(f->s, f->n, v, c, raw + 1, &len) != 0 || memchr(c, '\0', len)) {
+            free(c);
+            return FAST_NO;
+        }
+    }
+    free(*dst);
+    *dst = c;
+    return 0;
+}
+
+static int sp_json(const struct fast *f, const struct sb_json_span *v, json_t **dst)
+{
+    json_t *j = json_loadb(f->s + v->start, v->end - v->start, 0, NULL);
+    if (!j)
+        return FAST_NO;
+    *dst = j;
+    return 0;
+}
+
+static int sp_get(const struct fast *f, const struct sb_json_span *obj, const char *const *keys,
+                  size_t nkeys, struct sb_json_member *out)
+{
+    int counts[SB_JSON_MANY_MAX];
+    if (obj->type != SB_JSON_OBJECT ||
+        sb_json_object_get_many(f->s, f->n, obj, keys, nkeys, out, counts) != 0)
+        return FAST_NO;
+    for (size_t i = 0; i < nkeys; i++)
+        if (counts[i] > 1)
+            return FAST_NO;
+    return 0;
+}
+
+static int sp_int(const struct fast *f, const struct sb_json_span *v, int64_t *dst, int64_t min,
+                  int64_t max)
+{
+    if (sp_null(v))
+        return 0;
+    int64_t x;
+    if (v->type != SB_JSON_NUMBER || sb_json_int64(f->s, f->n, v, &x) != 0 || x < min || x > max)
+        return FAST_NO;
+    *dst = x;
+    return 0;
+}
+
+static int sp_num(const struct fast *f, const struct sb_json_span *v, double *dst, bool *has,
+                  double min, double max)
+{
+    if (sp_null(v))
+        return 0;
+    char tmp[24];
+    size_t l = v->end - v->start;
+    if (v->type != SB_JSON_NUMBER || l >= sizeof tmp)
+        return FAST_NO;
+    if (!memchr(f->s + v->start, '.', l)) {
+        /* jansson holds it as an integer, so "-0" is 0, not -0.0 */
+        int64_t i;
+        if (sb_json_int64(f->s, f->n, v, &i) != 0 || (double)i < min || (double)i > max)
+            return FAST_NO;
+        *dst = (double)i;
+        *has = true;
+        return 0;
+    }
+    memcpy(tmp, f->s + v->start, l);
+    tmp[l] = '\0';
+    char *end;
+    double x = strtod(tmp, &end);
+    if (end != tmp + l || x < min || x > max)
+        return FAST_NO;
+    *dst = x;
+    *has = true;
+    return 0;
+}
+
+static int sp_bool(const struct sb_json_span *v, bool *dst, bool *present)
+{
+    if (present)
+        *present = false;
+    if (sp_null(v))
+        return 0;
+    if (v->type != SB_JSON_TRUE && v->type != SB_JSON_FALSE)
+        return FAST_NO;
+    *dst = v->type == SB_JSON_TRUE;
+    if (present)
+        *present = true;
+    return 0;
+}
+
+/* Text content: a string, or an array of text parts (refusal parts skipped for an assistant). */
+static int fast_content(const struct fast *f, const struct sb_json_span *c, enum content_kind kind,
+                        struct sb_part **parts, size_t *np)
+{
+    if (c->type == SB_JSON_STRING) {
+        if (kind == CK_ASSISTANT && sp_empty_str(c))
+            return 0;
+        struct sb_part *p = &(*parts)[(*np)++];
+        p->type = SB_PART_TEXT;
+        return sp_dup(f, c, &p->text);
+    }
+    if (c->type != SB_JSON_ARRAY)
+        return FAST_NO;
+    static const char *const keys[] = {"type", "text", "cache_control"};
+    size_t pos = 0;
+    struct sb_json_span e;
+    int rc;
+    while ((rc = sb_json_array_next(f->s, f->n, c, &pos, &e)) == 0) {
+        struct sb_json_member m[3];
+        if (sp_get(f, &e, keys, 3, m))
+            return FAST_NO;
+        if (kind == CK_ASSISTANT && sp_is(f, &m[0].value, "refusal"))
+            continue;
+        if (!sp_is(f, &m[0].value, "text") || m[1].value.type != SB_JSON_STRING)
+            return FAST_NO;
+        if (kind == CK_ASSISTANT && sp_empty_str(&m[1].value))
+            continue;
+        struct sb_part *p = &(*parts)[*np];
+        p->type = SB_PART_TEXT;
+        (*np)++;
+        if (sp_dup(f, &m[1].value, &p->text))
+            return FAST_NO;
+        if (m[2].value.type == SB_JSON_OBJECT && sp_json(f, &m[2].value, &p->cache_control))
+            return FAST_NO;
+    }
+    return rc == SB_JSON_NOT_FOUND ? 0 : FAST_NO;
+}
+
+static int fast_tool_call(const struct fast *f, const struct sb_json_span *tc, struct sb_part *p)
+{
+    static const char *const keys[] = {"type", "id", "function"};
+    static const char *const fkeys[] = {"name", "arguments"};
+    struct sb_json_member m[3], fm[2];
+    if (sp_get(f, tc, keys, 3, m) ||
+        (!sp_null(&m[0].value) && !sp_is(f, &m[0].value, "function")) ||
+        m[1].value.type != SB_JSON_STRING || sp_get(f, &m[2].value, fkeys, 2, fm) ||
+        fm[0].value.type != SB_JSON_STRING)
+        return FAST_NO;
+    p->type = SB_PART_TOOL_CALL;
+    if (sp_dup(f, &m[1].value, &p->id) || sp_dup(f, &fm[0].value, &p->name))
+        return FAST_NO;
+    if (fm[1].value.type == SB_JSON_STRING)
+        return sp_dup(f, &fm[1].value, &p->arguments);
+    if (!sp_null(&fm[1].value))
+        return FAST_NO;
+    p->arguments = strdup("");
+    return p->arguments ? 0 : FAST_NO;
+}
+
+static int fast_message(const struct fast *f, const struct sb_json_span *jm,
+                        struct sb_canon_req *req)
+{
+    enum { K_ROLE, K_CONTENT, K_NAME, K_TOOL_CALLS, K_THINKING, K_FC, K_TCID, K_N };
+    static const char *const keys[] = {"role",        "content",         "name",
+                                       "tool_calls",  "thinking_blocks", "function_call",
+                                       "tool_call_id"};
+    struct sb_json_member m[K_N];
+    if (sp_get(f, jm, keys, K_N, m))
+        return FAST_NO;
+    const struct sb_json_span *content = &m[K_CONTENT].value, *name = &m[K_NAME].value;
+    if (!sp_null(name) && name->type != SB_JSON_STRING)
+        return FAST_NO;
+    struct sb_msg *msg = &req->msgs[req->nmsgs];
+    memset(msg, 0, sizeof *msg);
+    size_t cap =
+        content->type == SB_JSON_ARRAY ? (size_t)sb_json_array_len(f->s, f->n, content) : 1;
+    if (content->type == SB_JSON_ARRAY && sb_json_array_len(f->s, f->n, content) < 0)
+        return FAST_NO;
+    const struct sb_json_span *role = &m[K_ROLE].value;
+    bool user = sp_is(f, role, "user");
+    if (user || sp_is(f, role, "system") || sp_is(f, role, "developer")) {
+        msg->role = user ? SB_ROLE_USER : SB_ROLE_SYSTEM;
+        if (sp_null(content))
+            return FAST_NO;
+        if (!(msg->parts = calloc(cap ? cap : 1, sizeof *msg->parts)))
+            return FAST_NO;
+        req->nmsgs++;
+        size_t np = 0;
+        int rc = fast_content(f, content, user ? CK_USER : CK_TEXT_ONLY, &msg->parts, &np);
+        msg->nparts = np;
+        if (rc)
+            return FAST_NO;
+    } else if (sp_is(f, role, "assistant")) {
+        const struct sb_json_span *tcs = &m[K_TOOL_CALLS].value;
+        if (!sp_null(&m[K_THINKING].value) || !sp_null(&m[K_FC].value) ||
+            (!sp_null(tcs) && tcs->type != SB_JSON_ARRAY))
+            return FAST_NO;
+        int ntc = tcs->type == SB_JSON_ARRAY ? sb_json_array_len(f->s, f->n, tcs) : 0;
+        if (ntc < 0 || (sp_null(content) && ntc == 0))
+            return FAST_NO;
+        msg->role = SB_ROLE_ASSISTANT;
+        req->nmsgs++;
+        if (!(msg->parts = calloc((size_t)ntc + cap, sizeof *msg->parts)))
+            return FAST_NO;
+        size_t np = 0;
+        if (!sp_null(content)) {
+            int rc = fast_content(f, content, CK_ASSISTANT, &msg->parts, &np);
+            msg->nparts = np;
+            if (rc)
+                return FAST_NO;
+        }
+        size_t pos = 0;
+        struct sb_json_span e;
+        for (int i = 0; i < ntc; i++) {
+            msg->nparts = ++np;
+            if (sb_json_array_next(f->s, f->n, tcs, &pos, &e) ||
+                fast_tool_call(f, &e, &msg->parts[np - 1]))
+                return FAST_NO;
+        }
+    } else if (sp_is(f, role, "tool")) {
+        const struct sb_json_span *id = &m[K_TCID].value;
+        if (id->type != SB_JSON_STRING || sp_null(content))
+            return FAST_NO;
+        msg->role = SB_ROLE_TOOL;
+        req->nmsgs++;
+        if (!(msg->parts = calloc(1, sizeof *msg->parts)))
+            return FAST_NO;
+        msg->nparts = 1;
+        struct sb_part *r = &msg->parts[0];
+        r->type = SB_PART_TOOL_RESULT;
+        if (sp_dup(f, id, &r->id))
+            return FAST_NO;
+        if (!sp_empty_str(content)) {
+            if (!(r->parts = calloc(cap ? cap : 1, sizeof *r->parts)))
+                return FAST_NO;
+            size_t np = 0;
+            int rc = fast_content(f, content, CK_TEXT_ONLY, &r->parts, &np);
+            r->nparts = np;
+            if (rc)
+                return FAST_NO;
+        }
+    } else {
+        return FAST_NO;
+    }
+    if (name->type == SB_JSON_STRING && sp_dup(f, name, &msg->name))
+        return FAST_NO;
+    return 0;
+}
+
+static int fast_tools(const struct fast *f, const struct sb_json_span *tools,
+                      struct sb_canon_req *req)
+{
+    if (sp_null(tools))
+        return 0;
+    int n = tools->type == SB_JSON_ARRAY ? sb_json_array_len(f->s, f->n, tools) : -1;
+    if (n <= 0)
+        return n == 0 ? 0 : FAST_NO;
+    if (!(req->tools = calloc((size_t)n, sizeof *req->tools)))
+        return FAST_NO;
+    static const char *const keys[] = {"type", "function"};
+    static const char *const fkeys[] = {"name", "description", "parameters", "strict",
+                                        "cache_control"};
+    size_t pos = 0;
+    struct sb_json_span e;
+    for (int i = 0; i < n; i++) {
+        struct sb_tool *t = &req->tools[req->ntools++];
+        t->strict = -1;
+        struct sb_json_member m[2], fm[5];
+        if (sb_json_array_next(f->s, f->n, tools, &pos, &e) || sp_get(f, &e, keys, 2, m) ||
+            !sp_is(f, &m[0].value, "function") || sp_get(f, &m[1].value, fkeys, 5, fm) ||
+            fm[0].value.type != SB_JSON_STRING || sp_empty_str(&fm[0].value) ||
+            sp_dup(f, &fm[0].value, &t->name))
+            return FAST_NO;
+        if (!sp_null(&fm[1].value) && sp_dup(f, &fm[1].value, &t->description))
+            return FAST_NO;
+        if (!sp_null(&fm[2].value) &&
+            (fm[2].value.type != SB_JSON_OBJECT || sp_json(f, &fm[2].value, &t->parameters)))
+            return FAST_NO;
+        if (!sp_null(&fm[3].value)) {
+            bool b;
+            if (sp_bool(&fm[3].value, &b, NULL))
+                return FAST_NO;
+            t->strict = b;
+        }
+        if (fm[4].value.type == SB_JSON_OBJECT && sp_json(f, &fm[4].value, &t->cache_control))
+            return FAST_NO;
+    }
+    return 0;
+}
+
+static int fast_tool_choice(const struct fast *f, const struct sb_json_span *tc,
+                            struct sb_canon_req *req)
+{
+    if (sp_null(tc))
+        return 0;
+    if (sp_is(f, tc, "auto"))
+        req->tool_choice = SB_TC_AUTO;
+    else if (sp_is(f, tc, "none"))
+        req->tool_choice = SB_TC_NONE;
+    else if (sp_is(f, tc, "required"))
+        req->tool_choice = SB_TC_REQUIRED;
+    else
+        return FAST_NO; /* objects and everything else: the tree path */
+    return 0;
+}
+
+static int fast_stop(const struct fast *f, const struct sb_json_span *stop,
+                     struct sb_canon_req *req)
+{
+    if (sp_null(stop))
+        return 0;
+    int n = stop->type == SB_JSON_STRING  ? 1
+            : stop->type == SB_JSON_ARRAY ? sb_json_array_len(f->s, f->n, stop)
+                                          : -1;
+    if (n < 0 || n > STOP_MAX)
+        return FAST_NO;
+    if (n == 0)
+        return 0;
+    if (!(req->stop = calloc((size_t)n, sizeof *req->stop)))
+        return FAST_NO;
+    size_t pos = 0;
+    struct sb_json_span e = *stop;
+    for (int i = 0; i < n; i++) {
+        if (stop->type == SB_JSON_ARRAY && sb_json_array_next(f->s, f->n, stop, &pos, &e))
+            return FAST_NO;
+        req->nstop++;
+        if (e.type != SB_JSON_STRING || sp_dup(f, &e, &req->stop[i]))
+            return FAST_NO;
+    }
+    return 0;
+}
+
+enum {
+    R_MODEL,
+    R_MESSAGES,
+    R_TOOLS,
+    R_TOOL_CHOICE,
+    R_STOP,
+    R_STREAM,
+    R_STREAM_OPTIONS,
+    R_MAX_TOKENS,
+    R_MAX_COMPLETION_TOKENS,
+    R_TEMPERATURE,
+    R_TOP_P,
+    R_PRESENCE_PENALTY,
+    R_FREQUENCY_PENALTY,
+    R_N,
+    R_SEED,
+    R_LOGPROBS,
+    R_TOP_LOGPROBS,
+    R_PARALLEL_TOOL_CALLS,
+    R_REASONING_EFFORT,
+    R_USER,
+    R_METADATA,
+    R_FALLBACK, /* keys only the tree path reads */
+    R_IGNORED,
+};
+
+static const struct {
+    const char *key;
+    int slot;
+} fast_root_keys[] = {
+    {"model", R_MODEL},
+    {"messages", R_MESSAGES},
+    {"tools", R_TOOLS},
+    {"tool_choice", R_TOOL_CHOICE},
+    {"stop", R_STOP},
+    {"stream", R_STREAM},
+    {"stream_options", R_STREAM_OPTIONS},
+    {"max_tokens", R_MAX_TOKENS},
+    {"max_completion_tokens", R_MAX_COMPLETION_TOKENS},
+    {"temperature", R_TEMPERATURE},
+    {"top_p", R_TOP_P},
+    {"presence_penalty", R_PRESENCE_PENALTY},
+    {"frequency_penalty", R_FREQUENCY_PENALTY},
+    {"n", R_N},
+    {"seed", R_SEED},
+    {"logprobs", R_LOGPROBS},
+    {"top_logprobs", R_TOP_LOGPROBS},
+    {"parallel_tool_calls", R_PARALLEL_TOOL_CALLS},
+    {"reasoning_effort", R_REASONING_EFFORT},
+    {"user", R_USER},
+    {"metadata", R_METADATA},
+    {"functions", R_FALLBACK},
+    {"function_call", R_FALLBACK},
+    {"response_format", R_FALLBACK},
+};
+
+/* Which root slot a key (its raw bytes between the quotes) fills; an escaped key takes the
+ * tree path since it might spell a known one. */
+static int fast_root_slot(const char *k, size_t l)
+{
+    if (memchr(k, '\\', l))
+        return R_FALLBACK;
+    for (size_t i = 0; i < sizeof fast_root_keys / sizeof fast_root_keys[0]; i++)
+        if (strlen(fast_root_keys[i].key) == l && memcmp(fast_root_keys[i].key, k, l) == 0)
+            return fast_root_keys[i].slot;
+    return R_IGNORED;
+}
+
+static int fast_scalars(const struct fast *f, const struct sb_json_span *v,
+                        struct sb_canon_req *req)
+{
+    bool has;
+    if (sp_bool(&v[R_STREAM], &req->stream, NULL))
+        return FAST_NO;
+    const struct sb_json_span *so = &v[R_STREAM_OPTIONS];
+    if (!sp_null(so)) {
+        static const char *const keys[] = {"include_usage"};
+        struct sb_json_member m;
+        if (sp_get(f, so, keys, 1, &m) || sp_bool(&m.value, &req->include_usage, NULL))
+            return FAST_NO;
+    }
+    int64_t mt = -1;
+    if (sp_int(f, &v[R_MAX_TOKENS], &mt, 1, INT32_MAX) ||
+        sp_int(f, &v[R_MAX_COMPLETION_TOKENS], &mt, 1, INT32_MAX))
+        return FAST_NO;
+    req->max_tokens = mt;
+    if (sp_num(f, &v[R_TEMPERATURE], &req->temperature, &req->has_temperature, 0, 2) ||
+        sp_num(f, &v[R_TOP_P], &req->top_p, &req->has_top_p, 0, 1) ||
+        sp_num(f, &v[R_PRESENCE_PENALTY], &req->presence_penalty, &req->has_presence_penalty, -2,
+               2) ||
+        sp_num(f, &v[R_FREQUENCY_PENALTY], &req->frequency_penalty, &req->has_frequency_penalty, -2,
+               2) ||
+        sp_int(f, &v[R_N], &req->n, 1, 128))
+        return FAST_NO;
+    if (!sp_null(&v[R_SEED])) {
+        if (sp_int(f, &v[R_SEED], &req->seed, INT64_MIN, INT64_MAX))
+            return FAST_NO;
+        req->has_seed = true;
+    }
+    if (sp_bool(&v[R_LOGPROBS], &req->logprobs, &has) ||
+        sp_int(f, &v[R_TOP_LOGPROBS], &req->top_logprobs, 0, 20))
+        return FAST_NO;
+    bool ptc = false;
+    if (sp_bool(&v[R_PARALLEL_TOOL_CALLS], &ptc, &has))
+        return FAST_NO;
+    if (has)
+        req->parallel_tool_calls = ptc;
+    const struct sb_json_span *re = &v[R_REASONING_EFFORT];
+    if (!sp_null(re)) {
+        if (sp_dup(f, re, &req->reasoning_effort) ||
+            sb_canon_effort_budget(req->reasoning_effort) < 0)
+            return FAST_NO;
+    }
+    if (!sp_null(&v[R_USER]) && sp_dup(f, &v[R_USER], &req->user))
+        return FAST_NO;
+    const struct sb_json_span *md = &v[R_METADATA];
+    if (!sp_null(md) && (md->type != SB_JSON_OBJECT || sp_json(f, md, &req->metadata)))
+        return FAST_NO;
+    return 0;
+}
+
+/* 0 with *out filled, or FAST_NO with *out freed and reset. */
+static int decode_request_fast(const char *body, size_t len, struct sb_canon_req *out)
+{
+    req_init(out);
+    struct sb_json_index idx;
+    if (sb_json_validate_index(body, len, FAST_DEPTH, &idx) != 0 ||
+        idx.root.type != SB_JSON_OBJECT || !idx.complete || !fast_lex_ok(body, len))
+        return FAST_NO;
+    struct fast f = {body, len};
+    struct sb_json_span v[R_FALLBACK];
+    memset(v, 0, sizeof v); /* type SB_JSON_INVALID: absent */
+    for (size_t i = 0; i < idx.n; i++) {
+        const struct sb_json_span *k = &idx.members[i].key;
+        int slot = fast_root_slot(body + k->start + 1, k->end - k->start - 2);
+        if (slot == R_IGNORED)
+            continue;
+        if (slot == R_FALLBACK || v[slot].type != SB_JSON_INVALID)
+            return FAST_NO;
+        v[slot] = idx.members[i].value;
+    }
+    const struct sb_json_span *msgs = &v[R_MESSAGES];
+    int n = msgs->type == SB_JSON_ARRAY ? sb_json_array_len(body, len, msgs) : -1;
+    if (v[R_MODEL].type != SB_JSON_STRING || n <= 0)
+        return FAST_NO;
+    int rc = FAST_NO;
+    if (sp_dup(&f, &v[R_MODEL], &out->model) || !(out->msgs = calloc((size_t)n, sizeof *out->msgs)))
+        goto out;
+    size_t pos = 0;
+    struct sb_json_span e;
+    for (int i = 0; i < n; i++)
+        if (sb_json_array_next(body, len, msgs, &pos, &e) || fast_message(&f, &e, out))
+            goto out;
+    if (fast_tools(&f, &v[R_TOOLS], out) || fast_tool_choice(&f, &v[R_TOOL_CHOICE], out) ||
+        fast_stop(&f, &v[R_STOP], out) || fast_scalars(&f, v, out))
+        goto out;
+    if (out->top_logprobs >= 0 && !out->logprobs)
+        out->top_logprobs = -1;
+    rc = 0;
+out:
+    if (rc)
+        sb_canon_req_free(out);
+    return rc;
+}
+
+/* The tree path: every request the fast path passes on, and every error. */
+static int decode_request_tree(const char *body, size_t len, struct sb_canon_req *out,
+                               struct sb_error *err)
 {
     req_init(out);
     json_error_t jerr;
@@ -1150,6 +1733,14 @@ out:
     if (rc)
         sb_canon_req_free(out);
     return rc;
+}
+
+static int decode_request(const char *body, size_t len, struct sb_canon_req *out,
+                          struct sb_error *err)
+{
+    if (decode_request_fast(body, len, out) == 0)
+        return 0;
+    return decode_request_tree(body, len, out, err);
 }
 
 /* ------------------------------------------------------------------ errors out */
