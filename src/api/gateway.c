@@ -392,6 +392,31 @@ static void log_tokens(struct sb_buf *b, const char *name, int64_t v)
         sb_buf_append_i64(b, v);
 }
 
+/* The path as a JSON string, with any path segment that looks like a key ("sk-...", as in
+ * /key/<key>/regenerate) masked to its last four characters: keys never reach a log. */
+static void log_path(struct sb_buf *b, const char *p, size_t n)
+{
+    char tmp[256];
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < sizeof tmp;) {
+        if ((i == 0 || p[i - 1] == '/') && n - i >= 3 && memcmp(p + i, "sk-", 3) == 0) {
+            size_t end = i;
+            while (end < n && p[end] != '/')
+                end++;
+            static const char mask[] = "sk-****";
+            for (size_t j = 0; j < sizeof mask - 1 && k < sizeof tmp; j++)
+                tmp[k++] = mask[j];
+            /* The last four characters, as LiteLLM's key_name shows them. */
+            for (size_t j = end - i > 11 ? end - 4 : end; j < end && k < sizeof tmp; j++)
+                tmp[k++] = p[j];
+            i = end;
+            continue;
+        }
+        tmp[k++] = p[i++];
+    }
+    sb_buf_append_json_str(b, tmp, k);
+}
+
 static void record(struct sb_api_req *r, bool aborted)
 {
     struct sb_gw_worker *gw_w = r->gw_w;
@@ -442,7 +467,7 @@ static void record(struct sb_api_req *r, bool aborted)
     sb_buf_append_str(b, ",\"method\":");
     sb_buf_append_json_str(b, x->req.method.p, x->req.method.n);
     sb_buf_append_str(b, ",\"path\":");
-    sb_buf_append_json_str(b, x->req.path.p, x->req.path.n < 256 ? x->req.path.n : 256);
+    log_path(b, x->req.path.p, x->req.path.n < 256 ? x->req.path.n : 256);
     log_json_field(b, "route", sb_route_name(rec->route));
     log_json_field(b, "model", model);
     log_json_field(b, "provider", d ? d->provider_name : NULL);

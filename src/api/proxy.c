@@ -360,6 +360,29 @@ static int on_canon(void *ud, const struct sb_canon_event *ev)
 
 /* ---------------------------------------------------------------- stream events */
 
+/* What a stream generated so far, for billing one that is cut before its usage arrives: the
+ * bytes of choices[0].delta's content, reasoning and tool arguments, about four a token. */
+static void count_generated(struct sb_proxy *p, const char *s, size_t n,
+                            const struct sb_json_span *choices)
+{
+    size_t pos = 0;
+    struct sb_json_span first;
+    struct sb_json_member delta;
+    if (sb_json_array_next(s, n, choices, &pos, &first) != 0 || first.type != SB_JSON_OBJECT ||
+        sb_json_object_get(s, n, &first, "delta", &delta) != 0 ||
+        delta.value.type != SB_JSON_OBJECT)
+        return;
+    static const char *const keys[] = {"content", "reasoning_content", "tool_calls"};
+    struct sb_json_member dm[3];
+    int dc[3];
+    if (sb_json_object_get_many(s, n, &delta.value, keys, 3, dm, dc) != 0)
+        return;
+    for (int i = 0; i < 3; i++)
+        if (dc[i] == 1 && dm[i].value.type != SB_JSON_NULL)
+            p->delta_bytes += dm[i].value.end - dm[i].value.start;
+    p->r->rec.tokens_est_out = (int64_t)((p->delta_bytes + 3) / 4);
+}
+
 /* One upstream event: read usage, drop or trim what the client did not ask for, forward. */
 static int on_event(void *ud, const struct sb_sse_event *ev)
 {
@@ -400,6 +423,8 @@ static int on_event(void *ud, const struct sb_sse_event *ev)
     const struct sb_json_member *usage = &m[0];
     if (c[0] == 1 && usage->value.type == SB_JSON_OBJECT)
         read_usage(&p->r->rec, s, n, &usage->value);
+    else if (c[1] == 1 && m[1].value.type == SB_JSON_ARRAY)
+        count_generated(p, s, n, &m[1].value);
     struct sb_buf trimmed;
     sb_buf_init(&trimmed, p->sse.max_event_bytes);
     if (c[0] == 1 && !p->client_wants_usage) {
