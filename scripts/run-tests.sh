@@ -24,7 +24,15 @@ ctest_failed=${ctest_failed:-0}
 if [ "$ctest_rc" != 0 ] && [ "$ctest_failed" = 0 ]; then ctest_failed=1; fi
 
 echo "== integration and end-to-end tests (node --test, $BUILD)"
-(cd tests && node run.mjs) 2>&1 | tee "$node_log"
+# A throwaway PostgreSQL server for the tests that need one (SB_TEST_PG_URL); the unit suite
+# of the store starts its own.
+WITH_PG=()
+if [ -x /usr/lib/postgresql/15/bin/initdb ]; then
+    WITH_PG=("$PWD/scripts/with-pg.sh")
+else
+    echo "PostgreSQL 15 is not installed: the PostgreSQL tests are skipped"
+fi
+(cd tests && "${WITH_PG[@]}" node run.mjs) 2>&1 | tee "$node_log"
 node_rc=${PIPESTATUS[0]}
 node_pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$node_log" | awk '{s+=$1} END {print s+0}')
 node_fail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$node_log" | awk '{s+=$1} END {print s+0}')
