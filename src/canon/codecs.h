@@ -5,7 +5,8 @@
  *   src/canon/openai.c            sb_codec_openai
  *   src/canon/anthropic_client.c  sb_client_anthropic (and count_tokens)
  *   src/canon/anthropic.c         sb_codec_anthropic
- *   src/canon/gemini.c            sb_codec_gemini, sb_embed_gemini
+ *   src/canon/gemini.c            sb_codec_gemini, sb_embed_gemini; sb_embed_vertex and
+ *                                 countTokens in gemini.h
  *   src/canon/bedrock.c           sb_codec_bedrock, sb_embed_bedrock (eventstream.h, sigv4.h)
  *   src/canon/cohere.c            sb_codec_cohere, sb_embed_cohere
  *
