@@ -924,7 +924,326 @@ out:
     return rc;
 }
 
-static int decode_response(const char *body, size_t len, sb_canon_emit_cb emit, void *ud)
+/* ------------------------------------------------------------------ response, fast path */
+
+/* A whole response is read from the scanner's spans in two passes: the first checks every
+ * member the decoder reads and copies the strings, emitting nothing; the second emits. A
+ * document the first pass is not sure to read exactly as jansson does (see lex_ok), or any
+ * shape that would end in an error, goes to the tree path before anything was emitted. */
+#define RESP_FAST_DEPTH  64
+#define RESP_FAST_BLOCKS 64
+#define RESP_FAST_STRS   (5 + 4 * RESP_FAST_BLOCKS)
+
+/* The bytes the scanner accepts but jansson refuses or reads differently: "\u0000" (jansson
+ * refuses NUL), surrogate escapes (jansson refuses lone ones; pairs are left to it too), and
+ * numbers that could be out of range (an exponent, or more than 15 characters). Runs on a
+ * document that passed validation. */
+static bool lex_ok(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"') {
+            for (i++; i < n; i++) {
+                c = (unsigned char)s[i];
+                if (c == '"')
+                    break;
+                if (c != '\\')
+                    continue;
+                if (i + 1 < n && s[i + 1] == 'u') {
+                    if (i + 5 >= n)
+                        return false;
+                    unsigned v = 0;
+                    for (size_t k = 2; k < 6; k++) {
+                        unsigned char h = (unsigned char)s[i + k];
+                        v = v * 16 + (unsigned)(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+                    }
+                    if (v == 0 || (v >= 0xD800 && v <= 0xDFFF))
+                        return false;
+                    i += 5;
+                } else {
+                    i++;
+                }
+            }
+            i++;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t start = i;
+            for (; i < n; i++) {
+                c = (unsigned char)s[i];
+                if (c == 'e' || c == 'E')
+                    return false;
+                if (c != '-' && c != '+' && c != '.' && (c < '0' || c > '9'))
+                    break;
+            }
+            if (i - start > 15)
+                return false;
+        } else {
+            i++;
+        }
+    }
+    return true;
+}
+
+struct rfast {
+    const char *s;
+    size_t n;
+    char *strs[RESP_FAST_STRS]; /* copies the events point into, freed at the end */
+    size_t nstrs;
+};
+
+struct rfast_block {
+    enum sb_block_kind kind;
+    const char *text, *sig, *id, *name;
+    size_t len, sig_len;
+    char *args; /* TOOL_CALL: json_dumps of input, owned */
+};
+
+/* A string value's unescaped copy (NUL-terminated, kept in f->strs); NULL for anything but a
+ * string, and *ok false when it cannot be copied. */
+static const char *rf_str(struct rfast *f, const struct sb_json_span *v, size_t *len, bool *ok)
+{
+    if (len)
+        *len = 0;
+    if (v->type != SB_JSON_STRING)
+        return NULL;
+    size_t raw = v->end - v->start - 2, l = raw;
+    char *c = f->nstrs < RESP_FAST_STRS ? malloc(raw + 1) : NULL;
+    if (!c) {
+        *ok = false;
+        return NULL;
+    }
+    f->strs[f->nstrs++] = c;
+    const char *src = f->s + v->start + 1;
+    if (!memchr(src, '\\', raw)) {
+        memcpy(c, src, raw);
+        c[raw] = '\0';
+    } else if (sb_json_string_copy(f->s, f->n, v, c, raw + 1, &l) != 0 || memchr(c, '\0', l)) {
+        *ok = false;
+        return NULL;
+    }
+    if (len)
+        *len = l;
+    return c;
+}
+
+static bool rf_get(const struct rfast *f, const struct sb_json_span *obj, const char *const *keys,
+                   size_t nkeys, struct sb_json_member *out)
+{
+    int counts[SB_JSON_MANY_MAX];
+    if (sb_json_object_get_many(f->s, f->n, obj, keys, nkeys, out, counts) != 0)
+        return false;
+    for (size_t i = 0; i < nkeys; i++)
+        if (counts[i] > 1)
+            return false;
+    return true;
+}
+
+/* usage_field on a span: a non-negative integer replaces *dst. */
+static void rf_usage_field(const struct rfast *f, const struct sb_json_span *v, int64_t *dst)
+{
+    int64_t x;
+    if (v->type == SB_JSON_NUMBER && sb_json_int64(f->s, f->n, v, &x) == 0 && x >= 0)
+        *dst = x;
+}
+
+static bool rf_usage(const struct rfast *f, const struct sb_json_span *u, struct sb_usage *dst)
+{
+    static const char *const keys[] = {"input_tokens", "cache_read_input_tokens",
+                                       "cache_creation_input_tokens", "output_tokens",
+                                       "output_tokens_details"};
+    static const char *const dkeys[] = {"thinking_tokens"};
+    struct sb_json_member m[5], dm;
+    if (u->type != SB_JSON_OBJECT)
+        return true;
+    if (!rf_get(f, u, keys, 5, m))
+        return false;
+    rf_usage_field(f, &m[0].value, &dst->input);
+    rf_usage_field(f, &m[1].value, &dst->cache_read);
+    rf_usage_field(f, &m[2].value, &dst->cache_write);
+    rf_usage_field(f, &m[3].value, &dst->output);
+    if (m[4].value.type == SB_JSON_OBJECT) {
+        if (!rf_get(f, &m[4].value, dkeys, 1, &dm))
+            return false;
+        rf_usage_field(f, &dm.value, &dst->reasoning);
+    }
+    return true;
+}
+
+/* First pass over one content block; *skip for what response_block skips. */
+static bool rf_block(struct rfast *f, const struct sb_json_span *blk, struct rfast_block *b,
+                     bool *skip)
+{
+    enum { B_TYPE, B_TEXT, B_THINKING, B_SIG, B_DATA, B_ID, B_NAME, B_INPUT, B_N };
+    static const char *const keys[] = {"type", "text", "thinking", "signature",
+                                       "data", "id",   "name",     "input"};
+    struct sb_json_member m[B_N];
+    *skip = true;
+    if (blk->type != SB_JSON_OBJECT)
+        return true;
+    if (!rf_get(f, blk, keys, B_N, m))
+        return false;
+    const struct sb_json_span *t = &m[B_TYPE].value;
+    if (t->type != SB_JSON_STRING)
+        return true;
+    const char *type = f->s + t->start + 1;
+    size_t tl = t->end - t->start - 2;
+    if (memchr(type, '\\', tl))
+        return false; /* an escaped spelling: the tree path compares it */
+#define TYPE_IS(lit) (tl == sizeof(lit) - 1 && memcmp(type, lit, tl) == 0)
+    bool ok = true;
+    const struct sb_json_span *text;
+    if (TYPE_IS("text")) {
+        b->kind = SB_BLOCK_TEXT;
+        text = &m[B_TEXT].value;
+    } else if (TYPE_IS("thinking")) {
+        b->kind = SB_BLOCK_THINKING;
+        text = &m[B_THINKING].value;
+        b->sig = rf_str(f, &m[B_SIG].value, &b->sig_len, &ok);
+    } else if (TYPE_IS("redacted_thinking")) {
+        b->kind = SB_BLOCK_REDACTED_THINKING;
+        text = &m[B_DATA].value;
+    } else if (TYPE_IS("tool_use")) {
+        b->kind = SB_BLOCK_TOOL_CALL;
+        b->id = rf_str(f, &m[B_ID].value, NULL, &ok);
+        b->name = rf_str(f, &m[B_NAME].value, NULL, &ok);
+        if (!ok || !b->id || !b->name)
+            return false; /* the tree path reports it, after the blocks before it */
+        const struct sb_json_span *in = &m[B_INPUT].value;
+        if (in->type == SB_JSON_INVALID) {
+            b->args = strdup("{}");
+        } else {
+            json_t *j = json_loadb(f->s + in->start, in->end - in->start, JSON_DECODE_ANY, NULL);
+            b->args = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+            json_decref(j);
+        }
+        *skip = false;
+        return b->args != NULL;
+    } else {
+        return true;
+    }
+#undef TYPE_IS
+    *skip = false;
+    b->text = rf_str(f, text, &b->len, &ok);
+    if (!b->text)
+        b->text = "";
+    return ok;
+}
+
+static int rf_emit_block(const struct rfast_block *b, int index, sb_canon_emit_cb emit, void *ud)
+{
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_BLOCK_START);
+    ev.index = index;
+    ev.block = b->kind;
+    ev.id = b->id;
+    ev.name = b->name;
+    int rc = emit_ev(emit, ud, &ev);
+    if (rc)
+        return rc;
+    ev.type = SB_EV_DELTA;
+    ev.id = ev.name = NULL;
+    if (b->args) {
+        ev.text = b->args;
+        ev.len = strlen(b->args);
+    } else {
+        ev.text = b->text;
+        ev.len = b->len;
+    }
+    if ((rc = emit_ev(emit, ud, &ev)))
+        return rc;
+    if (b->sig && b->sig_len > 0) {
+        ev.type = SB_EV_SIGNATURE;
+        ev.text = b->sig;
+        ev.len = b->sig_len;
+        if ((rc = emit_ev(emit, ud, &ev)))
+            return rc;
+    }
+    ev.type = SB_EV_BLOCK_STOP;
+    ev.text = NULL;
+    ev.len = 0;
+    return emit_ev(emit, ud, &ev);
+}
+
+/* 1: not taken (nothing emitted), the tree path decodes it; otherwise decode_response's
+ * result. */
+static int decode_response_fast(const char *body, size_t len, sb_canon_emit_cb emit, void *ud)
+{
+    enum { R_TYPE, R_CONTENT, R_ID, R_MODEL, R_USAGE, R_STOP_REASON, R_STOP_SEQ, R_N };
+    static const char *const keys[] = {"type",  "content",     "id",           "model",
+                                       "usage", "stop_reason", "stop_sequence"};
+    struct sb_json_index idx;
+    struct sb_json_member m[R_N];
+    int counts[R_N];
+    if (!body || sb_json_validate_index(body, len, RESP_FAST_DEPTH, &idx) != 0 ||
+        idx.root.type != SB_JSON_OBJECT || !lex_ok(body, len) ||
+        sb_json_index_get_many(body, len, &idx, keys, R_N, m, counts) != 0)
+        return 1;
+    for (size_t i = 0; i < R_N; i++)
+        if (counts[i] > 1)
+            return 1;
+    const struct sb_json_span *type = &m[R_TYPE].value, *content = &m[R_CONTENT].value;
+    if (type->type == SB_JSON_STRING &&
+        (memchr(body + type->start, '\\', type->end - type->start) ||
+         (type->end - type->start == 7 && memcmp(body + type->start, "\"error\"", 7) == 0)))
+        return 1;
+    if (content->type != SB_JSON_INVALID && content->type != SB_JSON_ARRAY)
+        return 1;
+    struct rfast fs = {.s = body, .n = len, .nstrs = 0}, *f = &fs;
+    struct rfast_block blocks[RESP_FAST_BLOCKS];
+    int rc = 1, nb = 0;
+    bool ok = true;
+    size_t pos = 0;
+    struct sb_json_span e;
+    int r;
+    while (ok && content->type == SB_JSON_ARRAY &&
+           (r = sb_json_array_next(body, len, content, &pos, &e)) != SB_JSON_NOT_FOUND) {
+        bool skip;
+        if (nb < RESP_FAST_BLOCKS)
+            memset(&blocks[nb], 0, sizeof blocks[nb]);
+        if (r != 0 || nb == RESP_FAST_BLOCKS || !rf_block(f, &e, &blocks[nb], &skip)) {
+            ok = false;
+            nb += nb < RESP_FAST_BLOCKS; /* the block's args, if any, are freed below */
+            break;
+        }
+        if (!skip)
+            nb++;
+    }
+    struct sb_usage usage;
+    sb_usage_init(&usage);
+    struct sb_canon_event ev;
+    ev_init(&ev, SB_EV_START);
+    ev.id = rf_str(f, &m[R_ID].value, NULL, &ok);
+    ev.model = rf_str(f, &m[R_MODEL].value, NULL, &ok);
+    const char *stop_reason = rf_str(f, &m[R_STOP_REASON].value, NULL, &ok);
+    const char *stop_seq = rf_str(f, &m[R_STOP_SEQ].value, NULL, &ok);
+    if (!ok || !rf_usage(f, &m[R_USAGE].value, &usage))
+        goto out;
+    /* Nothing can fail from here on: the events are the tree path's. */
+    ev.usage = usage;
+    usage_input_only(&ev.usage);
+    if ((rc = emit_ev(emit, ud, &ev)))
+        goto out;
+    for (int i = 0; i < nb; i++)
+        if ((rc = rf_emit_block(&blocks[i], i, emit, ud)))
+            goto out;
+    ev_init(&ev, SB_EV_FINISH);
+    ev.finish = finish_of(stop_reason);
+    ev.stop_sequence = stop_seq;
+    if ((rc = emit_ev(emit, ud, &ev)))
+        goto out;
+    ev_init(&ev, SB_EV_USAGE);
+    ev.usage = usage;
+    rc = emit_ev(emit, ud, &ev);
+out:
+    for (int i = 0; i < nb; i++)
+        free(blocks[i].args);
+    for (size_t i = 0; i < f->nstrs; i++)
+        free(f->strs[i]);
+    return rc;
+}
+
+/* The tree path: every response the fast path passes on. */
+static int decode_response_tree(const char *body, size_t len, sb_canon_emit_cb emit, void *ud)
 {
     json_t *root = body ? json_loadb(body, len, 0, NULL) : NULL;
     int rc = SB_CANON_E_INVALID;
@@ -971,6 +1290,12 @@ static int decode_response(const char *body, size_t len, sb_canon_emit_cb emit, 
 out:
     json_decref(root);
     return rc;
+}
+
+static int decode_response(const char *body, size_t len, sb_canon_emit_cb emit, void *ud)
+{
+    int rc = decode_response_fast(body, len, emit, ud);
+    return rc == 1 ? decode_response_tree(body, len, emit, ud) : rc;
 }
 
 /* ================================================================== stream */
