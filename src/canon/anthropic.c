@@ -1620,6 +1620,176 @@ static int fast_delta(struct astream *s, const char *d, size_t n, int *rc)
     return 1;
 }
 
+/* The other events of a stream (message_start, content_block_start, content_block_stop,
+ * message_delta, message_stop, ping) read with the scanner, as decode_response_fast reads a
+ * whole response: every member the handler reads is checked before the state changes, and
+ * anything the scanner and jansson could read differently, or that ends in an error, is left
+ * to the jansson path. 1 if handled (*rc set), 0 otherwise. */
+static int fast_event(struct astream *s, const char *d, size_t n, int *rc)
+{
+    static const char *const root_keys[] = {"type",          "message", "index",
+                                            "content_block", "delta",   "usage"};
+    enum { E_TYPE, E_MESSAGE, E_INDEX, E_CB, E_DELTA, E_USAGE, E_N };
+    struct sb_json_index idx;
+    struct sb_json_member m[E_N];
+    int cnt[E_N];
+    if (sb_json_validate_index(d, n, RESP_FAST_DEPTH, &idx) != 0 ||
+        idx.root.type != SB_JSON_OBJECT || !lex_ok(d, n) ||
+        sb_json_index_get_many(d, n, &idx, root_keys, E_N, m, cnt) != 0)
+        return 0;
+    for (size_t i = 0; i < E_N; i++)
+        if (cnt[i] > 1)
+            return 0;
+    const struct sb_json_span *t = &m[E_TYPE].value;
+    if (t->type != SB_JSON_STRING) {
+        *rc = 0; /* no type: ignored */
+        return 1;
+    }
+    const char *type = d + t->start + 1;
+    size_t tl = t->end - t->start - 2;
+    if (memchr(type, '\\', tl))
+        return 0;
+#define TYPE_IS(lit) (tl == sizeof(lit) - 1 && memcmp(type, lit, tl) == 0)
+    struct rfast fs = {.s = d, .n = n, .nstrs = 0}, *f = &fs;
+    struct sb_canon_event ev;
+    bool ok = true;
+    int handled = 0;
+    if (TYPE_IS("error") || TYPE_IS("content_block_delta")) {
+        handled = 0;
+    } else if (TYPE_IS("message_start")) {
+        static const char *const keys[] = {"id", "model", "usage"};
+        struct sb_json_member mm[3];
+        const struct sb_json_span *msg = &m[E_MESSAGE].value;
+        struct sb_usage u = s->usage;
+        if (s->started || msg->type != SB_JSON_OBJECT || !rf_get(f, msg, keys, 3, mm) ||
+            !rf_usage(f, &mm[2].value, &u))
+            goto out;
+        ev_init(&ev, SB_EV_START);
+        ev.id = rf_str(f, &mm[0].value, NULL, &ok);
+        ev.model = rf_str(f, &mm[1].value, NULL, &ok);
+        if (!ok)
+            goto out;
+        s->started = true;
+        s->usage = u;
+        ev.usage = u;
+        usage_input_only(&ev.usage);
+        *rc = st_emit(s, &ev);
+        handled = 1;
+    } else if (TYPE_IS("content_block_start")) {
+        enum { C_TYPE, C_TEXT, C_THINKING, C_DATA, C_ID, C_NAME, C_N };
+        static const char *const keys[] = {"type", "text", "thinking", "data", "id", "name"};
+        struct sb_json_member cm[C_N];
+        const struct sb_json_span *cb = &m[E_CB].value, *ix = &m[E_INDEX].value;
+        int64_t aidx;
+        if (!s->started || s->open || ix->type != SB_JSON_NUMBER ||
+            sb_json_int64(d, n, ix, &aidx) != 0 || aidx < 0 || cb->type != SB_JSON_OBJECT ||
+            !rf_get(f, cb, keys, C_N, cm))
+            goto out;
+        const struct sb_json_span *ct = &cm[C_TYPE].value, *initial = NULL;
+        const char *btype = d + ct->start + 1;
+        size_t bl = ct->type == SB_JSON_STRING ? ct->end - ct->start - 2 : 0;
+        if (ct->type == SB_JSON_STRING && memchr(btype, '\\', bl))
+            goto out;
+#define BTYPE_IS(lit)                                                                              \
+    (ct->type == SB_JSON_STRING && bl == sizeof(lit) - 1 && memcmp(btype, lit, bl) == 0)
+        ev_init(&ev, SB_EV_BLOCK_START);
+        if (BTYPE_IS("text")) {
+            ev.block = SB_BLOCK_TEXT;
+            initial = &cm[C_TEXT].value;
+        } else if (BTYPE_IS("thinking")) {
+            ev.block = SB_BLOCK_THINKING;
+            initial = &cm[C_THINKING].value;
+        } else if (BTYPE_IS("redacted_thinking")) {
+            ev.block = SB_BLOCK_REDACTED_THINKING;
+            initial = &cm[C_DATA].value;
+        } else if (BTYPE_IS("tool_use")) {
+            ev.block = SB_BLOCK_TOOL_CALL;
+            ev.id = rf_str(f, &cm[C_ID].value, NULL, &ok);
+            ev.name = rf_str(f, &cm[C_NAME].value, NULL, &ok);
+            if (!ok || !ev.id || !ev.name)
+                goto out;
+        } else {
+            s->open = true;
+            s->open_aidx = aidx;
+            s->open_skip = true;
+            *rc = 0;
+            handled = 1;
+            goto out;
+        }
+#undef BTYPE_IS
+        size_t ilen = 0;
+        const char *itext = initial ? rf_str(f, initial, &ilen, &ok) : NULL;
+        if (!ok || s->nblocks == INT_MAX)
+            goto out;
+        s->open = true;
+        s->open_aidx = aidx;
+        s->open_skip = false;
+        s->open_cidx = s->nblocks++;
+        s->open_kind = ev.block;
+        ev.index = s->open_cidx;
+        *rc = st_emit(s, &ev);
+        handled = 1;
+        if (*rc == 0 && itext && (ilen > 0 || ev.block == SB_BLOCK_REDACTED_THINKING)) {
+            ev_init(&ev, SB_EV_DELTA);
+            ev.index = s->open_cidx;
+            ev.block = s->open_kind;
+            ev.text = itext;
+            ev.len = ilen;
+            *rc = st_emit(s, &ev);
+        }
+    } else if (TYPE_IS("content_block_stop")) {
+        const struct sb_json_span *ix = &m[E_INDEX].value;
+        int64_t aidx;
+        if (!s->open || ix->type != SB_JSON_NUMBER || sb_json_int64(d, n, ix, &aidx) != 0 ||
+            aidx != s->open_aidx)
+            goto out;
+        *rc = close_block(s);
+        handled = 1;
+    } else if (TYPE_IS("message_delta")) {
+        static const char *const keys[] = {"stop_reason", "stop_sequence"};
+        struct sb_json_member dm[2];
+        const struct sb_json_span *delta = &m[E_DELTA].value;
+        struct sb_usage u = s->usage;
+        if (!s->started || s->open || !rf_usage(f, &m[E_USAGE].value, &u))
+            goto out;
+        const char *reason = NULL, *seq = NULL;
+        size_t seq_len = 0;
+        if (delta->type == SB_JSON_OBJECT) {
+            if (!rf_get(f, delta, keys, 2, dm))
+                goto out;
+            reason = rf_str(f, &dm[0].value, NULL, &ok);
+            seq = rf_str(f, &dm[1].value, &seq_len, &ok);
+            if (!ok)
+                goto out;
+        }
+        if (seq) {
+            char *c = sb_canon_strndup(seq, seq_len);
+            if (!c)
+                goto out;
+            free(s->stop_sequence);
+            s->stop_sequence = c;
+        }
+        if (reason) {
+            s->has_finish = true;
+            s->finish = finish_of(reason);
+        }
+        s->usage = u;
+        *rc = 0;
+        handled = 1;
+    } else if (TYPE_IS("message_stop")) {
+        *rc = on_message_stop(s);
+        handled = 1;
+    } else {
+        *rc = 0; /* ping and event types yet to come */
+        handled = 1;
+    }
+#undef TYPE_IS
+out:
+    for (size_t i = 0; i < f->nstrs; i++)
+        free(f->strs[i]);
+    return handled;
+}
+
 /* Event names this decoder acts on: their data must be JSON. Others (and their data) are
  * ignored, as Anthropic asks of clients. */
 static bool known_event(const struct sb_sse_event *sev)
@@ -1648,6 +1818,8 @@ static int on_sse(void *ud, const struct sb_sse_event *sev)
     int rc = 0;
     if (sev->event_len == 19 && memcmp(sev->event, "content_block_delta", 19) == 0 &&
         fast_delta(s, sev->data, sev->data_len, &rc))
+        return rc;
+    if (!named_error && fast_event(s, sev->data, sev->data_len, &rc))
         return rc;
     json_t *d = json_loadb(sev->data, sev->data_len, 0, NULL);
     if (!json_is_object(d)) {
