@@ -283,6 +283,97 @@ static void test_response_synthetic(void **state)
     }
 }
 
+/* Responses and stream events of the common shapes are read without a tree, the rest with
+ * jansson; these are the inputs where the two could part ways. */
+static void test_fast_and_tree_agree(void **state)
+{
+    (void)state;
+    /* jansson keeps the last of duplicate keys; escapes are unescaped. */
+    static const char body[] =
+        "{\"type\":\"message\",\"id\":\"m\\u00e9\",\"model\":\"c\\/1\",\"content\":[{\"type\":"
+        "\"text\",\"text\":\"a\",\"text\":\"b\\n\\ud83d\\ude00\"},{\"type\":\"te\\u0078t\","
+        "\"text\":\"c\"},{\"type\":\"thinking\",\"thinking\":\"t\",\"signature\":\"s\"}],"
+        "\"stop_reason\":\"max_tokens\",\"usage\":{\"input_tokens\":-0,\"output_tokens\":2.0,"
+        "\"cache_read_input_tokens\":3,\"output_tokens_details\":{\"thinking_tokens\":1}}}";
+    struct rec r;
+    rec_init(&r);
+    assert_int_equal(C->decode_response(body, strlen(body), on_event, &r), 0);
+    assert_string_equal(r.resp.id, "m\xc3\xa9");
+    assert_string_equal(r.resp.model, "c/1");
+    assert_int_equal(r.resp.nblocks, 3);
+    assert_string_equal(block_text(&r, 0), "b\n\xf0\x9f\x98\x80");
+    assert_string_equal(block_text(&r, 1), "c");
+    assert_int_equal(r.resp.blocks[2].kind, SB_BLOCK_THINKING);
+    assert_string_equal(r.resp.blocks[2].signature, "s");
+    assert_int_equal(r.resp.finish, SB_FINISH_LENGTH);
+    assert_int_equal(r.resp.usage.input, 0);
+    assert_int_equal(r.resp.usage.output, -1); /* 2.0 is not an integer */
+    assert_int_equal(r.resp.usage.cache_read, 3);
+    assert_int_equal(r.resp.usage.reasoning, 1);
+    rec_free(&r);
+    /* What jansson refuses is refused, wherever it is. */
+    static const char *const bad[] = {
+        "{\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"\\u0000\"}]}",
+        "{\"type\":\"message\",\"content\":[],\"x\":\"\\udc00\"}",
+        "{\"type\":\"message\",\"content\":[],\"x\":-1e999}",
+        "{\"type\":\"message\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t\"}]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rec_init(&r);
+        assert_int_equal(C->decode_response(bad[i], strlen(bad[i]), on_event, &r),
+                         SB_CANON_E_INVALID);
+        assert_int_equal(r.resp.nblocks, 0);
+        rec_free(&r);
+    }
+
+    /* A stream with every event kind in uncommon spellings. */
+    static const char stream[] =
+        "event: message_start\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\\u00e9\",\"model\":\"c\","
+        "\"usage\":{\"input_tokens\":4,\"input_tokens\":5}}}\n\n"
+        "event: ping\ndata: {\"type\":\"ping\"}\n\n"
+        "event: content_block_start\n"
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":"
+        "\"server_tool_use\",\"id\":\"s\"}}\n\n"
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+        "event: content_block_start\n"
+        "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":"
+        "\"tool_use\",\"id\":\"t\\u0031\",\"name\":\"f\",\"input\":{}}}\n\n"
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":"
+        "\"input_json_delta\",\"partial_json\":\"{}\"}}\n\n"
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n"
+        "event: content_block_start\n"
+        "data: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":"
+        "\"text\",\"text\":\"pre\\n\"}}\n\n"
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":2}\n\n"
+        "event: message_delta\n"
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"stop_sequence\","
+        "\"stop_sequence\":\"E\\tND\"},\"usage\":{\"output_tokens\":9}}\n\n"
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    assert_int_equal(feed_both(stream, strlen(stream), &r), 0);
+    assert_string_equal(r.resp.id, "m\xc3\xa9");
+    assert_int_equal(r.start_usage.input, 5);
+    assert_int_equal(r.resp.nblocks, 2);
+    assert_string_equal(r.resp.blocks[0].id, "t1");
+    assert_string_equal(block_text(&r, 0), "{}");
+    assert_string_equal(block_text(&r, 1), "pre\n");
+    assert_int_equal(r.resp.finish, SB_FINISH_STOP_SEQUENCE);
+    assert_string_equal(r.resp.stop_sequence, "E\tND");
+    assert_int_equal(r.resp.usage.output, 9);
+    rec_free(&r);
+    /* A second message_start and a refused escape still fail the stream. */
+    static const char *const bad_streams[] = {
+        "data: {\"type\":\"message_start\",\"message\":{}}\n\n"
+        "data: {\"type\":\"message_start\",\"message\":{}}\n\n",
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"\\u0000\"}}\n\n",
+    };
+    for (size_t i = 0; i < sizeof bad_streams / sizeof bad_streams[0]; i++) {
+        assert_int_equal(feed_both(bad_streams[i], strlen(bad_streams[i]), &r), SB_CANON_E_INVALID);
+        rec_free(&r);
+    }
+}
+
 static void test_response_errors(void **state)
 {
     (void)state;
@@ -1235,6 +1326,7 @@ int main(void)
         cmocka_unit_test(test_response_thinking),
         cmocka_unit_test(test_response_synthetic),
         cmocka_unit_test(test_response_errors),
+        cmocka_unit_test(test_fast_and_tree_agree),
         cmocka_unit_test(test_stream_text),
         cmocka_unit_test(test_stream_cache_read),
         cmocka_unit_test(test_stream_tool_use),

@@ -391,6 +391,94 @@ static void test_request_params(void **state)
     sb_canon_req_free(&r);
 }
 
+/* The request decoder reads the common shapes without a tree and hands everything else to
+ * jansson; these are the inputs where the two could part ways. */
+static void test_request_fast_and_tree_agree(void **state)
+{
+    (void)state;
+    /* jansson keeps the last of duplicate keys. */
+    struct sb_canon_req r =
+        ok("{\"model\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":\"x\","
+           "\"content\":\"y\"}],\"model\":\"b\"}");
+    assert_string_equal(r.model, "b");
+    assert_string_equal(r.msgs[0].parts[0].text, "y");
+    sb_canon_req_free(&r);
+    /* An escaped key is the key it spells. */
+    r = ok("{\"mod\\u0065l\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}");
+    assert_string_equal(r.model, "m");
+    sb_canon_req_free(&r);
+    /* -0 is the integer 0 for jansson, so the temperature is +0. */
+    r = ok("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+           "\"temperature\":-0,\"top_p\":0.25}");
+    assert_true(r.has_temperature);
+    assert_false(signbit(r.temperature));
+    assert_true(r.has_top_p);
+    assert_true(r.top_p == 0.25);
+    sb_canon_req_free(&r);
+    /* Escapes are unescaped; a surrogate pair becomes one UTF-8 sequence. */
+    r = ok("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+           "\"a\\n\\u00e9\\ud83d\\ude00\"}]}");
+    assert_string_equal(r.msgs[0].parts[0].text, "a\n\xc3\xa9\xf0\x9f\x98\x80");
+    sb_canon_req_free(&r);
+    /* Everything the fast path reads, in one request. */
+    r = ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":[{\"type\":\"text\","
+        "\"text\":\"s\",\"cache_control\":{\"type\":\"ephemeral\"}}]},{\"role\":\"user\","
+        "\"content\":\"u\",\"name\":\"bob\"},{\"role\":\"assistant\",\"content\":\"\","
+        "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\","
+        "\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"r\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"description\":\"d\","
+        "\"parameters\":{\"type\":\"object\"},\"strict\":true}}],\"tool_choice\":\"required\","
+        "\"stop\":[\"x\",\"y\"],\"n\":1,\"seed\":-5,\"logprobs\":false,\"top_logprobs\":3,"
+        "\"parallel_tool_calls\":false,\"reasoning_effort\":\"low\",\"user\":\"u\","
+        "\"metadata\":{\"k\":\"v\"},\"stream\":true,\"stream_options\":{\"include_usage\":true},"
+        "\"max_tokens\":7,\"max_completion_tokens\":5,\"unknown\":[1,{\"a\":null}]}");
+    assert_int_equal(r.nmsgs, 4);
+    assert_int_equal(r.msgs[0].role, SB_ROLE_SYSTEM);
+    assert_non_null(r.msgs[0].parts[0].cache_control);
+    assert_string_equal(r.msgs[1].name, "bob");
+    assert_int_equal(r.msgs[2].nparts, 1); /* the empty text is not carried */
+    assert_string_equal(r.msgs[2].parts[0].id, "c1");
+    assert_string_equal(r.msgs[2].parts[0].arguments, "{}");
+    assert_int_equal(r.msgs[3].role, SB_ROLE_TOOL);
+    assert_string_equal(r.msgs[3].parts[0].parts[0].text, "r");
+    assert_int_equal(r.ntools, 1);
+    assert_int_equal(r.tools[0].strict, 1);
+    assert_string_equal(json_string_value(json_object_get(r.tools[0].parameters, "type")),
+                        "object");
+    assert_int_equal(r.tool_choice, SB_TC_REQUIRED);
+    assert_int_equal(r.nstop, 2);
+    assert_string_equal(r.stop[1], "y");
+    assert_int_equal(r.n, 1);
+    assert_true(r.has_seed);
+    assert_int_equal(r.seed, -5);
+    assert_int_equal(r.top_logprobs, -1); /* without logprobs: dropped */
+    assert_int_equal(r.parallel_tool_calls, 0);
+    assert_string_equal(r.reasoning_effort, "low");
+    assert_string_equal(r.user, "u");
+    assert_string_equal(json_string_value(json_object_get(r.metadata, "k")), "v");
+    assert_true(r.stream);
+    assert_true(r.include_usage);
+    assert_int_equal(r.max_tokens, 5);
+    sb_canon_req_free(&r);
+    /* What jansson refuses anywhere in the body is refused, even in a member nobody reads. */
+    expect_400("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000\"}]}",
+               NULL, "invalid_json");
+    expect_400("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\\ud800\"}]}", NULL,
+               "invalid_json");
+    expect_400("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"x\":1e999}",
+               NULL, "invalid_json");
+    expect_400("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+               "\"x\":123456789012345678901234567890}",
+               NULL, "invalid_json");
+    /* Errors in what the fast path reads keep their messages. */
+    expect_400(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":3}",
+        "temperature", "decimal_above_max_value");
+    expect_400("{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}",
+               "messages[0].tool_call_id", "missing_required_parameter");
+}
+
 static void test_request_errors(void **state)
 {
     (void)state;
@@ -1566,6 +1654,7 @@ int main(void)
         cmocka_unit_test(test_request_legacy_functions),
         cmocka_unit_test(test_request_params),
         cmocka_unit_test(test_request_errors),
+        cmocka_unit_test(test_request_fast_and_tree_agree),
         cmocka_unit_test(test_render_full),
         cmocka_unit_test(test_render_simple),
         cmocka_unit_test(test_render_response_error_and_cap),
