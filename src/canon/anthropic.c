@@ -944,12 +944,17 @@ static bool lex_ok(const char *s, size_t n)
     while (i < n) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"') {
+            /* Long strings are the bulk of a body: jump to the next quote or backslash. */
             for (i++; i < n; i++) {
-                c = (unsigned char)s[i];
-                if (c == '"')
+                const char *q = memchr(s + i, '"', n - i);
+                if (!q)
+                    return false;
+                const char *b = memchr(s + i, '\\', (size_t)(q - s) - i);
+                if (!b) {
+                    i = (size_t)(q - s);
                     break;
-                if (c != '\\')
-                    continue;
+                }
+                i = (size_t)(b - s);
                 if (i + 1 < n && s[i + 1] == 'u') {
                     if (i + 5 >= n)
                         return false;

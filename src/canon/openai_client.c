@@ -1098,6 +1098,7 @@ static void req_init(struct sb_canon_req *r)
  * request again from scratch, so accepted inputs, results and error messages stay the same. */
 #define FAST_NO    1
 #define FAST_DEPTH 64 /* deeper documents take the tree path (jansson allows 2048) */
+#define FAST_MSGS  64 /* messages found in one walk; more are counted first */
 
 /* The bytes the scanner accepts but jansson refuses or reads differently: "\u0000" (jansson
  * refuses NUL), surrogate escapes (jansson refuses lone ones; pairs are left to it too), and
@@ -1109,12 +1110,17 @@ static bool fast_lex_ok(const char *s, size_t n)
     while (i < n) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"') {
+            /* Long strings are the bulk of a body: jump to the next quote or backslash. */
             for (i++; i < n; i++) {
-                c = (unsigned char)s[i];
-                if (c == '"')
+                const char *q = memchr(s + i, '"', n - i);
+                if (!q)
+                    return false;
+                const char *b = memchr(s + i, '\\', (size_t)(q - s) - i);
+                if (!b) {
+                    i = (size_t)(q - s);
                     break;
-                if (c != '\\')
-                    continue;
+                }
+                i = (size_t)(b - s);
                 if (i + 1 < n && s[i + 1] == 'u') {
                     if (i + 5 >= n)
                         return false;
@@ -1647,17 +1653,35 @@ static int decode_request_fast(const char *body, size_t len, struct sb_canon_req
         v[slot] = idx.members[i].value;
     }
     const struct sb_json_span *msgs = &v[R_MESSAGES];
-    int n = msgs->type == SB_JSON_ARRAY ? sb_json_array_len(body, len, msgs) : -1;
-    if (v[R_MODEL].type != SB_JSON_STRING || n <= 0)
+    if (v[R_MODEL].type != SB_JSON_STRING || msgs->type != SB_JSON_ARRAY)
+        return FAST_NO;
+    /* The messages are found and counted in one walk; a conversation longer than the stack
+     * holds is counted first and walked again. */
+    struct sb_json_span ms[FAST_MSGS];
+    size_t pos = 0, n = 0;
+    int r = 0;
+    while (n < FAST_MSGS && (r = sb_json_array_next(body, len, msgs, &pos, &ms[n])) == 0)
+        n++;
+    bool many = n == FAST_MSGS;
+    if (many) {
+        r = sb_json_array_len(body, len, msgs);
+        n = r > 0 ? (size_t)r : 0;
+    } else if (r != SB_JSON_NOT_FOUND) {
+        return FAST_NO;
+    }
+    if (n == 0)
         return FAST_NO;
     int rc = FAST_NO;
-    if (sp_dup(&f, &v[R_MODEL], &out->model) || !(out->msgs = calloc((size_t)n, sizeof *out->msgs)))
+    if (sp_dup(&f, &v[R_MODEL], &out->model) || !(out->msgs = calloc(n, sizeof *out->msgs)))
         goto out;
-    size_t pos = 0;
-    struct sb_json_span e;
-    for (int i = 0; i < n; i++)
-        if (sb_json_array_next(body, len, msgs, &pos, &e) || fast_message(&f, &e, out))
+    pos = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct sb_json_span e = many ? (struct sb_json_span){0} : ms[i];
+        if (many && sb_json_array_next(body, len, msgs, &pos, &e))
             goto out;
+        if (fast_message(&f, &e, out))
+            goto out;
+    }
     if (fast_tools(&f, &v[R_TOOLS], out) || fast_tool_choice(&f, &v[R_TOOL_CHOICE], out) ||
         fast_stop(&f, &v[R_STOP], out) || fast_scalars(&f, v, out))
         goto out;
