@@ -934,61 +934,6 @@ out:
 #define RESP_FAST_BLOCKS 64
 #define RESP_FAST_STRS   (5 + 4 * RESP_FAST_BLOCKS)
 
-/* The bytes the scanner accepts but jansson refuses or reads differently: "\u0000" (jansson
- * refuses NUL), surrogate escapes (jansson refuses lone ones; pairs are left to it too), and
- * numbers that could be out of range (an exponent, or more than 15 characters). Runs on a
- * document that passed validation. */
-static bool lex_ok(const char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"') {
-            /* Long strings are the bulk of a body: jump to the next quote or backslash. */
-            for (i++; i < n; i++) {
-                const char *q = memchr(s + i, '"', n - i);
-                if (!q)
-                    return false;
-                const char *b = memchr(s + i, '\\', (size_t)(q - s) - i);
-                if (!b) {
-                    i = (size_t)(q - s);
-                    break;
-                }
-                i = (size_t)(b - s);
-                if (i + 1 < n && s[i + 1] == 'u') {
-                    if (i + 5 >= n)
-                        return false;
-                    unsigned v = 0;
-                    for (size_t k = 2; k < 6; k++) {
-                        unsigned char h = (unsigned char)s[i + k];
-                        v = v * 16 + (unsigned)(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
-                    }
-                    if (v == 0 || (v >= 0xD800 && v <= 0xDFFF))
-                        return false;
-                    i += 5;
-                } else {
-                    i++;
-                }
-            }
-            i++;
-        } else if (c == '-' || (c >= '0' && c <= '9')) {
-            size_t start = i;
-            for (; i < n; i++) {
-                c = (unsigned char)s[i];
-                if (c == 'e' || c == 'E')
-                    return false;
-                if (c != '-' && c != '+' && c != '.' && (c < '0' || c > '9'))
-                    break;
-            }
-            if (i - start > 15)
-                return false;
-        } else {
-            i++;
-        }
-    }
-    return true;
-}
-
 struct rfast {
     const char *s;
     size_t n;
@@ -1180,7 +1125,7 @@ static int decode_response_fast(const char *body, size_t len, sb_canon_emit_cb e
     struct sb_json_member m[R_N];
     int counts[R_N];
     if (!body || sb_json_validate_index(body, len, RESP_FAST_DEPTH, &idx) != 0 ||
-        idx.root.type != SB_JSON_OBJECT || !lex_ok(body, len) ||
+        idx.root.type != SB_JSON_OBJECT || !sb_json_jansson_same(body, len) ||
         sb_json_index_get_many(body, len, &idx, keys, R_N, m, counts) != 0)
         return 1;
     for (size_t i = 0; i < R_N; i++)
@@ -1639,7 +1584,7 @@ static int fast_event(struct astream *s, const char *d, size_t n, int *rc)
     struct sb_json_member m[E_N];
     int cnt[E_N];
     if (sb_json_validate_index(d, n, RESP_FAST_DEPTH, &idx) != 0 ||
-        idx.root.type != SB_JSON_OBJECT || !lex_ok(d, n) ||
+        idx.root.type != SB_JSON_OBJECT || !sb_json_jansson_same(d, n) ||
         sb_json_index_get_many(d, n, &idx, root_keys, E_N, m, cnt) != 0)
         return 0;
     for (size_t i = 0; i < E_N; i++)

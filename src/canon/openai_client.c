@@ -1100,60 +1100,6 @@ static void req_init(struct sb_canon_req *r)
 #define FAST_DEPTH 64 /* deeper documents take the tree path (jansson allows 2048) */
 #define FAST_MSGS  64 /* messages found in one walk; more are counted first */
 
-/* The bytes the scanner accepts but jansson refuses or reads differently: "\u0000" (jansson
- * refuses NUL), surrogate escapes (jansson refuses lone ones; pairs are left to it too), and
- * numbers that could be out of range (an exponent, or more than 15 characters). Runs on a
- * document that passed validation. */
-static bool fast_lex_ok(const char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"') {
-            /* Long strings are the bulk of a body: jump to the next quote or backslash. */
-            for (i++; i < n; i++) {
-                const char *q = memchr(s + i, '"', n - i);
-                if (!q)
-                    return false;
-                const char *b = memchr(s + i, '\\', (size_t)(q - s) - i);
-                if (!b) {
-                    i = (size_t)(q - s);
-                    break;
-                }
-                i = (size_t)(b - s);
-                if (i + 1 < n && s[i + 1] == 'u') {
-                    if (i + 5 >= n)
-                        return false;
-                    unsigned v = 0;
-                    for (size_t k = 2; k < 6; k++) {
-                        unsigned char h = (unsigned char)s[i + k];
-                        v = v * 16 + (unsigned)(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
-                    }
-                    if (v == 0 || (v >= 0xD800 && v <= 0xDFFF))
-                        return false;
-                    i += 5;
-                } else {
-                    i++;
-                }
-            }
-            i++;
-        } else if (c == '-' || (c >= '0' && c <= '9')) {
-            size_t start = i;
-            while (i < n && (s[i] == '-' || s[i] == '+' || s[i] == '.' ||
-                             (s[i] >= '0' && s[i] <= '9') || s[i] == 'e' || s[i] == 'E')) {
-                if (s[i] == 'e' || s[i] == 'E')
-                    return false;
-                i++;
-            }
-            if (i - start > 15)
-                return false;
-        } else {
-            i++;
-        }
-    }
-    return true;
-}
-
 struct fast {
     const char *s;
     size_t n;
@@ -1638,7 +1584,7 @@ static int decode_request_fast(const char *body, size_t len, struct sb_canon_req
     req_init(out);
     struct sb_json_index idx;
     if (sb_json_validate_index(body, len, FAST_DEPTH, &idx) != 0 ||
-        idx.root.type != SB_JSON_OBJECT || !idx.complete || !fast_lex_ok(body, len))
+        idx.root.type != SB_JSON_OBJECT || !idx.complete || !sb_json_jansson_same(body, len))
         return FAST_NO;
     struct fast f = {body, len};
     struct sb_json_span v[R_FALLBACK];

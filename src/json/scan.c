@@ -1044,3 +1044,54 @@ int sb_json_append_member(const char *s, size_t n, const struct sb_json_span *ob
     bool empty = at == obj->start + 1;
     return emit(s, n, at, at, empty ? "" : ",", empty ? 0 : 1, member, member_len, out);
 }
+
+bool sb_json_jansson_same(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"') {
+            /* Long strings are the bulk of a body: jump to the next quote or backslash. */
+            for (i++; i < n; i++) {
+                const char *q = memchr(s + i, '"', n - i);
+                if (!q)
+                    return false;
+                const char *b = memchr(s + i, '\\', (size_t)(q - s) - i);
+                if (!b) {
+                    i = (size_t)(q - s);
+                    break;
+                }
+                i = (size_t)(b - s);
+                if (i + 1 < n && s[i + 1] == 'u') {
+                    if (i + 5 >= n)
+                        return false;
+                    unsigned v = 0;
+                    for (size_t k = 2; k < 6; k++) {
+                        unsigned char h = (unsigned char)s[i + k];
+                        v = v * 16 + (unsigned)(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+                    }
+                    if (v == 0 || (v >= 0xD800 && v <= 0xDFFF))
+                        return false;
+                    i += 5;
+                } else {
+                    i++;
+                }
+            }
+            i++;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t start = i;
+            for (; i < n; i++) {
+                c = (unsigned char)s[i];
+                if (c == 'e' || c == 'E')
+                    return false;
+                if (c != '-' && c != '+' && c != '.' && (c < '0' || c > '9'))
+                    break;
+            }
+            if (i - start > 15)
+                return false;
+        } else {
+            i++;
+        }
+    }
+    return true;
+}

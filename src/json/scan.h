@@ -139,4 +139,11 @@ int sb_json_remove_member(const char *s, size_t n, const struct sb_json_span *ob
 int sb_json_append_member(const char *s, size_t n, const struct sb_json_span *obj,
                           const char *member, size_t member_len, struct sb_buf *out);
 
+/* True when jansson reads a document that passed sb_json_validate exactly as this scanner
+ * does, so a decoder may take the scanner's fast path and still accept and refuse what a
+ * jansson decoder would: false for "\u0000" (jansson refuses NUL), surrogate escapes
+ * (jansson refuses lone ones; pairs are left to it too) and numbers that could be out of
+ * range (an exponent, or more than 15 characters). */
+bool sb_json_jansson_same(const char *s, size_t n);
+
 #endif
