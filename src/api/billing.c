@@ -73,7 +73,11 @@ void sb_api_bill(struct sb_api_req *r, int status)
         int64_t cached = rec->tokens_cached > 0 ? rec->tokens_cached : 0;
         int64_t written = rec->tokens_cache_write > 0 ? rec->tokens_cache_write : 0;
         int64_t in = rec->tokens_in > 0 ? rec->tokens_in : 0;
-        u.input = in > cached + written ? in - cached - written : 0;
+        /* A provider's counts are outside input: their sum may not fit. */
+        int64_t cache = 0;
+        if (__builtin_add_overflow(cached, written, &cache))
+            cache = INT64_MAX;
+        u.input = in > cache ? in - cache : 0;
         u.cache_read = cached;
         u.cache_write = written;
         u.output = rec->tokens_out > 0 ? rec->tokens_out : 0;
@@ -85,7 +89,9 @@ void sb_api_bill(struct sb_api_req *r, int status)
         usage = true;
     }
     rec->cost_nano = usage && rec->priced ? sb_price_cost_nano(&price, &u) : (usage ? 0 : -1);
-    int64_t tokens = usage ? sb_usage_prompt(&u) + (u.output > 0 ? u.output : 0) : 0;
+    int64_t tokens = 0;
+    if (usage && __builtin_add_overflow(sb_usage_prompt(&u), u.output > 0 ? u.output : 0, &tokens))
+        tokens = INT64_MAX;
     if (r->admitted) {
         if (usage)
             sb_policy_settle(gw->policy, &r->adm, rec->cost_nano, tokens, now_ms());

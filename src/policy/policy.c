@@ -1228,9 +1228,10 @@ static int reserve_budget(struct sb_policy *p, const struct sb_admit_req *req, s
     } else if (remaining < worst) {
         if (!(price_out > 0) || remaining <= in_cost)
             goto refused;
-        int64_t allowed = (int64_t)floor((double)(remaining - in_cost) / price_out);
-        if (allowed >= out_tokens)
-            allowed = out_tokens - 1;
+        /* Compared as a double first: with a budget near MONEY_MAX and a client's max_tokens
+         * near INT64_MAX the quotient can reach 2^63, which no int64_t holds. */
+        double room = floor((double)(remaining - in_cost) / price_out);
+        int64_t allowed = room >= (double)out_tokens ? out_tokens - 1 : (int64_t)room;
         reserve = in_cost + cost_up(allowed, price_out);
         while (allowed > 0 && reserve > remaining) {
             allowed--;
