@@ -123,8 +123,9 @@ struct sb_api_req {
     struct sb_request_record rec;
     struct sb_proxy *proxy; /* set while a proxied call is under way */
     void *admin;            /* set while an admin store job is under way (src/api/admin.c) */
-    char request_id[132];
-    char rid_header[160]; /* "x-request-id: ...\r\n" */
+    char request_id[132];   /* the client's x-request-id, else ledger_id */
+    char ledger_id[37];     /* always the gateway's own: the spend ledger's unique id */
+    char rid_header[160];   /* "x-request-id: ...\r\n" */
     size_t rid_header_len;
     /* Who is calling: the master key, or a virtual key (then `adm` holds its admission once
      * the proxy admitted the request: settled or released exactly once, by the proxy). */

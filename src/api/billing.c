@@ -102,7 +102,7 @@ void sb_api_bill(struct sb_api_req *r, int status)
         return; /* nothing reached a provider: nothing to bill */
     struct sb_spend_row row;
     memset(&row, 0, sizeof row);
-    copy(row.request_id, sizeof row.request_id, r->request_id);
+    copy(row.request_id, sizeof row.request_id, r->ledger_id);
     if (!r->master) {
         copy(row.key_hash, sizeof row.key_hash, r->adm.key_hash);
         copy(row.team_id, sizeof row.team_id, r->adm.team_id);
