@@ -159,6 +159,9 @@ void sb_admin_abort(struct sb_api_req *r);
  * client saw complete is always in the journal), and by the exchange's end otherwise. */
 void sb_api_bill(struct sb_api_req *r, int status);
 
+/* Appends nano-dollars as dollars with nine decimals ("0.000022000"), without floating point. */
+int sb_api_append_dollars(struct sb_buf *b, int64_t nano);
+
 /* The price of a deployment: the config's per-token prices where given, else the built-in
  * table. false: no price known. */
 bool sb_api_price(const struct sb_deployment *d, struct sb_price *out);

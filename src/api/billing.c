@@ -26,6 +26,20 @@ bool sb_api_price(const struct sb_deployment *d, struct sb_price *out)
     return true;
 }
 
+int sb_api_append_dollars(struct sb_buf *b, int64_t nano)
+{
+    uint64_t u = nano < 0 ? 0 - (uint64_t)nano : (uint64_t)nano;
+    char frac[10];
+    uint64_t f = u % 1000000000u;
+    for (int i = 8; i >= 0; i--, f /= 10)
+        frac[i] = (char)('0' + f % 10);
+    frac[9] = '.';
+    int rc = nano < 0 ? sb_buf_append_char(b, '-') : 0;
+    rc = rc ? rc : sb_buf_append_u64(b, u / 1000000000u);
+    rc = rc ? rc : sb_buf_append_char(b, '.');
+    return rc ? rc : sb_buf_append(b, frac, 9);
+}
+
 static int64_t now_ms(void)
 {
     struct timeval tv;

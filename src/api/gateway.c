@@ -498,7 +498,7 @@ static void record(struct sb_api_req *r, bool aborted)
     log_tokens(b, "tokens_reasoning", rec->tokens_reasoning);
     if (rec->cost_nano >= 0) {
         log_key(b, "cost_usd");
-        sb_buf_printf(b, "%.9f", (double)rec->cost_nano / 1e9);
+        sb_api_append_dollars(b, rec->cost_nano);
     }
     if (rec->dep && !rec->priced) {
         log_key(b, "price_missing");

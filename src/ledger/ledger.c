@@ -172,15 +172,23 @@ static void out_str(struct out *o, const char *key, const char *s, size_t max)
     out_raw(o, "\",", 2);
 }
 
+/* By hand rather than snprintf: a row has ten of these and every request writes one. */
 static void out_int(struct out *o, const char *key, int64_t v)
 {
-    char tmp[64];
-    int r = snprintf(tmp, sizeof tmp, "\"%s\":%" PRId64 ",", key, v);
-    if (r < 0 || (size_t)r >= sizeof tmp) {
-        o->over = true;
-        return;
-    }
-    out_raw(o, tmp, (size_t)r);
+    char tmp[24];
+    size_t k = sizeof tmp;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[--k] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        tmp[--k] = '-';
+    out_raw(o, "\"", 1);
+    out_raw(o, key, strlen(key));
+    out_raw(o, "\":", 2);
+    out_raw(o, tmp + k, sizeof tmp - k);
+    out_raw(o, ",", 1);
 }
 
 static void out_bool(struct out *o, const char *key, bool v)

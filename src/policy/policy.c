@@ -267,12 +267,23 @@ int64_t sb_policy_duration_s(const char *s)
     return (int64_t)n * unit;
 }
 
+/* SHA-256 fetched once: EVP_sha256() makes EVP_Digest look the algorithm up on every call. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 void sb_policy_hash_key(const char *key, size_t len, char out[65])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     static const char hex[] = "0123456789abcdef";
-    if (EVP_Digest(key, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
+    pthread_once(&sha256_once, sha256_fetch);
+    if (EVP_Digest(key, len, md, &mdlen, sha256_md ? sha256_md : EVP_sha256(), NULL) != 1 ||
+        mdlen != 32) {
         /* Cannot happen with a working libcrypto; an all-zero hash matches no key. */
         memset(out, '0', 64);
         out[64] = '\0';
