@@ -7,7 +7,7 @@
 #
 # Knobs (environment): BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2),
 # BENCH_FAKE_THREADS (2), BENCH_TTFB_COUNT (200), BENCH_IDLE_CONNS (10000),
-# BENCH_SCENARIOS (a subset of "ns16 ns64 ns256 st64 slow256 xl64 xs64"),
+# BENCH_SCENARIOS (a subset of "ns16 ns64 ns256 st64 slow256 xl64 xs64 vk64"),
 # BENCH_KEEP_TMP=1 (keep the temp dir with configs and logs),
 # BENCH_UPSTREAM_HTTP1=curl (the gateway's libcurl client instead of its native one).
 #
@@ -238,6 +238,8 @@ make_body bench-drip 1 "$TMP/body-drip.json"
 # The translation path: an OpenAI client served by a model of the Anthropic dialect.
 make_body bench-anthropic 0 "$TMP/body-xl.json"
 make_body bench-anthropic 1 "$TMP/body-xs.json"
+# Virtual keys: a priced model, called with a key that has a budget and limits.
+make_body bench-priced 0 "$TMP/body-vk.json"
 
 FAKE_PORT=$(pick_port 21000)
 NGINX_PORT=$(pick_port 22000)
@@ -327,8 +329,16 @@ model_list:
       model: anthropic/claude-fake
       api_base: http://127.0.0.1:$FAKE_PORT
       api_key: $PROVIDER_KEY
+  - model_name: bench-priced
+    litellm_params:
+      model: openai/gpt-fake
+      api_base: http://127.0.0.1:$FAKE_PORT/v1
+      api_key: $PROVIDER_KEY
+      input_cost_per_token: 0.0000025
+      output_cost_per_token: 0.00001
 general_settings:
   master_key: $MASTER_KEY
+  database_url: sqlite://$TMP/$name.db
 server:
   host: 127.0.0.1
   port: $port
@@ -387,24 +397,26 @@ probe() { # proxy path body
 # xl64 and xs64: switchboard translates OpenAI to the Anthropic dialect and back; nginx, which
 # cannot translate, proxies the same body to the fake's OpenAI endpoint, so the ratio is the
 # cost of translation over plain proxying.
-read -r -a SCENARIOS <<<"${BENCH_SCENARIOS:-ns16 ns64 ns256 st64 slow256 xl64 xs64}"
+read -r -a SCENARIOS <<<"${BENCH_SCENARIOS:-ns16 ns64 ns256 st64 slow256 xl64 xs64 vk64}"
 declare -A S_LABEL=([ns16]="non-stream, 16 conns" [ns64]="non-stream, 64 conns"
     [ns256]="non-stream, 256 conns" [st64]="stream, 64 conns"
     [slow256]="upstream +${SLOW_MS} ms, 256 conns"
     [xl64]="translated to Anthropic, non-stream, 64 conns"
-    [xs64]="translated to Anthropic, stream, 64 conns")
-declare -A S_CONNS=([ns16]=16 [ns64]=64 [ns256]=256 [st64]=64 [slow256]=256 [xl64]=64 [xs64]=64)
+    [xs64]="translated to Anthropic, stream, 64 conns"
+    [vk64]="virtual key (budget, limits, spend ledger), non-stream, 64 conns")
+declare -A S_CONNS=([ns16]=16 [ns64]=64 [ns256]=256 [st64]=64 [slow256]=256 [xl64]=64 [xs64]=64
+    [vk64]=64)
 declare -A S_BODY=([ns16]=body.json [ns64]=body.json [ns256]=body.json [st64]=body-stream.json
-    [slow256]=body-slow.json [xl64]=body-xl.json [xs64]=body-xs.json)
+    [slow256]=body-slow.json [xl64]=body-xl.json [xs64]=body-xs.json [vk64]=body-vk.json)
 # shellcheck disable=SC2034 # read through the nameref in scenario_path
 declare -A S_PATH_nginx=([ns16]=/v1/chat/completions [ns64]=/v1/chat/completions
     [ns256]=/v1/chat/completions [st64]=/stream/v1/chat/completions
     [slow256]=/slow/v1/chat/completions [xl64]=/v1/chat/completions
-    [xs64]=/stream/v1/chat/completions)
+    [xs64]=/stream/v1/chat/completions [vk64]=/v1/chat/completions)
 # shellcheck disable=SC2034
 declare -A S_PATH_switchboard=([ns16]=/v1/chat/completions [ns64]=/v1/chat/completions
     [ns256]=/v1/chat/completions [st64]=/v1/chat/completions [slow256]=/v1/chat/completions
-    [xl64]=/v1/chat/completions [xs64]=/v1/chat/completions)
+    [xl64]=/v1/chat/completions [xs64]=/v1/chat/completions [vk64]=/v1/chat/completions)
 
 for s in "${SCENARIOS[@]}"; do
     [ -n "${S_CONNS[$s]:-}" ] || die "unknown scenario '$s' in BENCH_SCENARIOS"
@@ -422,6 +434,17 @@ for proxy in "${PROXIES[@]}"; do
 done
 log "probes: every proxy answers each request kind with 200 and a complete reply or stream"
 
+# A virtual key with a budget and limits far above what the run spends or sends, so that every
+# request goes through admission, reservation, settlement and the spend journal.
+VIRTUAL_KEY=$(curl -sS --max-time 10 -H "Authorization: Bearer $MASTER_KEY" \
+    -H 'Content-Type: application/json' \
+    -d '{"key_alias":"bench","max_budget":1000000,"rpm_limit":100000000,"tpm_limit":100000000000,"max_parallel_requests":100000}' \
+    "http://127.0.0.1:$SB_PORT/key/generate" | sed -n 's/.*"key": *"\(sk-[^"]*\)".*/\1/p')
+[ -n "$VIRTUAL_KEY" ] || die "could not create a virtual key through /key/generate"
+curl -sS -o "$TMP/probe.out" -w '%{http_code}' --max-time 10 -H "Authorization: Bearer $VIRTUAL_KEY" \
+    -H 'Content-Type: application/json' --data-binary "@$TMP/body-vk.json" \
+    "http://127.0.0.1:$SB_PORT/v1/chat/completions" | grep -q 200 || die "the virtual key's probe failed"
+
 declare -A R # R[scenario,proxy,field]
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -429,7 +452,7 @@ CLK_TCK=$(getconf CLK_TCK)
 wrk_once() {
     local out=$1 conns=$2 secs=$3 url=$4 body=$5
     shift 5
-    run_waited env BENCH_BODY="$body" BENCH_KEY="$MASTER_KEY" timeout -k 5 $((secs + 30)) \
+    run_waited env BENCH_BODY="$body" BENCH_KEY="${WRK_KEY:-$MASTER_KEY}" timeout -k 5 $((secs + 30)) \
         wrk -t"$WRK_THREADS" -c"$conns" -d"${secs}s" --timeout 5s "$@" -s "$BENCH/post.lua" \
         "$url" >"$out" 2>&1 || {
         cat "$out" >&2
@@ -472,6 +495,10 @@ run_scenario() { # scenario proxy
 
     local log_start
     log_start=$(log_size "${ACCESS_LOG[$proxy]}")
+    # vk64: switchboard is called with a virtual key (nginx, which has none, with the master).
+    local WRK_KEY=$MASTER_KEY
+    [ "$s" = vk64 ] && [ "$proxy" = switchboard ] && WRK_KEY=$VIRTUAL_KEY
+    export WRK_KEY
     wrk_once "$TMP/wrk-$s-$proxy-warmup.txt" "$conns" "$WARMUP" "$url" "$body"
     errs=$(wrk_errors "$TMP/wrk-$s-$proxy-warmup.txt")
     [ "${errs%% *}" = 0 ] || FAILURES+=("$s via $proxy (warm-up):${errs#* }")
