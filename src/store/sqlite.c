@@ -806,8 +806,7 @@ struct sb_store *sb_store_sqlite_open(const char *path, char *err, size_t err_le
     if (exec_sql(q->db,
                  "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-8192; "
                  "PRAGMA wal_autocheckpoint=16384;",
-                 err, err_len) !=
-            SQLITE_OK ||
+                 err, err_len) != SQLITE_OK ||
         migrate(q->db, err, err_len) != SQLITE_OK)
         goto fail;
     return &q->base;
