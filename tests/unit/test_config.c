@@ -1133,6 +1133,9 @@ static void test_example_config(void **state)
     assert_true(find(cfg, "text-embedding-3-small")->disabled);
     assert_true(find(cfg, "llama-3.1-8b")->disabled);
     assert_true(find(cfg, "gpt-4o")->disabled);
+    assert_true(find(cfg, "claude-sonnet")->disabled);
+    assert_int_equal(find(cfg, "claude-sonnet")->provider, SB_PROVIDER_ANTHROPIC);
+    assert_true(find(cfg, "gemini-flash")->disabled);
     assert_string_equal(cfg->model_names[0], "demo");
     assert_int_equal(cfg->n_model_names, cfg->n_deployments);
     assert_has(&d, "environment variable OPENAI_API_KEY is not set");
@@ -1143,6 +1146,8 @@ static void test_example_config(void **state)
                                          {"GROQ_API_KEY", "gsk-test"},
                                          {"AZURE_API_KEY", "az-test"},
                                          {"AZURE_API_BASE", "https://r.openai.azure.com"},
+                                         {"ANTHROPIC_API_KEY", "sk-ant-test"},
+                                         {"GEMINI_API_KEY", "gem-test"},
                                          {NULL, NULL}};
     fake_env = env;
     cfg = load_example(&d);
