@@ -736,16 +736,49 @@ static void serve_models(struct sb_api_req *r, const struct sb_http_str *path)
     size_t n = path->n;
     if (n >= 3 && memcmp(p, "/v1", 3) == 0)
         p += 3, n -= 3;
+    /* A virtual key sees only the models it may call. */
+    bool filtered = !r->master && gw->policy && r->adm.key_hash[0];
     /* "/models" or "/models/{id}" */
-    if (n == 7) {
+    if (n == 7 && !filtered) {
         sb_http_respond(r->x, 200, "application/json", r->rid_header, r->rid_header_len,
                         gw->models_json, gw->models_json_len);
+        return;
+    }
+    if (n == 7) {
+        struct sb_buf b;
+        sb_buf_init(&b, 64u << 20);
+        int rc = sb_buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
+        bool first = true;
+        for (size_t g = 0; g < gw->cfg->n_model_names && !rc; g++) {
+            const char *name = gw->cfg->model_names[g];
+            if (gw->groups[g].n == 0 || !name ||
+                !sb_policy_model_allowed(gw->policy, r->adm.key_hash, name))
+                continue;
+            rc = first ? 0 : sb_buf_append_char(&b, ',');
+            first = false;
+            rc = rc ? rc : sb_buf_append_str(&b, "{\"id\":");
+            rc = rc ? rc : sb_buf_append_json_str(&b, name, strlen(name));
+            rc = rc ? rc
+                    : sb_buf_printf(&b,
+                                    ",\"object\":\"model\",\"created\":%lld,\"owned_by\":"
+                                    "\"switchboard\"}",
+                                    (long long)gw->started);
+        }
+        rc = rc ? rc : sb_buf_append_str(&b, "]}");
+        if (rc)
+            sb_api_fail(r, 500, "api_error", "internal_error", NULL, "Out of memory.");
+        else
+            sb_http_respond(r->x, 200, "application/json", r->rid_header, r->rid_header_len, b.data,
+                            b.len);
+        sb_buf_free(&b);
         return;
     }
     const char *id = p + 8;
     size_t idn = n - 8;
     int g = sb_config_model_index(gw->cfg, id, idn);
-    if (g < 0 || gw->groups[g].n == 0) {
+    if (g < 0 || gw->groups[g].n == 0 ||
+        (filtered &&
+         !sb_policy_model_allowed(gw->policy, r->adm.key_hash, gw->cfg->model_names[g]))) {
         char msg[400];
         snprintf(msg, sizeof msg, "The model '%.*s' does not exist.", (int)(idn < 200 ? idn : 200),
                  id);

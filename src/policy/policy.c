@@ -1168,6 +1168,22 @@ static bool model_allowed(const struct sb_policy *p, const struct ent *e, const 
     return false;
 }
 
+bool sb_policy_model_allowed(struct sb_policy *p, const char *key_hash, const char *model)
+{
+    pthread_rwlock_rdlock(&p->lock);
+    const struct ent *k = table_find(&p->t[SB_ENT_KEY], SB_ENT_KEY, key_hash);
+    bool ok = false;
+    if (k != NULL) {
+        const struct ent *t =
+            k->team_id ? table_find(&p->t[SB_ENT_TEAM], SB_ENT_TEAM, k->team_id) : NULL;
+        const struct ent *u =
+            k->user_id ? table_find(&p->t[SB_ENT_USER], SB_ENT_USER, k->user_id) : NULL;
+        ok = model_allowed(p, k, model) && model_allowed(p, t, model) && model_allowed(p, u, model);
+    }
+    pthread_rwlock_unlock(&p->lock);
+    return ok;
+}
+
 static void fmt_dollars(char *out, size_t cap, int64_t nano)
 {
     snprintf(out, cap, "%.9g", (double)nano / NANO);

@@ -129,6 +129,10 @@ void sb_policy_settle(struct sb_policy *p, struct sb_admission *a, int64_t cost_
  * parallel slot are freed (the RPM count stays: the request was made). */
 void sb_policy_release(struct sb_policy *p, struct sb_admission *a);
 
+/* Whether the key (by hash) may use a model alias: its own, its team's and its user's model
+ * lists (for /v1/models, which lists only what a key may call). */
+bool sb_policy_model_allowed(struct sb_policy *p, const char *key_hash, const char *model);
+
 /* Sum of every outstanding reservation (tests: zero at quiescence). */
 int64_t sb_policy_reserved_total(struct sb_policy *p);
 

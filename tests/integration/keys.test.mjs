@@ -271,6 +271,17 @@ describe('access', () => {
     assert.match(r.json.error.message, /ok2/);
   });
 
+  test('/v1/models lists only what the key may call', async () => {
+    const { key } = await newKey({ models: ['ok'] });
+    const get = (path, k) => fetch(`${stack.gw.url}${path}`, { headers: { authorization: `Bearer ${k}` } });
+    const list = await (await get('/v1/models', key)).json();
+    assert.deepEqual(list.data.map((m) => m.id), ['ok']);
+    assert.equal((await get('/v1/models/ok', key)).status, 200);
+    assert.equal((await get('/v1/models/ok2', key)).status, 404);
+    const all = await (await get('/v1/models', (await newKey({})).key)).json();
+    assert.ok(all.data.length > 1 && all.data.some((m) => m.id === 'ok2'));
+  });
+
   test('blocked, expired and deleted keys: 401; an unblocked key works again', async () => {
     const gw = stack.gw;
     const { key, token } = await newKey({});
