@@ -1173,20 +1173,6 @@ static int write_tail(struct enc *e, struct sb_buf *b)
     return rc;
 }
 
-static void merge_usage(struct sb_usage *dst, const struct sb_usage *src)
-{
-    if (src->input >= 0)
-        dst->input = src->input;
-    if (src->cache_read >= 0)
-        dst->cache_read = src->cache_read;
-    if (src->cache_write >= 0)
-        dst->cache_write = src->cache_write;
-    if (src->output >= 0)
-        dst->output = src->output;
-    if (src->reasoning >= 0)
-        dst->reasoning = src->reasoning;
-}
-
 static int dup_into(char **dst, const char *s)
 {
     free(*dst);
@@ -1251,7 +1237,7 @@ static int enc_step(struct enc *e, const struct sb_canon_event *ev, struct sb_bu
             return SB_CANON_E_INVALID;
         int rc = write_start(e, ev, b);
         if (rc == 0) {
-            merge_usage(&e->usage, &ev->usage);
+            sb_usage_merge(&e->usage, &ev->usage);
             e->state = ENC_STARTED;
         }
         return rc;
@@ -1310,7 +1296,7 @@ static int enc_step(struct enc *e, const struct sb_canon_event *ev, struct sb_bu
         if (e->state != ENC_FINISHED)
             return SB_CANON_E_INVALID;
         struct sb_usage saved = e->usage;
-        merge_usage(&e->usage, &ev->usage);
+        sb_usage_merge(&e->usage, &ev->usage);
         int rc = write_tail(e, b);
         if (rc == 0)
             e->state = ENC_DONE;

@@ -261,7 +261,7 @@ static int dup_opt(char **dst, const char *s)
     return 0;
 }
 
-static void merge_usage(struct sb_usage *dst, const struct sb_usage *src)
+void sb_usage_merge(struct sb_usage *dst, const struct sb_usage *src)
 {
     if (src->input >= 0)
         dst->input = src->input;
@@ -283,7 +283,7 @@ int sb_canon_resp_event(void *resp, const struct sb_canon_event *ev)
         if (r->started)
             return SB_CANON_E_INVALID;
         r->started = true;
-        merge_usage(&r->usage, &ev->usage);
+        sb_usage_merge(&r->usage, &ev->usage);
         if (dup_opt(&r->id, ev->id) || dup_opt(&r->model, ev->model))
             return -ENOMEM;
         return 0;
@@ -335,7 +335,7 @@ int sb_canon_resp_event(void *resp, const struct sb_canon_event *ev)
         r->finish = ev->finish;
         return dup_opt(&r->stop_sequence, ev->stop_sequence);
     case SB_EV_USAGE:
-        merge_usage(&r->usage, &ev->usage);
+        sb_usage_merge(&r->usage, &ev->usage);
         return 0;
     case SB_EV_ERROR:
         r->has_error = true;
@@ -543,6 +543,35 @@ void sb_embed_resp_free(struct sb_embed_resp *r)
 }
 
 /* ------------------------------------------------------------------ helpers */
+
+struct dump_ctx {
+    struct sb_buf *out;
+    int rc;
+};
+
+static int dump_cb(const char *buffer, size_t size, void *ud)
+{
+    struct dump_ctx *d = ud;
+    int rc = sb_buf_append(d->out, buffer, size);
+    if (rc) {
+        d->rc = rc;
+        return -1;
+    }
+    return 0;
+}
+
+int sb_canon_dump_json(const json_t *root, struct sb_buf *out)
+{
+    size_t mark = out->len;
+    struct dump_ctx d = {out, 0};
+    if (json_dump_callback(root, dump_cb, &d, JSON_COMPACT) != 0) {
+        out->len = mark;
+        if (out->data)
+            out->data[mark] = '\0';
+        return d.rc ? d.rc : -ENOMEM;
+    }
+    return 0;
+}
 
 char *sb_canon_strndup(const char *s, size_t n)
 {

@@ -210,6 +210,8 @@ struct sb_usage {
 };
 
 void sb_usage_init(struct sb_usage *u); /* all -1 */
+/* Copies into dst the counts src knows (>= 0), keeping dst's others. */
+void sb_usage_merge(struct sb_usage *dst, const struct sb_usage *src);
 /* The whole prompt: input + cache_read + cache_write (unknown parts count as 0); -1 if
  * input is unknown. */
 int64_t sb_usage_prompt(const struct sb_usage *u);
@@ -369,6 +371,10 @@ void sb_embed_req_free(struct sb_embed_req *r);
 void sb_embed_resp_free(struct sb_embed_resp *r);
 
 /* ------------------------------------------------------------------ small helpers */
+
+/* Appends `root` as compact JSON to `out`. 0; -E2BIG at out's cap or -ENOMEM, then `out` is
+ * left as it was. */
+int sb_canon_dump_json(const json_t *root, struct sb_buf *out);
 
 /* Appends `n` bytes of `s` as a new malloc'd NUL-terminated string; NULL on ENOMEM. */
 char *sb_canon_strndup(const char *s, size_t n);

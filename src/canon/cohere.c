@@ -16,23 +16,6 @@
 
 /* ------------------------------------------------------------------ shared helpers */
 
-static int dump_cb(const char *buffer, size_t size, void *data)
-{
-    return sb_buf_append(data, buffer, size) == 0 ? 0 : -1;
-}
-
-static int dump_json(json_t *root, struct sb_buf *out)
-{
-    size_t mark = out->len;
-    if (json_dump_callback(root, dump_cb, out, JSON_COMPACT) != 0) {
-        out->len = mark;
-        if (out->data)
-            out->data[mark] = '\0';
-        return -E2BIG;
-    }
-    return 0;
-}
-
 static const char *jstr(const json_t *o, const char *key)
 {
     return json_string_value(json_object_get(o, key));
@@ -416,7 +399,7 @@ static int encode_request(const struct sb_canon_req *req, const char *model, str
     }
     if (req->stream)
         set_new(root, "stream", json_true());
-    if (dump_json(root, out) != 0) {
+    if (sb_canon_dump_json(root, out) != 0) {
         json_decref(root);
         sb_error_set(err, 413, "invalid_request_error", "request_too_large", NULL,
                      "the translated request is larger than the gateway allows");
@@ -784,7 +767,7 @@ static int embed_encode(const struct sb_embed_req *req, size_t from, size_t to, 
             goto oom;
     if (req->dimensions >= 0)
         set_new(root, "output_dimension", json_integer(req->dimensions));
-    if (dump_json(root, out) != 0) {
+    if (sb_canon_dump_json(root, out) != 0) {
         json_decref(root);
         sb_error_set(err, 413, "invalid_request_error", "request_too_large", NULL,
                      "the translated request is larger than the gateway allows");

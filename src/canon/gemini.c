@@ -50,22 +50,6 @@ static int push_new(json_t *arr, json_t *v)
     return json_array_append_new(arr, v) ? -ENOMEM : 0;
 }
 
-/* Serializes `root` compactly at the end of `out` (-E2BIG at its cap). */
-static int dump_to_buf(const json_t *root, struct sb_buf *out)
-{
-    size_t n = json_dumpb(root, NULL, 0, JSON_COMPACT);
-    if (n == 0)
-        return -ENOMEM;
-    int rc = sb_buf_reserve(out, n);
-    if (rc)
-        return rc;
-    if (json_dumpb(root, out->data + out->len, n, JSON_COMPACT) != n)
-        return -ENOMEM;
-    out->len += n;
-    out->data[out->len] = '\0';
-    return 0;
-}
-
 static void set_buf_error(struct sb_error *err, int rc)
 {
     if (rc == -E2BIG)
@@ -852,7 +836,7 @@ static int encode_tools(struct enc *e, json_t *root)
 static int finish_body(struct enc *e, json_t *root, int rc, struct sb_buf *out)
 {
     size_t mark = out->len;
-    rc = rc ? rc : dump_to_buf(root, out);
+    rc = rc ? rc : sb_canon_dump_json(root, out);
     json_decref(root);
     if (rc) {
         if (out->len != mark) {

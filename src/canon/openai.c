@@ -16,24 +16,6 @@
 
 /* ------------------------------------------------------------------ shared helpers */
 
-static int dump_cb(const char *buffer, size_t size, void *data)
-{
-    return sb_buf_append(data, buffer, size) == 0 ? 0 : -1;
-}
-
-/* Serializes `root` into `out`; on failure `out` is left as it was. */
-static int dump_json(json_t *root, struct sb_buf *out)
-{
-    size_t mark = out->len;
-    if (json_dump_callback(root, dump_cb, out, JSON_COMPACT) != 0) {
-        out->len = mark;
-        if (out->data)
-            out->data[mark] = '\0';
-        return -E2BIG;
-    }
-    return 0;
-}
-
 static const char *jstr(const json_t *o, const char *key)
 {
     return json_string_value(json_object_get(o, key));
@@ -487,7 +469,7 @@ static int encode_request(const struct sb_canon_req *req, const char *model, str
         set_new(root, "stream", json_true());
         set_new(root, "stream_options", json_pack("{s:b}", "include_usage", 1));
     }
-    int rc = dump_json(root, out);
+    int rc = sb_canon_dump_json(root, out);
     json_decref(root);
     if (rc != 0) {
         sb_error_set(err, 413, "invalid_request_error", "request_too_large", NULL,
