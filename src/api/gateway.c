@@ -14,26 +14,40 @@
 
 /* ---------------------------------------------------------------- setup */
 
+/* One entry of /v1/models. */
+static int append_model(struct sb_buf *b, const char *name, time_t created)
+{
+    int rc = sb_buf_append_str(b, "{\"id\":");
+    rc = rc ? rc : sb_buf_append_json_str(b, name, strlen(name));
+    rc = rc ? rc
+            : sb_buf_printf(b,
+                            ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"switchboard\"}",
+                            (long long)created);
+    return rc;
+}
+
+/* The /v1/models list: every available alias, or (key_hash given) those the key may call. */
+static int append_models(const struct sb_gateway *gw, struct sb_buf *b, const char *key_hash)
+{
+    int rc = sb_buf_append_str(b, "{\"object\":\"list\",\"data\":[");
+    bool first = true;
+    for (size_t i = 0; i < gw->cfg->n_model_names && rc == 0; i++) {
+        const char *name = gw->cfg->model_names[i];
+        if (gw->groups[i].n == 0 ||
+            (key_hash && !sb_policy_model_allowed(gw->policy, key_hash, name)))
+            continue;
+        rc = first ? 0 : sb_buf_append_char(b, ',');
+        rc = rc ? rc : append_model(b, name, gw->started);
+        first = false;
+    }
+    return rc ? rc : sb_buf_append_str(b, "]}");
+}
+
 static int build_models_json(struct sb_gateway *gw)
 {
     struct sb_buf b;
     sb_buf_init(&b, 64u << 20);
-    int rc = sb_buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
-    bool first = true;
-    for (size_t i = 0; i < gw->cfg->n_model_names && rc == 0; i++) {
-        if (gw->groups[i].n == 0)
-            continue;
-        const char *name = gw->cfg->model_names[i];
-        rc = sb_buf_append_str(&b, first ? "{\"id\":" : ",{\"id\":");
-        rc = rc ? rc : sb_buf_append_json_str(&b, name, strlen(name));
-        rc = rc ? rc
-                : sb_buf_printf(
-                      &b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"switchboard\"}",
-                      (long long)gw->started);
-        first = false;
-    }
-    rc = rc ? rc : sb_buf_append_str(&b, "]}");
-    if (rc) {
+    if (append_models(gw, &b, NULL) != 0) {
         sb_buf_free(&b);
         return -1;
     }
@@ -747,25 +761,7 @@ static void serve_models(struct sb_api_req *r, const struct sb_http_str *path)
     if (n == 7) {
         struct sb_buf b;
         sb_buf_init(&b, 64u << 20);
-        int rc = sb_buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
-        bool first = true;
-        for (size_t g = 0; g < gw->cfg->n_model_names && !rc; g++) {
-            const char *name = gw->cfg->model_names[g];
-            if (gw->groups[g].n == 0 || !name ||
-                !sb_policy_model_allowed(gw->policy, r->adm.key_hash, name))
-                continue;
-            rc = first ? 0 : sb_buf_append_char(&b, ',');
-            first = false;
-            rc = rc ? rc : sb_buf_append_str(&b, "{\"id\":");
-            rc = rc ? rc : sb_buf_append_json_str(&b, name, strlen(name));
-            rc = rc ? rc
-                    : sb_buf_printf(&b,
-                                    ",\"object\":\"model\",\"created\":%lld,\"owned_by\":"
-                                    "\"switchboard\"}",
-                                    (long long)gw->started);
-        }
-        rc = rc ? rc : sb_buf_append_str(&b, "]}");
-        if (rc)
+        if (append_models(gw, &b, r->adm.key_hash) != 0)
             sb_api_fail(r, 500, "api_error", "internal_error", NULL, "Out of memory.");
         else
             sb_http_respond(r->x, 200, "application/json", r->rid_header, r->rid_header_len, b.data,
@@ -788,14 +784,7 @@ static void serve_models(struct sb_api_req *r, const struct sb_http_str *path)
     r->rec.model = g;
     struct sb_buf b;
     sb_buf_init(&b, 8192);
-    int rc = sb_buf_append_str(&b, "{\"id\":");
-    rc = rc ? rc
-            : sb_buf_append_json_str(&b, gw->cfg->model_names[g], strlen(gw->cfg->model_names[g]));
-    rc = rc ? rc
-            : sb_buf_printf(&b,
-                            ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"switchboard\"}",
-                            (long long)gw->started);
-    if (rc)
+    if (append_model(&b, gw->cfg->model_names[g], gw->started) != 0)
         sb_api_fail(r, 500, "api_error", "internal_error", NULL, "Out of memory.");
     else
         sb_http_respond(r->x, 200, "application/json", r->rid_header, r->rid_header_len, b.data,
