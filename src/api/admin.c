@@ -6,6 +6,8 @@
  * request on any worker sees it. The plaintext of a key exists only on the worker that made it,
  * in the one response that shows it; the store and the policy only ever see its SHA-256 hex. */
 #include "api/api.h"
+
+#include "core/hex.h"
 #include "core/log.h"
 
 #include <ctype.h>
@@ -1427,17 +1429,6 @@ static void submit(struct sb_api_req *r, struct job *j)
 
 /* ------------------------------------------------------------------------- the request */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The percent-decoded value of a query parameter: 1 found, 0 absent, -1 malformed or longer
  * than out_len - 1 or holding a NUL. */
 static int query_get(const struct sb_http_str *q, const char *name, char *out, size_t out_len)
@@ -1455,9 +1446,9 @@ static int query_get(const struct sb_http_str *q, const char *name, char *out, s
                 if (c == '+') {
                     c = ' ';
                 } else if (c == '%') {
-                    if (seg_end - s < 3 || hexval(s[1]) < 0 || hexval(s[2]) < 0)
+                    if (seg_end - s < 3 || sb_hex_val(s[1]) < 0 || sb_hex_val(s[2]) < 0)
                         return -1;
-                    c = hexval(s[1]) * 16 + hexval(s[2]);
+                    c = sb_hex_val(s[1]) * 16 + sb_hex_val(s[2]);
                     s += 2;
                 }
                 if (c == 0 || o + 1 >= out_len)

@@ -1,5 +1,7 @@
 #include "canon/sigv4.h"
 
+#include "core/hex.h"
+
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
@@ -47,25 +49,14 @@ int sb_sigv4_encode_path(const char *raw, struct sb_buf *out)
     return encode_bytes(out, raw, strlen(raw));
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes one query component and appends it re-encoded with the unreserved set, so an
  * already-encoded query is not encoded twice. '+' is a literal plus (%2B), not a space. */
 static int requote(struct sb_buf *out, const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            ch = (unsigned char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+        if (ch == '%' && i + 2 < n && sb_hex_val(s[i + 1]) >= 0 && sb_hex_val(s[i + 2]) >= 0) {
+            ch = (unsigned char)(sb_hex_val(s[i + 1]) * 16 + sb_hex_val(s[i + 2]));
             i += 2;
         }
         char c = (char)ch;

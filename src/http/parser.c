@@ -1,5 +1,7 @@
 #include "http/parser.h"
 
+#include "core/hex.h"
+
 #include <errno.h>
 #include <string.h>
 
@@ -437,17 +439,6 @@ void sb_http_chunked_init(struct sb_http_chunked *c)
     c->done = false;
 }
 
-static int hexval(unsigned char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 static ssize_t chunk_fail(struct sb_http_chunked *c, int err)
 {
     c->state = CK_ERROR;
@@ -464,7 +455,7 @@ ssize_t sb_http_chunked_feed(struct sb_http_chunked *c, const char *in, size_t l
         unsigned char ch = (unsigned char)in[i];
         switch (c->state) {
         case CK_SIZE: {
-            int v = hexval(ch);
+            int v = sb_hex_val(ch);
             if (v >= 0) {
                 /* 16 digits fill a uint64_t, so the limit also rules out overflow. */
                 if (c->digits == CHUNK_DIGITS_MAX)

@@ -1,5 +1,7 @@
 #include "json/scan.h"
 
+#include "core/hex.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
@@ -71,23 +73,12 @@ static inline bool is_digit(unsigned char c)
     return c >= '0' && c <= '9';
 }
 
-static int hex_val(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Four hex digits at p[i..i+4), or -1. The caller checked the bounds. */
 static long hex4(const unsigned char *p, size_t i)
 {
     long v = 0;
     for (size_t k = 0; k < 4; k++) {
-        int h = hex_val(p[i + k]);
+        int h = sb_hex_val(p[i + k]);
         if (h < 0)
             return -1;
         v = (v << 4) | h;

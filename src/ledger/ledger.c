@@ -2,6 +2,8 @@
  * resets. The design and its failure behaviour are in docs/internals/ledger.md. */
 #include "ledger/ledger.h"
 
+#include "core/hex.h"
+
 #include "core/log.h"
 
 #include <dirent.h>
@@ -243,17 +245,6 @@ static void in_ws(struct in *s)
         s->pos++;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Reads a string into out (NUL-terminated, at most cap - 1 bytes; longer is an error). out
  * NULL: the string is only skipped. */
 static int in_str(struct in *s, char *out, size_t cap)
@@ -299,7 +290,7 @@ static int in_str(struct in *s, char *out, size_t cap)
                     return -1;
                 int v = 0;
                 for (int i = 0; i < 4; i++) {
-                    int h = hexval(s->p[s->pos + (size_t)i]);
+                    int h = sb_hex_val(s->p[s->pos + (size_t)i]);
                     if (h < 0)
                         return -1;
                     v = v * 16 + h;

@@ -303,7 +303,4 @@ void sb_fake_store_free(void);
  * process exit code. */
 int sb_fake_server_run(const struct sb_fake_config *cfg);
 
-/* The value of a hex digit, or -1. */
-int sb_fake_hex_val(char c);
-
 #endif

@@ -3,6 +3,8 @@
  * payload hash; the signature itself is not verified. */
 #include "fake.h"
 
+#include "core/hex.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <openssl/sha.h>
@@ -93,7 +95,7 @@ static void send_error(struct sb_fake_call *x, int status, const char *name, con
 static bool all_hex(const char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (sb_fake_hex_val(p[i]) < 0)
+        if (sb_hex_val(p[i]) < 0)
             return false;
     }
     return true;
@@ -480,9 +482,9 @@ static long model_id(struct sb_fake_str p, char *out, size_t cap)
     for (const char *c = s; c < slash; c++) {
         char v = *c;
         if (v == '%') {
-            if (slash - c < 3 || sb_fake_hex_val(c[1]) < 0 || sb_fake_hex_val(c[2]) < 0)
+            if (slash - c < 3 || sb_hex_val(c[1]) < 0 || sb_hex_val(c[2]) < 0)
                 return -1;
-            v = (char)(sb_fake_hex_val(c[1]) * 16 + sb_fake_hex_val(c[2]));
+            v = (char)(sb_hex_val(c[1]) * 16 + sb_hex_val(c[2]));
             c += 2;
         }
         if (k + 1 >= cap || v == '\0')

@@ -6,6 +6,8 @@
  * the input buffer moves. */
 #include "fake.h"
 
+#include "core/hex.h"
+
 #include <errno.h>
 #include <string.h>
 #include <strings.h>
@@ -136,17 +138,6 @@ static int parse_content_length(struct sb_fake_str v, uint64_t *out)
     return 0;
 }
 
-int sb_fake_hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Walks a chunked body starting at `p`. With `out`, copies the data there. Returns 1 and the
  * offset past the body, 0 for more input, or a negative status. */
 static int walk_chunked(const char *data, size_t len, size_t p, size_t max, struct sb_buf *out,
@@ -163,8 +154,8 @@ static int walk_chunked(const char *data, size_t len, size_t p, size_t max, stru
         const char *s = data + p;
         size_t i = 0;
         uint64_t size = 0;
-        while (i < (size_t)ln && sb_fake_hex_val(s[i]) >= 0) {
-            size = size * 16 + (uint64_t)sb_fake_hex_val(s[i]);
+        while (i < (size_t)ln && sb_hex_val(s[i]) >= 0) {
+            size = size * 16 + (uint64_t)sb_hex_val(s[i]);
             if (size > max)
                 return -413;
             i++;

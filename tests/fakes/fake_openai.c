@@ -5,6 +5,8 @@
  * pretty-printed error envelopes the real API sends. */
 #include "fake.h"
 
+#include "core/hex.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -348,9 +350,9 @@ static int parse_directives(struct sb_fake_directives *d, const char *s, size_t 
         }
         for (size_t j = start; j < end; j++) {
             char c = s[j];
-            if (decode && c == '%' && j + 2 < end && sb_fake_hex_val(s[j + 1]) >= 0 &&
-                sb_fake_hex_val(s[j + 2]) >= 0) {
-                c = (char)(sb_fake_hex_val(s[j + 1]) * 16 + sb_fake_hex_val(s[j + 2]));
+            if (decode && c == '%' && j + 2 < end && sb_hex_val(s[j + 1]) >= 0 &&
+                sb_hex_val(s[j + 2]) >= 0) {
+                c = (char)(sb_hex_val(s[j + 1]) * 16 + sb_hex_val(s[j + 2]));
                 j += 2;
             }
             if (c == '\0') {
