@@ -9,9 +9,9 @@ APT_PACKAGES=(
   # build
   gcc make cmake pkg-config clang libclang-rt-14-dev clang-format
   # libraries (DESIGN.md, "Dependencies")
-  libuv1-dev libcurl4-openssl-dev libssl-dev libjansson-dev libyaml-dev libpcre2-dev zlib1g-dev libsqlite3-dev libpq-dev
+  libuv1-dev libcurl4-openssl-dev libssl-dev libjansson-dev libyaml-dev libpcre2-dev zlib1g-dev libsqlite3-dev libpq-dev libhiredis-dev
   # tests
-  libcmocka-dev curl ca-certificates postgresql sqlite3
+  libcmocka-dev curl ca-certificates postgresql sqlite3 redis-server
   # benchmark
   wrk nginx-light iproute2
 )

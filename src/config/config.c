@@ -4,6 +4,7 @@
 #include "router/rules.h"
 
 #include "core/buf.h"
+#include "store/redis.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -1401,6 +1402,23 @@ static void load_general(struct ctx *c, const struct ynode *v, struct sb_config 
                 continue;
             }
             set_str(&cfg->database_url, s);
+        } else if (scalar_is(k, "redis_url")) {
+            if (is_null(val))
+                continue;
+            char *s;
+            if (read_str(c, val, "general_settings.redis_url", NULL, &s) != 0)
+                continue;
+            struct sb_redis_url u;
+            char err[160];
+            if (sb_redis_parse_url(s, &u, err, sizeof err) != 0) {
+                fail(c, val->line, "general_settings.redis_url: %s", err);
+                free(s);
+                continue;
+            }
+            set_str(&cfg->redis_url, s);
+        } else if (scalar_is(k, "redis_timeout_ms")) {
+            get_int(c, val, "general_settings.redis_timeout_ms", NULL, 1, 60000,
+                    &cfg->redis_timeout_ms);
         } else {
             warn(c, k->line, "general_settings.%s is not supported yet, ignored", show_node(k).s);
         }
@@ -1596,6 +1614,16 @@ static void load_router(struct ctx *c, const char *section, const struct ynode *
             load_rules(c, val, key, r);
         } else if (scalar_is(k, "timeout") || scalar_is(k, "request_timeout")) {
             get_double(c, val, key, NULL, 1e7, &r->timeout_s);
+        } else if (scalar_is(k, "redis_host")) {
+            char *s;
+            if (!is_null(val) && read_str(c, val, key, NULL, &s) == 0)
+                set_str(&cfg->redis_host, s);
+        } else if (scalar_is(k, "redis_port")) {
+            get_int(c, val, key, NULL, 1, 65535, &cfg->redis_port);
+        } else if (scalar_is(k, "redis_password")) {
+            char *s;
+            if (!is_null(val) && read_str(c, val, key, NULL, &s) == 0)
+                set_str(&cfg->redis_password, s);
         } else if (scalar_is(k, "allowed_fails_policy")) {
             int *slots[] = {&r->allowed_auth,       &r->allowed_timeout,
                             &r->allowed_rate_limit, &r->allowed_content_policy,
@@ -1785,6 +1813,8 @@ int sb_config_load_string(const char *yaml, size_t len, const char *name, struct
         cfg->server.upstream_http1 = xstrdup("native");
     if (!cfg->server.reserve_output_tokens)
         cfg->server.reserve_output_tokens = 4096;
+    if (!cfg->redis_timeout_ms)
+        cfg->redis_timeout_ms = 100;
     if (!cfg->database_url && cfg->master_key)
         cfg->database_url = xstrdup("sqlite://switchboard.db");
     if (!cfg->router.routing_strategy)
@@ -1910,6 +1940,9 @@ void sb_config_free(struct sb_config *cfg)
     free(cfg->server.upstream_http1);
     free(cfg->server.journal_dir);
     free(cfg->database_url);
+    free(cfg->redis_url);
+    free(cfg->redis_host);
+    free(cfg->redis_password);
     fallbacks_free(cfg->router.fallbacks, cfg->router.n_fallbacks);
     fallbacks_free(cfg->router.context_window_fallbacks, cfg->router.n_context_window_fallbacks);
     fallbacks_free(cfg->router.content_policy_fallbacks, cfg->router.n_content_policy_fallbacks);

@@ -160,6 +160,14 @@ struct sb_config {
      * "sqlite://switchboard.db" when a master_key is set (virtual keys need one), else no
      * database at all. */
     char *database_url;
+    /* Redis for the limits and budgets several instances share: general_settings.redis_url
+     * ("redis://[[user]:password@]host[:port][/db]"), or LiteLLM's router_settings.redis_host,
+     * redis_port, redis_password. NULL host: no Redis (limits per instance). */
+    char *redis_url;
+    char *redis_host;
+    int64_t redis_port;
+    char *redis_password;
+    int64_t redis_timeout_ms; /* general_settings.redis_timeout_ms (default 100) */
     struct sb_router_config router;
     struct sb_server_config server;
 };

@@ -1049,6 +1049,50 @@ collected:
     free(due);
 }
 
+static void shared_level(struct sb_shared_level *l, char kind, const char *a, const char *b,
+                         int64_t rpm, int64_t tpm, int64_t par, const struct money *m,
+                         int64_t period)
+{
+    l->kind = kind;
+    snprintf(l->name, sizeof l->name, "%c:%s%s%s", kind, a, b ? ":" : "", b ? b : "");
+    l->rpm_limit = rpm;
+    l->tpm_limit = tpm;
+    l->par_limit = par;
+    l->max_budget = m->max;
+    l->spend = m->spend;
+    l->period = period;
+}
+
+size_t sb_policy_shared_levels(struct sb_policy *p, const struct sb_admission *a,
+                               struct sb_shared_level out[SB_SHARED_LEVELS])
+{
+    const struct held *h = a->handle;
+    if (h == NULL)
+        return 0;
+    static const char kinds[] = {'k', 't', 'u', 'c'};
+    size_t n = 0;
+    pthread_rwlock_rdlock(&p->lock);
+    pthread_mutex_lock(&p->money);
+    for (int i = LV_KEY; i <= LV_CUSTOMER; i++) {
+        const struct ent *e = h->e[i];
+        if (e == NULL)
+            continue;
+        bool limits = i != LV_CUSTOMER;
+        int64_t rpm = limits ? e->rpm_limit : -1, tpm = limits ? e->tpm_limit : -1;
+        int64_t par = limits ? e->par_limit : -1;
+        if (rpm < 0 && tpm < 0 && par < 0 && e->m.max < 0)
+            continue;
+        shared_level(&out[n++], kinds[i], e->id, NULL, rpm, tpm, par, &e->m, e->reset_at);
+    }
+    const struct mctr *mc = h->mc;
+    if (mc != NULL && (mc->rpm_limit >= 0 || mc->tpm_limit >= 0 || mc->m.max >= 0))
+        shared_level(&out[n++], 'm', h->e[LV_KEY]->id, mc->model, mc->rpm_limit, mc->tpm_limit, -1,
+                     &mc->m, mc->reset_at);
+    pthread_mutex_unlock(&p->money);
+    pthread_rwlock_unlock(&p->lock);
+    return n;
+}
+
 int64_t sb_policy_reserved_total(struct sb_policy *p)
 {
     pthread_mutex_lock(&p->money);
@@ -1283,6 +1327,8 @@ static int reserve_budget(struct sb_policy *p, const struct sb_admit_req *req, s
     }
     h->reservation = reserve;
     a->reserved_nano = reserve;
+    a->in_cost_nano = in_cost;
+    a->price_out = price_out;
     pthread_mutex_unlock(&p->money);
     return 0;
 

@@ -107,7 +107,11 @@ struct sb_admission {
     /* x-ratelimit-* values of the tightest key-level limits (-1: no limit). */
     int64_t limit_requests, remaining_requests, limit_tokens, remaining_tokens;
     int64_t reset_ms; /* until the current rate window ends */
-    void *handle;     /* internal: the entities held by this admission */
+    /* The worst-case price parts of the reservation, for a shared admission that lowers the
+     * output limit further (src/policy/shared.h). */
+    int64_t in_cost_nano;
+    double price_out;
+    void *handle; /* internal: the entities held by this admission */
 };
 
 /* Authenticates and admits. Always fills `a`; returns a->status. On success the request holds
@@ -132,6 +136,25 @@ void sb_policy_release(struct sb_policy *p, struct sb_admission *a);
 /* Whether the key (by hash) may use a model alias: its own, its team's and its user's model
  * lists (for /v1/models, which lists only what a key may call). */
 bool sb_policy_model_allowed(struct sb_policy *p, const char *key_hash, const char *model);
+
+/* ---- what several instances share (src/policy/shared.h) ---- */
+
+#define SB_SHARED_LEVELS 5
+
+/* One level of an admitted request as the shared counters see it. */
+struct sb_shared_level {
+    char kind;      /* 'k' key, 't' team, 'u' user, 'c' end user, 'm' the key's model */
+    char name[400]; /* the counters' name: "k:<hash>", "t:<id>", ... "m:<hash>:<model>" */
+    int64_t rpm_limit, tpm_limit, par_limit; /* -1: none */
+    int64_t max_budget;                      /* nano; -1: none */
+    int64_t spend;                           /* this instance's view, nano */
+    int64_t period;                          /* the budget period's end (Unix s), 0: none */
+};
+
+/* The levels of an admitted request (sb_policy_admit returned 0) that have a limit or a
+ * budget, in the order key, team, user, end user, model. Returns how many (0..5). */
+size_t sb_policy_shared_levels(struct sb_policy *p, const struct sb_admission *a,
+                               struct sb_shared_level out[SB_SHARED_LEVELS]);
 
 /* Sum of every outstanding reservation (tests: zero at quiescence). */
 int64_t sb_policy_reserved_total(struct sb_policy *p);
