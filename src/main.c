@@ -101,6 +101,21 @@ static int start_ledger(struct sb_gateway *gw, const struct sb_config *cfg, int 
         gw->policy = NULL;
         return -1;
     }
+    /* Redis: limits and budgets shared with the other instances (a connection per worker). */
+    if (cfg->redis_url) {
+        if (sb_redis_parse_url(cfg->redis_url, &gw->redis, err, sizeof err) != 0)
+            return -1; /* validated with the config */
+        gw->redis_on = true;
+    } else if (cfg->redis_host) {
+        memset(&gw->redis, 0, sizeof gw->redis);
+        snprintf(gw->redis.host, sizeof gw->redis.host, "%s", cfg->redis_host);
+        gw->redis.port = cfg->redis_port ? (int)cfg->redis_port : 6379;
+        snprintf(gw->redis.password, sizeof gw->redis.password, "%s",
+                 cfg->redis_password ? cfg->redis_password : "");
+        gw->redis_on = true;
+    }
+    if (gw->redis_on)
+        sb_info("limits and budgets shared through redis %s:%d", gw->redis.host, gw->redis.port);
     return 0;
 }
 

@@ -13,6 +13,7 @@
 #include "ledger/ledger.h"
 #include "policy/policy.h"
 #include "policy/prices.h"
+#include "policy/shared.h"
 #include "obs/metrics.h"
 #include "providers/provider.h"
 #include "router/router.h"
@@ -72,6 +73,9 @@ struct sb_gateway {
     _Atomic bool *price_warned; /* per deployment: its missing price was logged */
     struct sb_price *prices;    /* per deployment, resolved at start */
     bool *priced;               /* per deployment: prices[i] is known */
+    /* Redis for the limits and budgets shared by every instance (policy/shared.h). */
+    struct sb_redis_url redis;
+    bool redis_on;
 };
 
 struct sb_gw_worker {
@@ -79,6 +83,7 @@ struct sb_gw_worker {
     struct sb_worker *w;
     int index;
     struct sb_upstream *up;
+    struct sb_shared *shared; /* NULL: no Redis */
     struct sb_buf access_log;
     uint32_t rr;
     uint64_t rng;
@@ -136,6 +141,7 @@ struct sb_api_req {
     size_t key_n;
     char end_user[129]; /* the request's `user` (Anthropic: metadata.user_id), or "" */
     struct sb_admission adm;
+    struct sb_shared_ticket shared; /* what the request holds in Redis */
 };
 
 /* The proxy for chat/completions, completions and embeddings. */

@@ -111,6 +111,8 @@ void sb_api_bill(struct sb_api_req *r, int status)
             sb_policy_settle(gw->policy, &r->adm, rec->cost_nano, tokens, now_ms());
         else
             sb_policy_release(gw->policy, &r->adm);
+        sb_shared_finish(r->gw_w->shared, &r->shared, usage ? rec->cost_nano : 0,
+                         usage ? tokens : 0);
     }
     if (!gw->ledger || !d)
         return; /* nothing reached a provider: nothing to bill */

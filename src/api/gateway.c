@@ -346,6 +346,11 @@ void sb_gateway_worker_start(struct sb_worker *w)
     sb_worker_set_flush_hook(w, flush_access_log);
     if (gw->ledger && sb_ledger_attach(gw->ledger, gw_w->index, sb_worker_loop(w)) != 0)
         abort();
+    if (gw->redis_on && gw->policy) {
+        gw_w->shared = sb_shared_new(sb_worker_loop(w), &gw->redis, (int)gw->cfg->redis_timeout_ms);
+        if (!gw_w->shared)
+            abort();
+    }
 }
 
 void sb_gateway_worker_stop(struct sb_worker *w)
@@ -355,6 +360,7 @@ void sb_gateway_worker_stop(struct sb_worker *w)
     if (gw_w->gw->ledger)
         sb_ledger_detach(gw_w->gw->ledger, gw_w->index);
     sb_upstream_close(gw_w->up);
+    sb_shared_close(gw_w->shared);
     sb_buf_free(&gw_w->access_log);
     sb_worker_set_flush_hook(w, NULL);
     sb_worker_set_data(w, NULL);
