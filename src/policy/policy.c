@@ -69,8 +69,9 @@ struct ent {
     char *team_id, *user_id;
     char *budget_duration;
     /* Live. */
-    struct money m;   /* spend, reserved: money mutex */
-    int64_t reset_at; /* budget_reset_at, Unix s, 0: none: money mutex */
+    struct money m;    /* spend, reserved: money mutex */
+    int64_t reset_at;  /* budget_reset_at, Unix s, 0: none: money mutex */
+    int64_t updated_s; /* the record's updated_at (Unix s): an admin change (money mutex) */
     _Atomic uint64_t rpm, tpm;
     _Atomic int64_t inflight;
     struct mctr *mctrs; /* appended under the write lock */
@@ -501,6 +502,7 @@ struct conf {
     int64_t spend_nano;
     bool has_reset;
     int64_t reset_at;
+    int64_t updated_s;
 };
 
 static void conf_free(struct conf *c)
@@ -607,6 +609,10 @@ static int parse_conf(const json_t *rec, struct conf *c)
         c->has_spend = true;
         c->spend_nano = d > 0 ? dollars_to_nano(d) : 0;
     }
+    v = json_object_get(rec, "updated_at");
+    int64_t ms = 0;
+    if (json_is_string(v) && parse_iso8601_ms(json_string_value(v), &ms))
+        c->updated_s = ms / 1000;
     v = json_object_get(rec, "budget_reset_at");
     if (json_is_integer(v)) {
         c->has_reset = true;
@@ -904,6 +910,7 @@ int sb_policy_upsert(struct sb_policy *p, enum sb_entity kind, const char *id, c
         e->m.spend = c.has_spend ? c.spend_nano : 0;
     if (c.has_reset)
         e->reset_at = c.reset_at;
+    e->updated_s = c.updated_s;
     /* Per-model counters keep their live counts across a replace; the limits of a model no
      * longer named are switched off (its counters stay: an admission may point at them). */
     for (struct mctr *mc = e->mctrs; mc != NULL; mc = mc->next) {
@@ -1082,7 +1089,10 @@ size_t sb_policy_shared_levels(struct sb_policy *p, const struct sb_admission *a
         int64_t par = limits ? e->par_limit : -1;
         if (rpm < 0 && tpm < 0 && par < 0 && e->m.max < 0)
             continue;
-        shared_level(&out[n++], kinds[i], e->id, NULL, rpm, tpm, par, &e->m, e->reset_at);
+        /* The period marker grows at a budget reset and at an admin change (which may set
+         * the spend): either makes the shared spend start again from this view. */
+        shared_level(&out[n++], kinds[i], e->id, NULL, rpm, tpm, par, &e->m,
+                     e->reset_at + e->updated_s);
     }
     const struct mctr *mc = h->mc;
     if (mc != NULL && (mc->rpm_limit >= 0 || mc->tpm_limit >= 0 || mc->m.max >= 0))
@@ -1266,13 +1276,13 @@ static int reserve_budget(struct sb_policy *p, const struct sb_admit_req *req, s
         worst = MONEY_MAX;
 
     pthread_mutex_lock(&p->money);
+    /* Per-model budget periods are aligned to the epoch (every instance agrees on them). */
     if (h->mc != NULL && h->mc->period_s > 0) {
-        if (h->mc->reset_at == 0)
-            h->mc->reset_at = now_s + h->mc->period_s;
-        else if (now_s >= h->mc->reset_at) {
+        int64_t end = (now_s / h->mc->period_s + 1) * h->mc->period_s;
+        if (h->mc->reset_at != 0 && now_s >= h->mc->reset_at)
             h->mc->m.spend = 0;
-            h->mc->reset_at = now_s + h->mc->period_s;
-        }
+        if (h->mc->reset_at == 0 || now_s >= h->mc->reset_at)
+            h->mc->reset_at = end;
     }
     int tight = -1;
     int64_t remaining = INT64_MAX;

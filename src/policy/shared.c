@@ -112,15 +112,17 @@ static const char ADMIT_LUA[] =
 
 /* Settlement. KEYS: the levels' names. ARGV: connection id ("" when the connection that
  * holds the slots is gone: its holdings expire with it), reserved, cost, tokens, then per
- * level: flags (1 in-flight slot, 2 reservation, 4 budget, 8 TPM) and the budget period. */
+ * level: flags (1 in-flight slot, 2 reservation, 4 budget, 8 TPM). The cost goes to a shared
+ * spend that exists: one reseeded since (a new period, an admin change) counts it only when
+ * the seeding instance had it. */
 static const char SETTLE_LUA[] =
     "local id=ARGV[1]\n"
     "local reserved,cost,tokens=tonumber(ARGV[2]),tonumber(ARGV[3]),tonumber(ARGV[4])\n"
     "local t=redis.call('TIME')\n"
     "local minute=math.floor(tonumber(t[1])/60)\n"
     "for i=1,#KEYS do\n"
-    "  local b,o=KEYS[i],4+(i-1)*2\n"
-    "  local f=tonumber(ARGV[o+1])\n"
+    "  local b=KEYS[i]\n"
+    "  local f=tonumber(ARGV[4+i])\n"
     "  if f%2==1 and id~='' then\n"
     "    if redis.call('HINCRBY',b..':p',id,-1)<=0 then redis.call('HDEL',b..':p',id) end\n"
     "  end\n"
@@ -128,7 +130,7 @@ static const char SETTLE_LUA[] =
     "    if redis.call('HINCRBY',b..':v',id,-reserved)<=0 then redis.call('HDEL',b..':v',id) "
     "end\n"
     "  end\n"
-    "  if math.floor(f/4)%2==1 and cost>0 and redis.call('HGET',b..':b','per')==ARGV[o+2] then\n"
+    "  if math.floor(f/4)%2==1 and cost>0 and redis.call('EXISTS',b..':b')==1 then\n"
     "    redis.call('HINCRBY',b..':b','spend',ARGV[3])\n"
     "  end\n"
     "  if math.floor(f/8)%2==1 and tokens>0 then\n"
@@ -269,7 +271,6 @@ static void settle(struct sb_shared *s, struct sb_shared_ticket *t, int64_t cost
         int f = (l->par_limit >= 0 ? 1 : 0) | (l->max_budget >= 0 && t->reserved > 0 ? 2 : 0) |
                 (l->max_budget >= 0 ? 4 : 0) | (l->tpm_limit >= 0 ? 8 : 0);
         arg(c, "%d", f);
-        arg(c, "%" PRId64, clamp(l->period));
     }
     send_call(c, on_settled);
 }

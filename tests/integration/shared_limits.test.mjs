@@ -63,6 +63,10 @@ describe('limits and budgets shared through Redis', () => {
     keys.back = await generateKey(a, { rpm_limit: 3 });
     keys.paused = await generateKey(a, { rpm_limit: 100 });
     keys.crash = await generateKey(a, { max_parallel_requests: 1 });
+    keys.tpm = await generateKey(a, { tpm_limit: 25 });
+    keys.model = await generateKey(a, { model_rpm_limit: { ok: 3 } });
+    keys.plain = await generateKey(a, {});
+    await admin(a, '/customer/new', { user_id: 'shared-end-user', max_budget: (4 * COST) / 1e9 });
     b = await startGateway('b');
   });
 
@@ -123,6 +127,34 @@ describe('limits and budgets shared through Redis', () => {
       const r = await chat(gw, keys.budget.key, 'ok', { extra: { max_tokens: 9 } });
       if (spent + 1000 * 30 + 9 * 10000 > budget) assert.equal(r.status, 400, r.text);
     }
+  });
+
+  test('TPM 25 across instances: the tokens settled on one count on the other', { timeout: 90000 }, async () => {
+    await waitForFreshWindow(20000);
+    const statuses = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await chat(i % 2 ? b : a, keys.tpm.key, 'ok');
+      statuses.push(r.status);
+      await sleep(200); // the settlement reaches Redis after the response
+    }
+    // 10 tokens a request: 0, 10, 20 are under 25; at 30 the window is spent.
+    assert.deepEqual(statuses, [200, 200, 200, 429]);
+  });
+
+  test("a key's per-model RPM holds across instances", { timeout: 90000 }, async () => {
+    await waitForFreshWindow(20000);
+    const rs = await burst(10, keys.model.key);
+    assert.equal(count(rs, 200), 3, rs.map((r) => r.status).join(' '));
+    assert.match(rs.find((r) => r.status === 429).json.error.message, /Rate limit reached for model/);
+  });
+
+  test("an end user's budget holds across instances", { timeout: 60000 }, async () => {
+    const rs = await burst(40, keys.plain.key, 'ok', { user: 'shared-end-user', max_tokens: 9 });
+    const ok = rs.filter((r) => r.status === 200);
+    const spent = ok.reduce((s, r) => s + nano(r.headers.get('x-switchboard-response-cost')), 0);
+    assert.ok(ok.length > 0 && spent <= 4 * COST, `spent ${spent} in ${ok.length} requests`);
+    const refused = rs.find((r) => r.status === 400);
+    assert.match(refused.json.error.message, /Budget has been exceeded! End User=shared-end-user/);
   });
 
   test('Redis stopped: each instance enforces its limits alone; back: shared again', { timeout: 90000 }, async () => {
