@@ -9,7 +9,9 @@
 # BENCH_FAKE_THREADS (2), BENCH_TTFB_COUNT (200), BENCH_IDLE_CONNS (10000),
 # BENCH_SCENARIOS (a subset of "ns16 ns64 ns256 st64 slow256 xl64 xs64 vk64"),
 # BENCH_KEEP_TMP=1 (keep the temp dir with configs and logs),
-# BENCH_UPSTREAM_HTTP1=curl (the gateway's libcurl client instead of its native one).
+# BENCH_UPSTREAM_HTTP1=curl (the gateway's libcurl client instead of its native one),
+# BENCH_REDIS=1 (a local redis-server holds the virtual key's limits and budget, as several
+# instances would share them: the vk64 row then includes the Redis round trip).
 #
 # Exit status: 0 when every process started and no request failed; 1 otherwise.
 set -euo pipefail
@@ -247,6 +249,20 @@ NGINX_IDLE_PORT=$(pick_port 22500)
 SB_PORT=$(pick_port 23000)
 SB_IDLE_PORT=$(pick_port 23500)
 
+REDIS_SETTING=""
+VK_NOTE=""
+if [ "${BENCH_REDIS:-0}" = 1 ]; then
+    REDIS_PORT=$(pick_port 24000)
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$TMP" >"$TMP/redis.log" 2>&1 &
+    REDIS_PID=$!
+    STARTED+=("$REDIS_PID")
+    PNAME[$REDIS_PID]=redis-server
+    wait_for_line "$TMP/redis.log" "Ready to accept connections" "$REDIS_PID" "redis-server"
+    REDIS_SETTING="  redis_url: redis://127.0.0.1:$REDIS_PORT"
+    VK_NOTE=", shared in Redis"
+fi
+
 # The upstream.
 "$FAKE_BIN" --port "$FAKE_PORT" --threads "$FAKE_THREADS" --quiet >"$TMP/fake.log" 2>&1 &
 FAKE_PID=$!
@@ -339,6 +355,7 @@ model_list:
 general_settings:
   master_key: $MASTER_KEY
   database_url: sqlite://$TMP/$name.db
+$REDIS_SETTING
 server:
   host: 127.0.0.1
   port: $port
@@ -403,7 +420,7 @@ declare -A S_LABEL=([ns16]="non-stream, 16 conns" [ns64]="non-stream, 64 conns"
     [slow256]="upstream +${SLOW_MS} ms, 256 conns"
     [xl64]="translated to Anthropic, non-stream, 64 conns"
     [xs64]="translated to Anthropic, stream, 64 conns"
-    [vk64]="virtual key (budget, limits, spend ledger), non-stream, 64 conns")
+    [vk64]="virtual key (budget, limits, spend ledger$VK_NOTE), non-stream, 64 conns")
 declare -A S_CONNS=([ns16]=16 [ns64]=64 [ns256]=256 [st64]=64 [slow256]=256 [xl64]=64 [xs64]=64
     [vk64]=64)
 declare -A S_BODY=([ns16]=body.json [ns64]=body.json [ns256]=body.json [st64]=body-stream.json
