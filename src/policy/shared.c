@@ -388,7 +388,8 @@ enum sb_shared_outcome sb_shared_apply(const struct sb_shared_verdict *v, struct
 {
     if (v->status != 0) {
         const struct sb_shared_level *l = &t->lv[v->level];
-        int64_t retry = (v->reset_ms + 999) / 1000;
+        /* Rounded up without adding first: reset_ms comes from Redis and may be INT64_MAX. */
+        int64_t retry = v->reset_ms / 1000 + (v->reset_ms % 1000 > 0 ? 1 : 0);
         switch (v->status) {
         case 1:
             a->retry_after_s = retry > 0 ? retry : 1;
@@ -429,10 +430,13 @@ enum sb_shared_outcome sb_shared_apply(const struct sb_shared_verdict *v, struct
     t->active = true;
     /* The shared budget pays for less than this instance reserved: a shorter answer. */
     if (v->reserve < a->reserved_nano && a->price_out > 0) {
-        double room = floor((double)(v->reserve - a->in_cost_nano) / a->price_out);
-        int64_t allowed = room > 0 ? (int64_t)room : 0;
-        if (a->max_output < 0 || allowed < a->max_output) {
-            a->max_output = allowed;
+        /* Compared as a double before converting: with a tiny price the quotient can pass
+         * 2^63, which no int64_t holds. */
+        double room = floor(((double)v->reserve - (double)a->in_cost_nano) / a->price_out);
+        if (!(room > 0))
+            room = 0;
+        if (a->max_output < 0 || room < (double)a->max_output) {
+            a->max_output = room >= 0x1p63 ? INT64_MAX : (int64_t)room;
             a->lowered = true;
         }
     }
