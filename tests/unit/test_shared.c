@@ -1,0 +1,842 @@
+/* shared limits: the Redis URL, the admission script's reply read as a verdict, the verdict
+ * applied to an admission (refusals, a lowered output limit, x-ratelimit values), the levels a
+ * policy hands to the shared counters, and no admission without a connection. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "policy/policy.h"
+#include "policy/shared.h"
+#include "store/redis.h"
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+/* 2026-11-21T10:00:00Z */
+#define T0_S  INT64_C(1795255200)
+#define T0_MS (T0_S * 1000)
+
+/* ---------------------------------------------------------------- URL */
+
+static void url_ok(const char *s, struct sb_redis_url *u)
+{
+    char err[200] = "";
+    if (sb_redis_parse_url(s, u, err, sizeof err) != 0)
+        fail_msg("%s: %s", s, err);
+}
+
+/* Parses a URL that must fail; the message is returned in err and never holds the password. */
+static void url_bad(const char *s, char *err, size_t err_len, const char *password)
+{
+    struct sb_redis_url u;
+    err[0] = '\0';
+    assert_int_equal(sb_redis_parse_url(s, &u, err, err_len), -1);
+    assert_true(err[0] != '\0');
+    if (password != NULL)
+        assert_null(strstr(err, password));
+}
+
+static void test_url_parts(void **state)
+{
+    (void)state;
+    struct sb_redis_url u;
+
+    url_ok("redis://localhost", &u);
+    assert_string_equal(u.host, "localhost");
+    assert_int_equal(u.port, 6379);
+    assert_string_equal(u.user, "");
+    assert_string_equal(u.password, "");
+    assert_int_equal(u.db, 0);
+
+    url_ok("redis://10.0.0.5:6380", &u);
+    assert_string_equal(u.host, "10.0.0.5");
+    assert_int_equal(u.port, 6380);
+
+    url_ok("redis://:s3cret@cache.internal", &u);
+    assert_string_equal(u.user, "");
+    assert_string_equal(u.password, "s3cret");
+    assert_string_equal(u.host, "cache.internal");
+    assert_int_equal(u.port, 6379);
+
+    url_ok("redis://default:pw@cache:7000", &u);
+    assert_string_equal(u.user, "default");
+    assert_string_equal(u.password, "pw");
+    assert_string_equal(u.host, "cache");
+    assert_int_equal(u.port, 7000);
+
+    /* The last '@' ends the credentials and the first ':' ends the user. */
+    url_ok("redis://app:p@ss:w@rd@host:1/3", &u);
+    assert_string_equal(u.user, "app");
+    assert_string_equal(u.password, "p@ss:w@rd");
+    assert_string_equal(u.host, "host");
+    assert_int_equal(u.port, 1);
+    assert_int_equal(u.db, 3);
+
+    url_ok("redis://host/15", &u);
+    assert_string_equal(u.host, "host");
+    assert_int_equal(u.db, 15);
+    url_ok("redis://host:65535/0", &u);
+    assert_int_equal(u.port, 65535);
+    assert_int_equal(u.db, 0);
+    url_ok("redis://host/", &u);
+    assert_int_equal(u.db, 0);
+
+    /* Longest parts that fit. */
+    char s[700], h[256], pw[256];
+    memset(h, 'h', sizeof h - 1);
+    h[sizeof h - 1] = '\0';
+    memset(pw, 'p', sizeof pw - 1);
+    pw[sizeof pw - 1] = '\0';
+    snprintf(s, sizeof s, "redis://:%s@%s", pw, h);
+    url_ok(s, &u);
+    assert_int_equal(strlen(u.host), 255);
+    assert_int_equal(strlen(u.password), 255);
+}
+
+static void test_url_errors(void **state)
+{
+    (void)state;
+    char err[200];
+
+    url_bad("http://host", err, sizeof err, NULL);
+    assert_null(strstr(err, "TLS"));
+    url_bad("rediss://host:6380", err, sizeof err, NULL);
+    assert_non_null(strstr(err, "TLS is not supported"));
+    url_bad("", err, sizeof err, NULL);
+    url_bad("REDIS://host", err, sizeof err, NULL);
+
+    url_bad("redis://host:0", err, sizeof err, NULL);
+    assert_non_null(strstr(err, "port"));
+    url_bad("redis://host:65536", err, sizeof err, NULL);
+    assert_non_null(strstr(err, "port"));
+    url_bad("redis://host:63a9", err, sizeof err, NULL);
+    url_bad("redis://host:", err, sizeof err, NULL);
+    url_bad("redis://host:-1", err, sizeof err, NULL);
+    url_bad("redis://host:99999999999", err, sizeof err, NULL);
+
+    url_bad("redis://", err, sizeof err, NULL);
+    assert_non_null(strstr(err, "host"));
+    url_bad("redis://:6379", err, sizeof err, NULL);
+    assert_non_null(strstr(err, "host"));
+    url_bad("redis://:hunter2pw@", err, sizeof err, "hunter2pw");
+    url_bad("redis://:hunter2pw@/1", err, sizeof err, "hunter2pw");
+
+    url_bad("redis://host/x", err, sizeof err, NULL);
+    assert_non_null(strstr(err, "database"));
+    url_bad("redis://host/1000001", err, sizeof err, NULL);
+
+    /* Credentials without ':' (a bare user is not a password). */
+    url_bad("redis://hunter2pw@host", err, sizeof err, "hunter2pw");
+    assert_non_null(strstr(err, "credentials"));
+
+    /* Too long: host, user, password. */
+    char s[800], big[300];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    snprintf(s, sizeof s, "redis://%s:6379", big);
+    url_bad(s, err, sizeof err, NULL);
+    assert_non_null(strstr(err, "too long"));
+    char user[129];
+    memset(user, 'u', sizeof user - 1);
+    user[sizeof user - 1] = '\0';
+    snprintf(s, sizeof s, "redis://%s:hunter2pw@host", user);
+    url_bad(s, err, sizeof err, "hunter2pw");
+    assert_non_null(strstr(err, "too long"));
+    char pw[300];
+    memset(pw, 'q', sizeof pw - 1);
+    pw[sizeof pw - 1] = '\0';
+    snprintf(s, sizeof s, "redis://:%s@host", pw);
+    url_bad(s, err, sizeof err, pw);
+    assert_non_null(strstr(err, "too long"));
+
+    /* A password is never echoed, whatever fails after it. */
+    url_bad("redis://u:Zq9-secret@host:0", err, sizeof err, "Zq9-secret");
+    url_bad("redis://u:Zq9-secret@host/db", err, sizeof err, "Zq9-secret");
+    url_bad("redis://u:Zq9-secret@:6379", err, sizeof err, "Zq9-secret");
+    url_bad("rediss://u:Zq9-secret@host", err, sizeof err, "Zq9-secret");
+
+    /* A small error buffer is cut, not overrun. */
+    char tiny[8];
+    url_bad("redis://host:0", tiny, sizeof tiny, NULL);
+    assert_int_equal(strlen(tiny), sizeof tiny - 1);
+}
+
+/* ---------------------------------------------------------------- verdict */
+
+/* A hand-built reply: an array of up to 16 elements, integers unless changed. */
+struct tree {
+    redisReply top;
+    redisReply el[16];
+    redisReply *ptr[16];
+};
+
+static const redisReply *ints(struct tree *t, size_t n, const long long *v)
+{
+    memset(t, 0, sizeof *t);
+    t->top.type = REDIS_REPLY_ARRAY;
+    t->top.elements = n;
+    t->top.element = t->ptr;
+    for (size_t i = 0; i < n; i++) {
+        t->el[i].type = REDIS_REPLY_INTEGER;
+        t->el[i].integer = v[i];
+        t->ptr[i] = &t->el[i];
+    }
+    return &t->top;
+}
+
+#define INTS(t, ...)                                                                               \
+    ints((t), sizeof((const long long[]){__VA_ARGS__}) / sizeof(long long),                        \
+         (const long long[]){__VA_ARGS__})
+
+static void test_verdict_admitted(void **state)
+{
+    (void)state;
+    struct tree t;
+    struct sb_shared_verdict v;
+    for (size_t n = 1; n <= SB_SHARED_LEVELS; n++) {
+        long long x[3 + 2 * SB_SHARED_LEVELS];
+        x[0] = 0;
+        x[1] = 4000 + (long long)n;
+        x[2] = 1500;
+        for (size_t i = 0; i < n; i++) {
+            x[3 + i] = (long long)(10 * n + i);
+            x[3 + n + i] = i % 2 ? -1 : (long long)(100 * n + i);
+        }
+        assert_int_equal(sb_shared_parse_verdict(ints(&t, 3 + 2 * n, x), n, &v), 0);
+        assert_int_equal(v.status, 0);
+        assert_int_equal(v.reserve, 4000 + (int64_t)n);
+        assert_int_equal(v.reset_ms, 1500);
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(v.rpm[i], (int64_t)(10 * n + i));
+            assert_int_equal(v.tpm[i], i % 2 ? -1 : (int64_t)(100 * n + i));
+        }
+        /* The same reply does not fit one level more or less. */
+        assert_int_equal(sb_shared_parse_verdict(ints(&t, 3 + 2 * n, x), n + 1, &v), -1);
+        if (n > 1)
+            assert_int_equal(sb_shared_parse_verdict(ints(&t, 3 + 2 * n, x), n - 1, &v), -1);
+    }
+    /* Zero reserved (no budget) and a negative reset (clock skew) read as 0. */
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 0, 0, -7, 1, -1), 1, &v), 0);
+    assert_int_equal(v.reserve, 0);
+    assert_int_equal(v.reset_ms, 0);
+    assert_int_equal(v.rpm[0], 1);
+    assert_int_equal(v.tpm[0], -1);
+}
+
+static void test_verdict_refused(void **state)
+{
+    (void)state;
+    struct tree t;
+    struct sb_shared_verdict v;
+    for (int status = 1; status <= 4; status++) {
+        for (int level = 0; level < SB_SHARED_LEVELS; level++) {
+            assert_int_equal(
+                sb_shared_parse_verdict(INTS(&t, status, level, 2500, 77 + status), 5, &v), 0);
+            assert_int_equal(v.status, status);
+            assert_int_equal(v.level, level);
+            assert_int_equal(v.reset_ms, 2500);
+            assert_int_equal(v.value, 77 + status);
+        }
+        /* The level must be one of the request's. */
+        assert_int_equal(sb_shared_parse_verdict(INTS(&t, status, 2, 2500, 1), 2, &v), -1);
+        assert_int_equal(sb_shared_parse_verdict(INTS(&t, status, 1, 2500, 1), 2, &v), 0);
+    }
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 4, 0, -3, 9000000000LL), 1, &v), 0);
+    assert_int_equal(v.reset_ms, 0);
+    assert_int_equal(v.value, 9000000000LL);
+}
+
+static void test_verdict_malformed(void **state)
+{
+    (void)state;
+    struct tree t;
+    struct sb_shared_verdict v;
+
+    assert_int_equal(sb_shared_parse_verdict(NULL, 1, &v), -1);
+
+    /* Not an array: an error, a status, an integer, a string, nil. */
+    static const int types[] = {REDIS_REPLY_ERROR, REDIS_REPLY_STATUS, REDIS_REPLY_INTEGER,
+                                REDIS_REPLY_STRING, REDIS_REPLY_NIL};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        redisReply r = {.type = types[i], .str = (char *)"NOSCRIPT x", .len = 10, .integer = 0};
+        assert_int_equal(sb_shared_parse_verdict(&r, 1, &v), -1);
+    }
+
+    /* Too few elements, empty. */
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 0, 1, 2), 0, &v), -1);
+    const redisReply *r = ints(&t, 0, NULL);
+    assert_int_equal(sb_shared_parse_verdict(r, 1, &v), -1);
+
+    /* Wrong element types: a string, nil, a nested array, a NULL element. */
+    for (size_t bad = 0; bad < 5; bad++) {
+        for (int kind = 0; kind < 4; kind++) {
+            INTS(&t, 0, 10, 1000, 1, 2);
+            redisReply nested = {.type = REDIS_REPLY_ARRAY};
+            if (kind == 0) {
+                t.el[bad].type = REDIS_REPLY_STRING;
+                t.el[bad].str = (char *)"1";
+                t.el[bad].len = 1;
+            } else if (kind == 1) {
+                t.el[bad].type = REDIS_REPLY_NIL;
+            } else if (kind == 2) {
+                t.ptr[bad] = &nested;
+            } else {
+                t.ptr[bad] = NULL;
+            }
+            assert_int_equal(sb_shared_parse_verdict(&t.top, 1, &v), -1);
+        }
+    }
+    /* ...and the intact reply is read. */
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 0, 10, 1000, 1, 2), 1, &v), 0);
+
+    /* Element counts that do not match n. */
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 0, 10, 1000, 1), 1, &v), -1);
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 0, 10, 1000, 1, 2, 3), 1, &v), -1);
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 0, 10, 1000, 1, 2, 3, 4), 1, &v), -1);
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 1, 0, 1000, 1, 2), 1, &v), -1);
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 4, 0, 1000), 1, &v), -1);
+    long long many[16] = {0};
+    assert_int_equal(sb_shared_parse_verdict(ints(&t, 16, many), 5, &v), -1);
+    assert_int_equal(sb_shared_parse_verdict(ints(&t, 13, many), 5, &v), 0);
+    /* More levels than a request has. */
+    assert_int_equal(sb_shared_parse_verdict(ints(&t, 15, many), 6, &v), -1);
+
+    /* Level out of range. */
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 1, -1, 1000, 1), 1, &v), -1);
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 1, 1, 1000, 1), 1, &v), -1);
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 1, 0, 1000, 1), 0, &v), -1);
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 3, 1LL << 40, 1000, 1), 5, &v), -1);
+
+    /* Status out of range. */
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 5, 0, 1000, 1), 1, &v), -1);
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, -1, 0, 1000, 1), 1, &v), -1);
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 1LL << 33, 0, 1000, 1), 1, &v), -1);
+
+    /* Negative reserve. */
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 0, -1, 1000, 1, 2), 1, &v), -1);
+    assert_int_equal(sb_shared_parse_verdict(INTS(&t, 0, INT64_MIN, 1000, 1, 2), 1, &v), -1);
+}
+
+/* ---------------------------------------------------------------- apply */
+
+static void level(struct sb_shared_level *l, char kind, const char *name, int64_t rpm, int64_t tpm,
+                  int64_t par, int64_t max_budget)
+{
+    memset(l, 0, sizeof *l);
+    l->kind = kind;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    l->rpm_limit = rpm;
+    l->tpm_limit = tpm;
+    l->par_limit = par;
+    l->max_budget = max_budget;
+}
+
+#define KEY_HASH "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b"
+
+/* key, team, user, end user, model: every kind, with limits and budgets. */
+static void ticket5(struct sb_shared_ticket *t)
+{
+    memset(t, 0, sizeof *t);
+    level(&t->lv[0], 'k', "k:" KEY_HASH, 10, 1000, 2, 2500000000);
+    level(&t->lv[1], 't', "t:team-1", 100, 50000, 20, 10000000000);
+    level(&t->lv[2], 'u', "u:user-1", 30, 3000, 3, 500000000);
+    level(&t->lv[3], 'c', "c:cust-9", -1, -1, -1, 1000000000);
+    level(&t->lv[4], 'm', "m:" KEY_HASH ":gpt-4o", 5, 700, -1, 250000000);
+    t->n = 5;
+}
+
+static void admission(struct sb_admission *a)
+{
+    memset(a, 0, sizeof *a);
+    a->max_output = 200;
+    a->limit_requests = a->remaining_requests = -1;
+    a->limit_tokens = a->remaining_tokens = -1;
+    a->reset_ms = -1;
+    a->reserved_nano = 5000; /* 100 input tokens at 10 + 200 output at 20 */
+    a->in_cost_nano = 1000;
+    a->price_out = 20.0;
+}
+
+static void refused(int status, int lv, int64_t reset_ms, int64_t value, struct sb_admission *a)
+{
+    struct sb_shared_ticket t;
+    ticket5(&t);
+    admission(a);
+    struct sb_shared_verdict v = {
+        .status = status, .level = lv, .reset_ms = reset_ms, .value = value};
+    assert_int_equal(sb_shared_apply(&v, a, &t), SB_SHARED_REFUSED);
+    assert_false(t.active);
+    assert_int_equal(t.reserved, 0);
+    assert_int_equal(a->max_output, 200);
+    assert_false(a->lowered);
+}
+
+static void test_apply_refusals(void **state)
+{
+    (void)state;
+    struct sb_admission a;
+
+    refused(1, 0, 1500, 10, &a);
+    assert_int_equal(a.status, 429);
+    assert_string_equal(a.type, "rate_limit_error");
+    assert_string_equal(a.code, "rate_limit_exceeded");
+    assert_string_equal(a.message, "Rate limit reached for key. Limit of 10 requests per minute.");
+    assert_int_equal(a.retry_after_s, 2);
+    refused(1, 1, 2000, 100, &a);
+    assert_string_equal(a.message,
+                        "Rate limit reached for team. Limit of 100 requests per minute.");
+    assert_int_equal(a.retry_after_s, 2);
+    refused(1, 4, 1, 5, &a);
+    assert_string_equal(a.message, "Rate limit reached for model. Limit of 5 requests per minute.");
+    assert_int_equal(a.retry_after_s, 1);
+    refused(1, 2, 0, 30, &a); /* the window ends now: retry in a second, never 0 */
+    assert_string_equal(a.message, "Rate limit reached for user. Limit of 30 requests per minute.");
+    assert_int_equal(a.retry_after_s, 1);
+    refused(1, 0, INT64_MAX, 10, &a);
+    assert_int_equal(a.retry_after_s, INT64_MAX / 1000 + 1);
+
+    refused(2, 1, 59001, 50000, &a);
+    assert_int_equal(a.status, 429);
+    assert_string_equal(a.type, "rate_limit_error");
+    assert_string_equal(a.code, "rate_limit_exceeded");
+    assert_string_equal(a.message,
+                        "Rate limit reached for team. Limit of 50000 tokens per minute.");
+    assert_int_equal(a.retry_after_s, 60);
+    refused(2, 0, 999, 1000, &a);
+    assert_string_equal(a.message, "Rate limit reached for key. Limit of 1000 tokens per minute.");
+    assert_int_equal(a.retry_after_s, 1);
+
+    refused(3, 0, 45000, 2, &a);
+    assert_int_equal(a.status, 429);
+    assert_string_equal(a.code, "rate_limit_exceeded");
+    assert_string_equal(a.message, "Max parallel request limit reached for key. Hit limit of 2 "
+                                   "parallel requests.");
+    assert_int_equal(a.retry_after_s, 1); /* a slot frees whenever a request ends */
+    refused(3, 2, 45000, 3, &a);
+    assert_string_equal(a.message, "Max parallel request limit reached for user. Hit limit of 3 "
+                                   "parallel requests.");
+
+    refused(4, 0, 1000, 2600000000, &a);
+    assert_int_equal(a.status, 400);
+    assert_string_equal(a.type, "budget_exceeded");
+    assert_string_equal(a.code, "budget_exceeded");
+    assert_string_equal(a.message, "Budget has been exceeded! Current cost: 2.6, Max budget: 2.5");
+    /* Nine significant digits, as the in-memory refusal writes them. */
+    refused(4, 1, 1000, 12345678900, &a);
+    assert_int_equal(a.status, 400);
+    assert_string_equal(a.message, "Budget has been exceeded! Team=team-1 Current cost: "
+                                   "12.3456789, Max budget: 10");
+    refused(4, 2, 1000, 500000000, &a);
+    assert_string_equal(a.message,
+                        "Budget has been exceeded! User=user-1 Current cost: 0.5, Max budget: 0.5");
+    refused(4, 3, 1000, 1234567, &a);
+    assert_string_equal(a.message, "Budget has been exceeded! End User=cust-9 Current cost: "
+                                   "0.001234567, Max budget: 1");
+    refused(4, 4, 1000, 250000000, &a);
+    assert_string_equal(a.message, "Budget has been exceeded! Model=gpt-4o Current cost: 0.25, "
+                                   "Max budget: 0.25");
+}
+
+static enum sb_shared_outcome admit_with(int64_t reserve, struct sb_admission *a,
+                                         struct sb_shared_ticket *t)
+{
+    ticket5(t);
+    struct sb_shared_verdict v = {.status = 0, .reserve = reserve, .reset_ms = 30000};
+    for (int i = 0; i < SB_SHARED_LEVELS; i++)
+        v.rpm[i] = v.tpm[i] = -1;
+    return sb_shared_apply(&v, a, t);
+}
+
+static void test_apply_admitted_budget(void **state)
+{
+    (void)state;
+    struct sb_admission a;
+    struct sb_shared_ticket t;
+
+    /* The whole reservation: nothing changes but the ticket. */
+    admission(&a);
+    assert_int_equal(admit_with(5000, &a, &t), SB_SHARED_ADMITTED);
+    assert_true(t.active);
+    assert_int_equal(t.reserved, 5000);
+    assert_int_equal(t.n, 5);
+    assert_int_equal(a.status, 0);
+    assert_int_equal(a.max_output, 200);
+    assert_false(a.lowered);
+
+    /* Less than this instance reserved: (3000 - 1000) / 20 = 100 output tokens. */
+    admission(&a);
+    assert_int_equal(admit_with(3000, &a, &t), SB_SHARED_ADMITTED);
+    assert_int_equal(t.reserved, 3000);
+    assert_int_equal(a.max_output, 100);
+    assert_true(a.lowered);
+    /* Rounded down: 2019 / 20. */
+    admission(&a);
+    admit_with(3019, &a, &t);
+    assert_int_equal(a.max_output, 100);
+    admission(&a);
+    admit_with(3020, &a, &t);
+    assert_int_equal(a.max_output, 101);
+
+    /* No client limit (-1): the shared budget sets one. */
+    admission(&a);
+    a.max_output = -1;
+    admit_with(4000, &a, &t);
+    assert_int_equal(a.max_output, 150);
+    assert_true(a.lowered);
+
+    /* Never raised: the client's own limit is already below what the budget pays for. */
+    admission(&a);
+    a.max_output = 50;
+    admit_with(4000, &a, &t);
+    assert_int_equal(a.max_output, 50);
+    assert_false(a.lowered);
+    admission(&a);
+    a.max_output = 150;
+    admit_with(4000, &a, &t);
+    assert_int_equal(a.max_output, 150);
+    assert_false(a.lowered);
+
+    /* Not even the input is paid for: no output at all. */
+    admission(&a);
+    admit_with(500, &a, &t);
+    assert_int_equal(a.max_output, 0);
+    assert_true(a.lowered);
+    assert_true(t.active);
+
+    /* No output price: the limit stays. */
+    admission(&a);
+    a.price_out = 0;
+    admit_with(10, &a, &t);
+    assert_int_equal(a.max_output, 200);
+    assert_false(a.lowered);
+
+    /* A tiny price: the quotient passes 2^63 and is kept as the largest limit. */
+    admission(&a);
+    a.max_output = -1;
+    a.reserved_nano = INT64_MAX / 4;
+    a.in_cost_nano = 0;
+    a.price_out = 1e-6;
+    admit_with(INT64_C(9007199254740991), &a, &t);
+    assert_int_equal(a.max_output, INT64_MAX);
+    assert_true(a.lowered);
+    admission(&a);
+    a.max_output = 4096;
+    a.reserved_nano = INT64_MAX / 4;
+    a.in_cost_nano = 0;
+    a.price_out = 1e-6;
+    admit_with(INT64_C(9007199254740991), &a, &t);
+    assert_int_equal(a.max_output, 4096);
+    assert_false(a.lowered);
+
+    /* No rate limit counted: the x-ratelimit values stay as they were. */
+    assert_int_equal(a.limit_requests, -1);
+    assert_int_equal(a.remaining_requests, -1);
+    assert_int_equal(a.limit_tokens, -1);
+    assert_int_equal(a.remaining_tokens, -1);
+    assert_int_equal(a.reset_ms, -1);
+}
+
+static void test_apply_ratelimit_values(void **state)
+{
+    (void)state;
+    struct sb_admission a;
+    struct sb_shared_ticket t;
+    struct sb_shared_verdict v = {.status = 0, .reserve = 5000, .reset_ms = 41234};
+
+    /* The key's counts. */
+    ticket5(&t);
+    admission(&a);
+    v.rpm[0] = 3, v.tpm[0] = 400;
+    v.rpm[1] = 50, v.tpm[1] = 7000;
+    v.rpm[2] = v.tpm[2] = 1;
+    v.rpm[3] = v.tpm[3] = -1;
+    v.rpm[4] = v.tpm[4] = 4;
+    assert_int_equal(sb_shared_apply(&v, &a, &t), SB_SHARED_ADMITTED);
+    assert_int_equal(a.limit_requests, 10);
+    assert_int_equal(a.remaining_requests, 7);
+    assert_int_equal(a.limit_tokens, 1000);
+    assert_int_equal(a.remaining_tokens, 600);
+    assert_int_equal(a.reset_ms, 41234);
+
+    /* The key has no TPM limit: the team's tokens; counts past a limit leave 0. */
+    ticket5(&t);
+    t.lv[0].tpm_limit = -1;
+    admission(&a);
+    v.rpm[0] = 12;
+    v.tpm[0] = -1;
+    assert_int_equal(sb_shared_apply(&v, &a, &t), SB_SHARED_ADMITTED);
+    assert_int_equal(a.limit_requests, 10);
+    assert_int_equal(a.remaining_requests, 0);
+    assert_int_equal(a.limit_tokens, 50000);
+    assert_int_equal(a.remaining_tokens, 43000);
+
+    /* A limit whose count Redis did not track (-1) is passed over. */
+    ticket5(&t);
+    admission(&a);
+    v.rpm[0] = -1;
+    v.tpm[0] = -1;
+    assert_int_equal(sb_shared_apply(&v, &a, &t), SB_SHARED_ADMITTED);
+    assert_int_equal(a.limit_requests, 100);
+    assert_int_equal(a.remaining_requests, 50);
+    assert_int_equal(a.limit_tokens, 50000);
+
+    /* Only user, end user and model levels: no x-ratelimit values, no reset. */
+    ticket5(&t);
+    t.lv[0].rpm_limit = t.lv[0].tpm_limit = -1;
+    t.lv[1].rpm_limit = t.lv[1].tpm_limit = -1;
+    admission(&a);
+    v.rpm[0] = v.rpm[1] = 1;
+    v.tpm[0] = v.tpm[1] = 1;
+    assert_int_equal(sb_shared_apply(&v, &a, &t), SB_SHARED_ADMITTED);
+    assert_int_equal(a.limit_requests, -1);
+    assert_int_equal(a.remaining_requests, -1);
+    assert_int_equal(a.limit_tokens, -1);
+    assert_int_equal(a.remaining_tokens, -1);
+    assert_int_equal(a.reset_ms, -1);
+    assert_true(t.active);
+}
+
+/* ---------------------------------------------------------------- levels of a policy */
+
+static int put(struct sb_policy *p, enum sb_entity kind, const char *id, const char *text)
+{
+    json_error_t err;
+    json_t *j = json_loads(text, 0, &err);
+    if (j == NULL)
+        fail_msg("bad test JSON: %s", err.text);
+    int rc = sb_policy_upsert(p, kind, id, j, false);
+    json_decref(j);
+    return rc;
+}
+
+static struct sb_admit_req req_for(const char *key, const char *model, const char *end_user)
+{
+    struct sb_admit_req r = {
+        .key = key,
+        .key_len = strlen(key),
+        .model = model,
+        .end_user = end_user,
+        .input_tokens = 100,
+        .max_output = 200,
+        .default_output = 300,
+        .price_in = 10.0,
+        .price_out = 20.0,
+        .now_ms = T0_MS,
+    };
+    return r;
+}
+
+static const struct sb_shared_level *find_kind(const struct sb_shared_level *lv, size_t n, char k)
+{
+    for (size_t i = 0; i < n; i++)
+        if (lv[i].kind == k)
+            return &lv[i];
+    return NULL;
+}
+
+static void test_policy_levels(void **state)
+{
+    (void)state;
+    struct sb_policy *p = sb_policy_new();
+    char h[65], name[400];
+    sb_policy_hash_key("sk-shared", 9, h);
+    char rec[512];
+    snprintf(rec, sizeof rec,
+             "{\"team_id\":\"team-1\",\"user_id\":\"user-1\",\"rpm_limit\":10,"
+             "\"tpm_limit\":1000,\"max_parallel_requests\":3,\"max_budget\":2.5,"
+             "\"spend\":0.5,\"budget_duration\":\"30d\",\"budget_reset_at\":%lld,"
+             "\"model_rpm_limit\":{\"gpt-4o\":5}}",
+             (long long)(T0_S + 3600));
+    assert_int_equal(put(p, SB_ENT_KEY, h, rec), 0);
+    assert_int_equal(put(p, SB_ENT_TEAM, "team-1", "{\"max_budget\":10,\"spend\":1.25}"), 0);
+    assert_int_equal(put(p, SB_ENT_USER, "user-1", "{\"user_email\":\"a@b.c\"}"), 0);
+    snprintf(rec, sizeof rec,
+             "{\"max_budget\":1,\"spend\":0.001,\"budget_duration\":\"1d\","
+             "\"budget_reset_at\":%lld}",
+             (long long)(T0_S + 86400));
+    assert_int_equal(put(p, SB_ENT_CUSTOMER, "cust-1", rec), 0);
+
+    struct sb_admission a;
+    struct sb_admit_req r = req_for("sk-shared", "gpt-4o", "cust-1");
+    assert_int_equal(sb_policy_admit(p, &r, &a), 0);
+    assert_int_equal(a.reserved_nano, 5000);
+
+    struct sb_shared_level lv[SB_SHARED_LEVELS];
+    memset(lv, 0x5a, sizeof lv);
+    size_t n = sb_policy_shared_levels(p, &a, lv);
+    assert_int_equal(n, 4); /* key, team, end user, model: the user has no limit */
+    assert_int_equal(lv[0].kind, 'k');
+    assert_int_equal(lv[1].kind, 't');
+    assert_int_equal(lv[2].kind, 'c');
+    assert_int_equal(lv[3].kind, 'm');
+    assert_null(find_kind(lv, n, 'u'));
+
+    const struct sb_shared_level *l = &lv[0];
+    snprintf(name, sizeof name, "k:%s", h);
+    assert_string_equal(l->name, name);
+    assert_int_equal(l->rpm_limit, 10);
+    assert_int_equal(l->tpm_limit, 1000);
+    assert_int_equal(l->par_limit, 3);
+    assert_int_equal(l->max_budget, 2500000000);
+    assert_int_equal(l->spend, 500000000);
+    assert_true(l->period > 0);
+    assert_int_equal(l->period, T0_S + 3600);
+
+    l = &lv[1];
+    assert_string_equal(l->name, "t:team-1");
+    assert_int_equal(l->rpm_limit, -1);
+    assert_int_equal(l->tpm_limit, -1);
+    assert_int_equal(l->par_limit, -1);
+    assert_int_equal(l->max_budget, 10000000000);
+    assert_int_equal(l->spend, 1250000000);
+    assert_int_equal(l->period, 0); /* no budget_duration */
+
+    l = &lv[2];
+    assert_string_equal(l->name, "c:cust-1");
+    assert_int_equal(l->rpm_limit, -1);
+    assert_int_equal(l->tpm_limit, -1);
+    assert_int_equal(l->par_limit, -1);
+    assert_int_equal(l->max_budget, 1000000000);
+    assert_int_equal(l->spend, 1000000);
+    assert_int_equal(l->period, T0_S + 86400);
+
+    l = &lv[3];
+    snprintf(name, sizeof name, "m:%s:gpt-4o", h);
+    assert_string_equal(l->name, name);
+    assert_int_equal(l->rpm_limit, 5);
+    assert_int_equal(l->tpm_limit, -1);
+    assert_int_equal(l->par_limit, -1);
+    assert_int_equal(l->max_budget, -1);
+    sb_policy_release(p, &a);
+
+    /* Another model has no per-model limit; no end user: key and team only. */
+    r = req_for("sk-shared", "o3", NULL);
+    assert_int_equal(sb_policy_admit(p, &r, &a), 0);
+    n = sb_policy_shared_levels(p, &a, lv);
+    assert_int_equal(n, 2);
+    assert_int_equal(lv[0].kind, 'k');
+    assert_int_equal(lv[1].kind, 't');
+    sb_policy_release(p, &a);
+
+    /* A key without limits, team or user: nothing to share. */
+    sb_policy_hash_key("sk-plain", 8, h);
+    assert_int_equal(put(p, SB_ENT_KEY, h, "{}"), 0);
+    r = req_for("sk-plain", "gpt-4o", NULL);
+    assert_int_equal(sb_policy_admit(p, &r, &a), 0);
+    assert_int_equal(sb_policy_shared_levels(p, &a, lv), 0);
+    sb_policy_release(p, &a);
+
+    /* A refused admission holds nothing. */
+    r = req_for("sk-unknown", "gpt-4o", NULL);
+    assert_int_equal(sb_policy_admit(p, &r, &a), 401);
+    assert_int_equal(sb_policy_shared_levels(p, &a, lv), 0);
+
+    assert_int_equal(sb_policy_reserved_total(p), 0);
+    sb_policy_free(p);
+}
+
+/* ---------------------------------------------------------------- no connection */
+
+static void on_shared(void *ud, enum sb_shared_outcome outcome)
+{
+    (void)outcome;
+    int *calls = ud;
+    (*calls)++;
+}
+
+static void on_wait_closed(uv_handle_t *h)
+{
+    *(bool *)h->data = true;
+}
+
+static void on_wait(uv_timer_t *t)
+{
+    uv_close((uv_handle_t *)t, on_wait_closed);
+}
+
+static void admit_unconnected(bool wait_refused)
+{
+    struct sb_policy *p = sb_policy_new();
+    char h[65];
+    sb_policy_hash_key("sk-lim", 6, h);
+    assert_int_equal(put(p, SB_ENT_KEY, h, "{\"rpm_limit\":5,\"max_budget\":1}"), 0);
+    struct sb_admission a;
+    struct sb_admit_req r = req_for("sk-lim", "gpt-4o", NULL);
+    assert_int_equal(sb_policy_admit(p, &r, &a), 0);
+    struct sb_shared_level lv[SB_SHARED_LEVELS];
+    assert_int_equal(sb_policy_shared_levels(p, &a, lv), 1); /* there is something to share */
+
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct sb_redis_url url;
+    char err[200];
+    assert_int_equal(sb_redis_parse_url("redis://127.0.0.1:1", &url, err, sizeof err), 0);
+    struct sb_shared *s = sb_shared_new(&loop, &url, 50);
+    assert_non_null(s);
+    uv_timer_t wait;
+    bool waited = false;
+    if (wait_refused) {
+        /* Let the refused connect come back first: a reconnect is then scheduled. */
+        uv_timer_init(&loop, &wait);
+        wait.data = &waited;
+        uv_timer_start(&wait, on_wait, 100, 0);
+        while (!waited)
+            uv_run(&loop, UV_RUN_ONCE);
+    }
+    assert_false(sb_shared_ready(s));
+
+    struct sb_shared_ticket t;
+    memset(&t, 0x5a, sizeof t);
+    int calls = 0;
+    struct sb_shared_call *call = (void *)&calls; /* must be cleared */
+    assert_false(sb_shared_admit(s, p, &a, &t, on_shared, &calls, &call));
+    assert_null(call);
+    assert_false(t.active);
+    assert_int_equal(t.n, 0);
+    assert_int_equal(a.status, 0); /* the in-memory admission stands */
+    assert_int_equal(a.max_output, 200);
+    /* Nothing held: finishing is a no-op. */
+    sb_shared_finish(s, &t, 100, 10);
+    sb_shared_cancel(NULL);
+
+    sb_shared_close(s);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(calls, 0);
+
+    sb_policy_release(p, &a);
+    assert_int_equal(sb_policy_reserved_total(p), 0);
+    sb_policy_free(p);
+}
+
+static void test_admit_not_connected(void **state)
+{
+    (void)state;
+    admit_unconnected(false);
+    admit_unconnected(true);
+    assert_false(sb_shared_ready(NULL));
+    sb_shared_close(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_url_parts),
+        cmocka_unit_test(test_url_errors),
+        cmocka_unit_test(test_verdict_admitted),
+        cmocka_unit_test(test_verdict_refused),
+        cmocka_unit_test(test_verdict_malformed),
+        cmocka_unit_test(test_apply_refusals),
+        cmocka_unit_test(test_apply_admitted_budget),
+        cmocka_unit_test(test_apply_ratelimit_values),
+        cmocka_unit_test(test_policy_levels),
+        cmocka_unit_test(test_admit_not_connected),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
