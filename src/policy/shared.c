@@ -312,7 +312,8 @@ int sb_shared_parse_verdict(const redisReply *reply, size_t n, struct sb_shared_
     memset(v, 0, sizeof *v);
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 4 || n > SB_SHARED_LEVELS)
         return -1;
-    int64_t x[3 + 2 * SB_SHARED_LEVELS];
+    int64_t x[3 + 2 * SB_SHARED_LEVELS] = {
+        0}; /* gcc cannot tell that only read elements are used */
     size_t m = reply->elements < sizeof x / sizeof x[0] ? reply->elements : sizeof x / sizeof x[0];
     for (size_t i = 0; i < m; i++) {
         const redisReply *e = reply->element[i];
