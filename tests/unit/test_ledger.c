@@ -37,20 +37,21 @@ static int inj_ping(struct sb_store *s)
     return sb_store_ping(s);
 }
 
-static int inj_reset_spend(struct sb_store *s, enum sb_entity kind, const char *id, int64_t next)
+static int inj_reset_spend_if(struct sb_store *s, enum sb_entity kind, const char *id,
+                              int64_t expect, int64_t next)
 {
     if (atomic_load(&inject_down))
         return SB_STORE_E_DOWN;
-    return sb_store_reset_spend(s, kind, id, next);
+    return sb_store_reset_spend_if(s, kind, id, expect, next);
 }
 
-#define sb_store_spend_write inj_spend_write
-#define sb_store_ping        inj_ping
-#define sb_store_reset_spend inj_reset_spend
+#define sb_store_spend_write    inj_spend_write
+#define sb_store_ping           inj_ping
+#define sb_store_reset_spend_if inj_reset_spend_if
 #include "ledger/ledger.c"
 #undef sb_store_spend_write
 #undef sb_store_ping
-#undef sb_store_reset_spend
+#undef sb_store_reset_spend_if
 
 #include <pthread.h>
 #include <signal.h>
