@@ -1015,8 +1015,9 @@ void sb_policy_budgeted(struct sb_policy *p, enum sb_entity kind,
     /* Copied first and reported after the locks are dropped, as in sb_policy_due_resets. */
     char **ids = NULL;
     size_t n = 0, cap = 0;
+    /* Budgets are configuration (written under the write lock): the read lock is enough,
+     * and admissions, which need the money mutex, are not held up by a long table. */
     pthread_rwlock_rdlock(&p->lock);
-    pthread_mutex_lock(&p->money);
     const struct table *t = &p->t[kind];
     for (size_t i = 0; i < t->nb; i++) {
         for (struct ent *e = t->b[i]; e != NULL; e = e->next) {
@@ -1039,7 +1040,6 @@ void sb_policy_budgeted(struct sb_policy *p, enum sb_entity kind,
         }
     }
 collected:
-    pthread_mutex_unlock(&p->money);
     pthread_rwlock_unlock(&p->lock);
     for (size_t i = 0; i < n; i++) {
         fn(ud, ids[i]);
