@@ -92,6 +92,7 @@ static int start_ledger(struct sb_gateway *gw, const struct sb_config *cfg, int 
         .journal_dir = dir,
         .nworkers = nworkers,
         .policy = gw->policy,
+        .sync_ms = (int)cfg->server.sync_interval_ms,
     };
     char err[512];
     gw->ledger = sb_ledger_start(&lc, err, sizeof err);

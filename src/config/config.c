@@ -1387,6 +1387,9 @@ static void load_general(struct ctx *c, const struct ynode *v, struct sb_config 
         } else if (scalar_is(k, "max_request_size_mb")) {
             get_size(c, val, "general_settings.max_request_size_mb", 1024 * 1024, 65536,
                      &cfg->server.max_request_bytes);
+        } else if (scalar_is(k, "sync_interval_ms")) {
+            get_int(c, val, "general_settings.sync_interval_ms", NULL, 0, 3600000,
+                    &cfg->server.sync_interval_ms);
         } else if (scalar_is(k, "database_url")) {
             if (is_null(val))
                 continue;
@@ -1706,6 +1709,7 @@ static void set_defaults(struct sb_server_config *s)
     s->body_timeout_ms = 60000;
     s->idle_timeout_ms = 60000;
     s->drain_timeout_ms = 30000;
+    s->sync_interval_ms = 1000;
     s->connect_timeout_ms = 10000;
     s->max_connections = 16384;
 }

@@ -99,6 +99,9 @@ struct sb_server_config {
      * reserved (default 4096). */
     char *journal_dir;
     int64_t reserve_output_tokens;
+    /* general_settings.sync_interval_ms: how often the store thread reads the records and
+     * spend that other instances sharing the database changed (default 1000; 0: never). */
+    int64_t sync_interval_ms;
 };
 
 /* `fallbacks: [{gpt-4o: [gpt-4o-mini, other]}]`: when every attempt on `from` failed. */

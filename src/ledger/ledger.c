@@ -28,6 +28,10 @@
 #define BACKOFF_MAX   5000
 #define STOP_RETRY_MS 5000 /* how long stop and start keep trying a database that is down */
 #define REFUSE_TRIES  5
+#define FEED_BATCH    256  /* changes read per statement */
+#define FEED_PASSES   16   /* batches per sync tick at most; the rest on the next tick */
+#define PRUNE_EVERY_S 600  /* how often the change log is pruned */
+#define PRUNE_AGE_S   3600 /* how old a change row must be to go */
 
 /* A row the database refuses (not SB_STORE_E_DOWN) is skipped only after REFUSE_TRIES
  * attempts spread over at least this long, so that a passing error (a lock held too long)
@@ -88,7 +92,13 @@ struct sb_ledger {
     bool loop_ready;
     uv_timer_t flush_timer;
     uv_timer_t reset_timer;
+    uv_timer_t sync_timer;
     uv_async_t wake;
+
+    /* The sync (store thread only). */
+    int sync_ms;
+    int64_t feed_seq;     /* the highest change sequence applied to the policy */
+    int64_t last_prune_s; /* Unix s */
 
     uv_mutex_t jmu; /* the job queue and `stopping` */
     struct job *jhead, *jtail;
@@ -557,6 +567,16 @@ static void advance(uint64_t *off, _Atomic uint64_t *applied, uint64_t to)
     *off = to;
 }
 
+/* A row of this run is in the database (or skipped for good): its cost is no longer pending in
+ * the policy. `applied` is NULL only for the journals of an earlier run (recover), whose rows
+ * this process never settled. Whether this call inserted the row or an earlier attempt did
+ * (a lost COMMIT acknowledgment) does not matter: the database total has it either way. */
+static void unpend(struct sb_ledger *l, _Atomic uint64_t *applied, const struct sb_spend_row *row)
+{
+    if (l->policy != NULL && applied != NULL)
+        sb_policy_applied(l->policy, row);
+}
+
 /* Writes the batch l->rows[0..nrows), whose lines start at `start`. 0 (all written or
  * skipped), SB_STORE_E_DOWN or APPLY_RETRY; the offset advances past what is done. */
 static int write_batch(struct sb_ledger *l, const char *name, uint64_t start, uint64_t *off,
@@ -566,6 +586,8 @@ static int write_batch(struct sb_ledger *l, const char *name, uint64_t start, ui
     int rc = sb_store_spend_write(l->store, l->rows, l->nrows, &ins);
     if (rc == 0) {
         atomic_fetch_add(&l->rows_applied, ins);
+        for (size_t i = 0; i < l->nrows; i++)
+            unpend(l, applied, &l->rows[i]);
         advance(off, applied, l->ends[l->nrows - 1]);
         l->nrows = 0;
         return 0;
@@ -603,6 +625,7 @@ static int write_batch(struct sb_ledger *l, const char *name, uint64_t start, ui
         } else {
             atomic_fetch_add(&l->rows_applied, ins);
         }
+        unpend(l, applied, &l->rows[i]);
         advance(off, applied, l->ends[i]);
     }
     l->nrows = 0;
@@ -891,7 +914,9 @@ static const char *const id_field[SB_ENT_COUNT] = {
     [SB_ENT_CUSTOMER] = "user_id",
 };
 
-static int load_policy(struct sb_ledger *l, char *err, size_t err_len)
+/* Every record into the policy. take_spend: the in-memory spend comes from the records (at
+ * start); otherwise it stays and the spend sync corrects it. */
+static int load_policy(struct sb_ledger *l, bool take_spend, char *err, size_t err_len)
 {
     for (int kind = 0; kind < SB_ENT_COUNT; kind++) {
         for (size_t offset = 0;;) {
@@ -900,14 +925,15 @@ static int load_policy(struct sb_ledger *l, char *err, size_t err_len)
                 sb_store_list(l->store, (enum sb_entity)kind, NULL, NULL, offset, LIST_PAGE, &page);
             if (rc != 0) {
                 snprintf(err, err_len, "cannot list records (kind %d): store error %d", kind, rc);
-                return -1;
+                return rc == SB_STORE_E_DOWN ? SB_STORE_E_DOWN : -1;
             }
             size_t i, got = json_array_size(page);
             json_t *rec;
             json_array_foreach(page, i, rec)
             {
                 const char *id = json_string_value(json_object_get(rec, id_field[kind]));
-                if (!id || sb_policy_upsert(l->policy, (enum sb_entity)kind, id, rec, true) != 0)
+                if (!id ||
+                    sb_policy_upsert(l->policy, (enum sb_entity)kind, id, rec, take_spend) != 0)
                     sb_warn("ledger: a stored record (kind %d) was not loaded", kind);
             }
             json_decref(page);
@@ -917,6 +943,155 @@ static int load_policy(struct sb_ledger *l, char *err, size_t err_len)
         }
     }
     return 0;
+}
+
+/* ---- the sync with other instances (change feed, spend totals) ---- */
+
+/* One changed entity: its record from the store into the policy, or out of it when gone.
+ * The in-memory spend of an entity already known stays (sb_policy_upsert without take_spend):
+ * the spend sync owns it. 0, SB_STORE_E_DOWN, or another store error (logged). */
+static int apply_change(struct sb_ledger *l, enum sb_entity kind, const char *id)
+{
+    json_t *rec = NULL;
+    int rc = sb_store_get(l->store, kind, id, &rec);
+    if (rc == 0) {
+        if (sb_policy_upsert(l->policy, kind, id, rec, false) != 0)
+            sb_warn("ledger: a changed record (kind %d) was refused by the policy", (int)kind);
+        json_decref(rec);
+        return 0;
+    }
+    if (rc == SB_STORE_E_NOT_FOUND) {
+        sb_policy_remove(l->policy, kind, id);
+        return 0;
+    }
+    if (rc != SB_STORE_E_DOWN)
+        sb_warn("ledger: cannot read a changed record (kind %d): store error %d", (int)kind, rc);
+    return rc;
+}
+
+/* Sets the in-memory spend of the given ids from the database's totals. */
+static int sync_ids(struct sb_ledger *l, enum sb_entity kind, const char *const *ids, size_t n)
+{
+    json_t *out = NULL;
+    int rc = sb_store_spend_read(l->store, kind, ids, n, &out);
+    if (rc != 0)
+        return rc;
+    const char *id;
+    json_t *e;
+    json_object_foreach(out, id, e)
+    {
+        sb_policy_sync_spend(l->policy, kind, id,
+                             (int64_t)json_integer_value(json_object_get(e, "spend_nano")),
+                             json_object_get(e, "model_spend_nano"));
+    }
+    json_decref(out);
+    return 0;
+}
+
+/* The record and spend of one entity again (another instance reset its period first). */
+static int refresh_one(struct sb_ledger *l, enum sb_entity kind, const char *id)
+{
+    int rc = apply_change(l, kind, id);
+    if (rc == 0)
+        rc = sync_ids(l, kind, &id, 1);
+    return rc;
+}
+
+/* Reads the change feed from feed_seq on. A reader that fell behind the pruned part of the
+ * log (a database outage longer than PRUNE_AGE_S) lists every record again instead. */
+static int poll_feed(struct sb_ledger *l)
+{
+    struct sb_change *ch = malloc(FEED_BATCH * sizeof *ch);
+    if (!ch)
+        return 0; /* next tick */
+    int rc = 0;
+    for (int pass = 0; pass < FEED_PASSES && rc == 0; pass++) {
+        size_t n = 0;
+        int64_t head = 0, oldest = 0;
+        rc = sb_store_changes(l->store, l->feed_seq, ch, FEED_BATCH, &n, &head, &oldest);
+        if (rc != 0)
+            break;
+        if (oldest > l->feed_seq + 1) {
+            char err[160];
+            sb_warn("ledger: changes up to %" PRId64 " were pruned before this instance read "
+                    "them; reloading every record",
+                    oldest - 1);
+            rc = load_policy(l, false, err, sizeof err);
+            if (rc == 0)
+                l->feed_seq = head; /* read before the listing: nothing after it is lost */
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            rc = apply_change(l, ch[i].kind, ch[i].id);
+            if (rc == SB_STORE_E_DOWN)
+                break; /* this change again once the database is back */
+            rc = 0;
+            l->feed_seq = ch[i].seq;
+        }
+        if (n < FEED_BATCH)
+            break;
+    }
+    free(ch);
+    return rc;
+}
+
+struct idlist {
+    char **v;
+    size_t n, cap;
+};
+
+static void on_budgeted(void *ud, const char *id)
+{
+    struct idlist *il = ud;
+    if (il->n == il->cap) {
+        size_t nc = il->cap ? il->cap * 2 : 64;
+        char **nv = realloc(il->v, nc * sizeof *nv);
+        if (!nv)
+            return; /* synced on a later tick */
+        il->v = nv;
+        il->cap = nc;
+    }
+    char *copy = strdup(id);
+    if (copy)
+        il->v[il->n++] = copy;
+}
+
+/* The spend of every entity with a budget, from the database, plus this process's pending.
+ * Cost: one or two indexed statements per SB_STORE_SPEND_IDS_MAX budgeted entities. */
+static int sync_spend(struct sb_ledger *l)
+{
+    int rc = 0;
+    for (int kind = 0; kind < SB_ENT_COUNT && rc == 0; kind++) {
+        struct idlist il = {0};
+        sb_policy_budgeted(l->policy, (enum sb_entity)kind, on_budgeted, &il);
+        for (size_t at = 0; at < il.n && rc == 0; at += SB_STORE_SPEND_IDS_MAX) {
+            size_t m = il.n - at < SB_STORE_SPEND_IDS_MAX ? il.n - at : SB_STORE_SPEND_IDS_MAX;
+            rc = sync_ids(l, (enum sb_entity)kind, (const char *const *)il.v + at, m);
+        }
+        for (size_t i = 0; i < il.n; i++)
+            free(il.v[i]);
+        free(il.v);
+    }
+    return rc;
+}
+
+static void run_sync(struct sb_ledger *l)
+{
+    if (!l->policy || !db_ready(l, false))
+        return;
+    int rc = poll_feed(l);
+    if (rc == 0)
+        rc = sync_spend(l);
+    int64_t now = (int64_t)time(NULL);
+    if (rc == 0 && now - l->last_prune_s >= PRUNE_EVERY_S) {
+        size_t gone = 0;
+        rc = sb_store_changes_prune(l->store, now - PRUNE_AGE_S, &gone);
+        l->last_prune_s = now;
+    }
+    if (rc == SB_STORE_E_DOWN)
+        mark_down(l);
+    else if (rc != 0)
+        sb_warn("ledger: sync with the database failed: store error %d", rc);
 }
 
 /* ---- budget resets ---- */
@@ -961,9 +1136,20 @@ static void run_resets(struct sb_ledger *l)
     for (size_t i = 0; i < dl.n; i++) {
         struct due *d = &dl.v[i];
         int64_t next = d->duration_s > 0 ? now + d->duration_s : 0;
-        int rc = atomic_load(&l->db_up) ? sb_store_reset_spend(l->store, d->kind, d->id, next)
-                                        : SB_STORE_E_DOWN;
-        if (rc == SB_STORE_E_DOWN) {
+        /* The period this process saw end: if another instance sharing the database reset it
+         * already, budget_reset_at moved and this reset must not zero what was spent since. */
+        json_t *cur = sb_policy_get(l->policy, d->kind, d->id);
+        json_int_t seen = json_integer_value(json_object_get(cur, "budget_reset_at"));
+        json_decref(cur);
+        int rc = atomic_load(&l->db_up)
+                     ? sb_store_reset_spend_if(l->store, d->kind, d->id, seen > 0 ? seen : 0, next)
+                     : SB_STORE_E_DOWN;
+        if (rc == SB_STORE_E_CONFLICT) {
+            /* Take the other instance's reset: its next reset time and the spend since. */
+            rc = refresh_one(l, d->kind, d->id);
+            if (rc == SB_STORE_E_DOWN && atomic_load(&l->db_up))
+                mark_down(l);
+        } else if (rc == SB_STORE_E_DOWN) {
             if (atomic_load(&l->db_up))
                 mark_down(l);
         } else if (rc == 0 || rc == SB_STORE_E_NOT_FOUND) {
@@ -1127,6 +1313,11 @@ static void on_reset_timer(uv_timer_t *t)
         run_resets(l);
 }
 
+static void on_sync_timer(uv_timer_t *t)
+{
+    run_sync(t->data);
+}
+
 static void on_wake(uv_async_t *a)
 {
     struct sb_ledger *l = a->data;
@@ -1144,6 +1335,7 @@ static void on_wake(uv_async_t *a)
     run_jobs(l); /* any queued between the first run and `stopping` */
     uv_close((uv_handle_t *)&l->flush_timer, on_closed);
     uv_close((uv_handle_t *)&l->reset_timer, on_closed);
+    uv_close((uv_handle_t *)&l->sync_timer, on_closed);
     uv_close((uv_handle_t *)&l->wake, on_closed);
 }
 
@@ -1232,6 +1424,7 @@ struct sb_ledger *sb_ledger_start(const struct sb_ledger_config *c, char *err, s
     l->max_bytes = c->journal_max_bytes ? c->journal_max_bytes : (uint64_t)256 << 20;
     l->flush_ms = c->flush_ms > 0 ? c->flush_ms : 200;
     l->policy = c->policy;
+    l->sync_ms = c->sync_ms > 0 ? c->sync_ms : 0;
     l->dir = strdup(c->journal_dir);
     l->w = calloc((size_t)c->nworkers, sizeof *l->w);
     l->rows = malloc(BATCH_MAX * sizeof *l->rows);
@@ -1269,8 +1462,15 @@ struct sb_ledger *sb_ledger_start(const struct sb_ledger_config *c, char *err, s
         l->w[i].seg = l->w[i].rseg = max_seg + 1;
         atomic_store(&l->w[i].cur_seg, max_seg + 1);
     }
-    if (l->policy && load_policy(l, err, err_len) != 0)
-        goto fail;
+    if (l->policy) {
+        /* The feed's position first: a change committed while the records are listed is read
+         * again on the first poll (harmless: applying a change twice is idempotent). */
+        size_t none = 0;
+        if (sb_store_changes(l->store, 0, NULL, 0, &none, &l->feed_seq, NULL) != 0)
+            sb_warn("ledger: cannot read the change feed's position; reading it from the start");
+        if (load_policy(l, true, err, err_len) != 0)
+            goto fail;
+    }
 
     if (uv_loop_init(&l->loop) != 0) {
         snprintf(err, err_len, "cannot create the store thread's loop");
@@ -1279,14 +1479,18 @@ struct sb_ledger *sb_ledger_start(const struct sb_ledger_config *c, char *err, s
     l->loop_ready = true;
     uv_timer_init(&l->loop, &l->flush_timer);
     uv_timer_init(&l->loop, &l->reset_timer);
+    uv_timer_init(&l->loop, &l->sync_timer);
     uv_async_init(&l->loop, &l->wake, on_wake);
-    l->flush_timer.data = l->reset_timer.data = l->wake.data = l;
+    l->flush_timer.data = l->reset_timer.data = l->sync_timer.data = l->wake.data = l;
     uv_timer_start(&l->flush_timer, on_flush_timer, (uint64_t)l->flush_ms, (uint64_t)l->flush_ms);
     uv_timer_start(&l->reset_timer, on_reset_timer, 1000, 1000);
+    if (l->sync_ms > 0 && l->policy)
+        uv_timer_start(&l->sync_timer, on_sync_timer, (uint64_t)l->sync_ms, (uint64_t)l->sync_ms);
     if (uv_thread_create(&l->thread, store_thread, l) != 0) {
         snprintf(err, err_len, "cannot start the store thread");
         uv_close((uv_handle_t *)&l->flush_timer, NULL);
         uv_close((uv_handle_t *)&l->reset_timer, NULL);
+        uv_close((uv_handle_t *)&l->sync_timer, NULL);
         uv_close((uv_handle_t *)&l->wake, NULL);
         uv_run(&l->loop, UV_RUN_DEFAULT);
         goto fail;

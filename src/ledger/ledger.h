@@ -16,7 +16,17 @@
  *   completion comes back on the worker's own loop (uv_async).
  *
  * - Budget resets: every second the store thread resets the spend of the entities whose
- *   budget_reset_at has passed (store and policy).
+ *   budget_reset_at has passed (store and policy), only if no other instance did it first
+ *   (sb_store_reset_spend_if); otherwise it takes that instance's reset.
+ *
+ * - Sync (several instances on one database): every sync_ms the store thread reads the
+ *   store's change feed (sb_store_changes) from the highest sequence it has seen, reads each
+ *   changed record and upserts it into the policy (or removes it), then reads the spend
+ *   totals of every entity with a budget and sets the in-memory spend to that total plus
+ *   what this process settled and has not committed yet (sb_policy_sync_spend). The workers
+ *   keep reading memory only; while the database is down the sync pauses. Old change rows
+ *   are pruned every 10 minutes (kept 1 hour). See docs/internals/ledger.md for the bound
+ *   on what instances can overspend together.
  *
  * Journal layout: <journal_dir>/w<worker>-<segment>.jsonl, one JSON object per line (the
  * fields of struct sb_spend_row), segments rotated at 1 MiB. */
@@ -38,6 +48,9 @@ struct sb_ledger_config {
     uint64_t journal_max_bytes; /* unapplied bytes before sb_ledger_full (default 256 MiB) */
     int flush_ms;               /* batch interval (default 200) */
     struct sb_policy *policy;   /* loaded at start and kept in step with admin changes */
+    int sync_ms; /* how often the store thread reads the change feed and the spend totals
+                    of budgeted entities, so that instances sharing the database converge
+                    (general_settings.sync_interval_ms, 1000 there); 0: never */
 };
 
 /* Opens the store (migrations), applies leftover journals, loads every entity into the

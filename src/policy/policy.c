@@ -40,6 +40,7 @@ struct money {
     int64_t max; /* nano; -1: no budget (conf: written under the write lock) */
     int64_t spend;
     int64_t reserved;
+    int64_t pending; /* settled here, not yet committed to the database by the store thread */
 };
 
 /* Counters of one model on one key (model_max_budget, model_rpm_limit, model_tpm_limit).
@@ -979,6 +980,130 @@ void sb_policy_set_spend(struct sb_policy *p, enum sb_entity kind, const char *i
     pthread_rwlock_unlock(&p->lock);
 }
 
+static void unpend(struct money *m, int64_t cost)
+{
+    m->pending = m->pending > cost ? m->pending - cost : 0;
+}
+
+void sb_policy_applied(struct sb_policy *p, const struct sb_spend_row *row)
+{
+    if (p == NULL || row == NULL || row->cost_nano <= 0)
+        return;
+    const char *ids[LV_CUSTOMER + 1] = {row->key_hash, row->team_id, row->user_id, row->end_user};
+    pthread_rwlock_rdlock(&p->lock);
+    pthread_mutex_lock(&p->money);
+    for (int k = 0; k <= LV_CUSTOMER; k++) {
+        if (ids[k][0] == '\0')
+            continue;
+        struct ent *e = table_find(&p->t[k], (enum sb_entity)k, ids[k]);
+        if (e == NULL)
+            continue;
+        unpend(&e->m, row->cost_nano);
+        struct mctr *mc = k == LV_KEY && row->model[0] != '\0' ? mctr_find(e, row->model) : NULL;
+        if (mc != NULL)
+            unpend(&mc->m, row->cost_nano);
+    }
+    pthread_mutex_unlock(&p->money);
+    pthread_rwlock_unlock(&p->lock);
+}
+
+/* A model counter whose spend the database holds: one with a budget and no time_period (a
+ * time_period is counted per process; the database keeps the key's per-model total). */
+static bool mctr_shared(const struct mctr *mc)
+{
+    return mc->m.max >= 0 && mc->period_s == 0;
+}
+
+void sb_policy_budgeted(struct sb_policy *p, enum sb_entity kind,
+                        void (*fn)(void *ud, const char *id), void *ud)
+{
+    if (p == NULL || (unsigned)kind >= SB_ENT_COUNT || fn == NULL)
+        return;
+    /* Copied first and reported after the locks are dropped, as in sb_policy_due_resets. */
+    char **ids = NULL;
+    size_t n = 0, cap = 0;
+    /* Budgets are configuration (written under the write lock): the read lock is enough,
+     * and admissions, which need the money mutex, are not held up by a long table. */
+    pthread_rwlock_rdlock(&p->lock);
+    const struct table *t = &p->t[kind];
+    for (size_t i = 0; i < t->nb; i++) {
+        for (struct ent *e = t->b[i]; e != NULL; e = e->next) {
+            bool has = e->m.max >= 0;
+            for (struct mctr *mc = e->mctrs; !has && mc != NULL; mc = mc->next)
+                has = mctr_shared(mc);
+            if (!has)
+                continue;
+            if (n == cap) {
+                size_t nc = cap ? cap * 2 : 64;
+                char **v = realloc(ids, nc * sizeof(*v));
+                if (v == NULL)
+                    goto collected; /* the rest is synced on a later pass */
+                ids = v;
+                cap = nc;
+            }
+            if ((ids[n] = xstrdup(e->id)) == NULL)
+                goto collected;
+            n++;
+        }
+    }
+collected:
+    pthread_rwlock_unlock(&p->lock);
+    for (size_t i = 0; i < n; i++) {
+        fn(ud, ids[i]);
+        free(ids[i]);
+    }
+    free(ids);
+}
+
+static int64_t add_money(int64_t a, int64_t b)
+{
+    return a > MONEY_MAX - b ? MONEY_MAX : a + b;
+}
+
+void sb_policy_sync_spend(struct sb_policy *p, enum sb_entity kind, const char *id,
+                          int64_t db_spend_nano, const json_t *model_spend_nano)
+{
+    if (p == NULL || (unsigned)kind >= SB_ENT_COUNT || id == NULL)
+        return;
+    if (db_spend_nano < 0)
+        db_spend_nano = 0;
+    pthread_rwlock_rdlock(&p->lock);
+    struct ent *e = table_find(&p->t[kind], kind, id);
+    if (e != NULL) {
+        pthread_mutex_lock(&p->money);
+        e->m.spend = add_money(db_spend_nano, e->m.pending);
+        for (struct mctr *mc = e->mctrs; kind == SB_ENT_KEY && mc != NULL; mc = mc->next) {
+            if (!mctr_shared(mc))
+                continue;
+            json_int_t v = json_integer_value(json_object_get(model_spend_nano, mc->model));
+            mc->m.spend = add_money(v > 0 ? (int64_t)v : 0, mc->m.pending);
+        }
+        pthread_mutex_unlock(&p->money);
+    }
+    pthread_rwlock_unlock(&p->lock);
+}
+
+int64_t sb_policy_pending(struct sb_policy *p, enum sb_entity kind, const char *id,
+                          const char *model)
+{
+    if (p == NULL || (unsigned)kind >= SB_ENT_COUNT || id == NULL)
+        return -1;
+    int64_t v = -1;
+    pthread_rwlock_rdlock(&p->lock);
+    struct ent *e = table_find(&p->t[kind], kind, id);
+    if (e != NULL) {
+        pthread_mutex_lock(&p->money);
+        struct mctr *mc = model != NULL ? mctr_find(e, model) : NULL;
+        if (model == NULL)
+            v = e->m.pending;
+        else if (mc != NULL)
+            v = mc->m.pending;
+        pthread_mutex_unlock(&p->money);
+    }
+    pthread_rwlock_unlock(&p->lock);
+    return v;
+}
+
 json_t *sb_policy_get(struct sb_policy *p, enum sb_entity kind, const char *id)
 {
     if (p == NULL || (unsigned)kind >= SB_ENT_COUNT || id == NULL)
@@ -1551,8 +1676,10 @@ static void finish(struct sb_policy *p, struct sb_admission *a, bool settle, int
             m->reserved -= h->reservation;
             p->reserved_total -= h->reservation;
         }
-        if (settle)
+        if (settle) {
             m->spend = m->spend > MONEY_MAX - cost ? MONEY_MAX : m->spend + cost;
+            m->pending = m->pending > MONEY_MAX - cost ? MONEY_MAX : m->pending + cost;
+        }
     }
     pthread_mutex_unlock(&p->money);
     if (settle && tokens > 0) {

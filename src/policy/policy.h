@@ -53,6 +53,37 @@ void sb_policy_remove(struct sb_policy *p, enum sb_entity kind, const char *id);
 /* After a budget reset (store thread): spend back to `spend_nano`, next reset time. */
 void sb_policy_set_spend(struct sb_policy *p, enum sb_entity kind, const char *id,
                          int64_t spend_nano, int64_t next_reset_s);
+/* ---- shared spend (several instances on one database; store thread) ----
+ *
+ * The in-memory spend of a budget level is the database's running total plus what this
+ * process has settled and the store thread has not committed yet ("pending"): settle adds
+ * the cost to both spend and pending; when the store thread commits a spend row (or gives
+ * up on it) sb_policy_applied takes the row's cost off the pending of the key, team, user,
+ * end user and the key's model counter it names (never below 0); sb_policy_sync_spend then
+ * sets spend = database total + pending, which adds what other instances spent. */
+
+/* The row is in the database now (or was skipped for good). Only for rows settled by this
+ * process: rows replayed from an earlier run's journal were never pending here. */
+void sb_policy_applied(struct sb_policy *p, const struct sb_spend_row *row);
+
+/* Calls fn (after the locks are dropped) with the id of every entity of `kind` that has a
+ * budget the database's totals matter to: max_budget, or for keys a model_max_budget without
+ * a time_period. */
+void sb_policy_budgeted(struct sb_policy *p, enum sb_entity kind,
+                        void (*fn)(void *ud, const char *id), void *ud);
+
+/* spend = db_spend_nano + pending. Keys: each model counter with a budget and no time_period
+ * also gets model_spend_nano[alias] (integer nano; absent or NULL: 0) + its pending. A model
+ * counter with a time_period keeps its own count (its period is this process's). Unknown
+ * ids are ignored. */
+void sb_policy_sync_spend(struct sb_policy *p, enum sb_entity kind, const char *id,
+                          int64_t db_spend_nano, const json_t *model_spend_nano);
+
+/* The pending nano-dollars of an entity (model NULL) or of a key's model counter; -1 if
+ * there is no such entity or counter (tests, metrics). */
+int64_t sb_policy_pending(struct sb_policy *p, enum sb_entity kind, const char *id,
+                          const char *model);
+
 /* A copy of the record as held in memory, with "spend" from the live counter; NULL if none.
  * (The admin API answers reads from the store; this is for checks and tests.) */
 json_t *sb_policy_get(struct sb_policy *p, enum sb_entity kind, const char *id);

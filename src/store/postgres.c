@@ -21,6 +21,10 @@
 /* Any constant: the key of the advisory lock that serializes migrations across instances. */
 #define MIGRATE_LOCK_KEY "5362727467330001"
 
+/* The key of the transaction-level advisory lock every change-log writer takes before its
+ * change row: sequence numbers are then handed out in commit order (see store.h). */
+#define CHANGE_LOCK_KEY "5362727467330002"
+
 /* Rows per INSERT of sb_pg_spend_write; a larger batch is several statements in one
  * transaction, so one statement's JSON parameter stays around a megabyte. */
 #define SPEND_CHUNK    1000
@@ -538,12 +542,54 @@ static int pg_ping(struct sb_store *s)
     return SB_STORE_E_DOWN;
 }
 
+/* Opens a write transaction of the change log: BEGIN, then the advisory lock that orders
+ * change rows. Without it a reader could see seq 8 committed while seq 7 is still in flight,
+ * remember 8, and never read 7. Writers of entities are admin changes and resets (rare), so
+ * serializing them costs nothing measurable; spend writes do not take it. */
+static int change_begin(struct pg_store *p)
+{
+    int rc = run_simple(p, "begin", "BEGIN");
+    if (rc == 0) {
+        rc = run_simple(p, "change lock", "SELECT pg_advisory_xact_lock(" CHANGE_LOCK_KEY ")");
+    }
+    if (rc != 0) {
+        rollback(p);
+    }
+    return rc;
+}
+
+/* Appends the change row when rc is 0, commits; rolls back otherwise. */
+static int change_end(struct pg_store *p, enum sb_entity kind, const char *id, int rc)
+{
+    if (rc == 0) {
+        char k[8], now[24];
+        snprintf(k, sizeof k, "%d", (int)kind);
+        snprintf(now, sizeof now, "%lld", (long long)time(NULL));
+        const char *params[3] = {k, id, now};
+        PGresult *r =
+            run(p, "change log",
+                "INSERT INTO sb_changes (kind, id, at) VALUES ($1::integer, $2, $3::bigint)", 3,
+                params, &rc);
+        PQclear(r);
+    }
+    if (rc == 0) {
+        rc = run_simple(p, "commit", "COMMIT");
+    }
+    if (rc != 0) {
+        rollback(p);
+    }
+    return rc;
+}
+
 static int pg_put(struct sb_store *s, enum sb_entity kind, const char *id,
                   const struct sb_store_cols *c, bool create)
 {
     struct pg_store *p = pg(s);
     int rc = ready(p);
     if (rc != 0) {
+        return rc;
+    }
+    if ((rc = change_begin(p)) != 0) {
         return rc;
     }
     char reset[24], now[24];
@@ -560,7 +606,7 @@ static int pg_put(struct sb_store *s, enum sb_entity kind, const char *id,
         r = run(p, "put", sql, 4, params, &rc);
     }
     PQclear(r);
-    return rc;
+    return change_end(p, kind, id, rc);
 }
 
 static int pg_get(struct sb_store *s, enum sb_entity kind, const char *id, json_t **out)
@@ -605,14 +651,16 @@ static int pg_del(struct sb_store *s, enum sb_entity kind, const char *id)
     if (rc != 0) {
         return rc;
     }
-    const char *params[1] = {id};
-    PGresult *r = run(p, "delete", kind_sql[kind].del, 1, params, &rc);
-    if (r == NULL) {
+    if ((rc = change_begin(p)) != 0) {
         return rc;
     }
-    rc = affected(r) > 0 ? 0 : SB_STORE_E_NOT_FOUND;
-    PQclear(r);
-    return rc;
+    const char *params[1] = {id};
+    PGresult *r = run(p, "delete", kind_sql[kind].del, 1, params, &rc);
+    if (r != NULL) {
+        rc = affected(r) > 0 ? 0 : SB_STORE_E_NOT_FOUND;
+        PQclear(r);
+    }
+    return change_end(p, kind, id, rc);
 }
 
 static int pg_list(struct sb_store *s, enum sb_entity kind, const char *field, const char *value,
@@ -665,25 +713,183 @@ static int pg_list(struct sb_store *s, enum sb_entity kind, const char *field, c
     return 0;
 }
 
-static int pg_reset_spend(struct sb_store *s, enum sb_entity kind, const char *id,
-                          int64_t next_reset)
+/* budget_reset_at of each kind, the row locked until the transaction ends. */
+static const char *const reset_at_sql[SB_ENT_COUNT] = {
+    [SB_ENT_KEY] = "SELECT budget_reset_at FROM sb_keys WHERE token = $1 FOR UPDATE",
+    [SB_ENT_TEAM] = "SELECT budget_reset_at FROM sb_teams WHERE team_id = $1 FOR UPDATE",
+    [SB_ENT_USER] = "SELECT budget_reset_at FROM sb_users WHERE user_id = $1 FOR UPDATE",
+    [SB_ENT_CUSTOMER] = "SELECT budget_reset_at FROM sb_customers WHERE user_id = $1 FOR UPDATE",
+};
+
+static int pg_reset_spend(struct sb_store *s, enum sb_entity kind, const char *id, bool has_expect,
+                          int64_t expect, int64_t next_reset)
 {
     struct pg_store *p = pg(s);
     int rc = ready(p);
     if (rc != 0) {
         return rc;
     }
-    char reset[24], now[24];
-    snprintf(reset, sizeof reset, "%" PRId64, next_reset);
-    snprintf(now, sizeof now, "%lld", (long long)time(NULL));
-    const char *params[3] = {id, next_reset > 0 ? reset : NULL, now};
-    PGresult *r = run_again(p, "reset spend", kind_sql[kind].reset, 3, params, &rc);
+    if ((rc = change_begin(p)) != 0) {
+        return rc;
+    }
+    const char *id_param[1] = {id};
+    if (has_expect) {
+        /* Every reset holds the change lock, so the check and the update are one step for
+         * every instance: the second of two that saw the same period end finds the new value. */
+        PGresult *r = run(p, "reset check", reset_at_sql[kind], 1, id_param, &rc);
+        if (r != NULL) {
+            if (PQntuples(r) == 0) {
+                rc = SB_STORE_E_NOT_FOUND;
+            } else if (col_i64(r, 0, 0) != expect) {
+                rc = SB_STORE_E_CONFLICT;
+            }
+            PQclear(r);
+        }
+    }
+    if (rc == 0) {
+        char reset[24], now[24];
+        snprintf(reset, sizeof reset, "%" PRId64, next_reset);
+        snprintf(now, sizeof now, "%lld", (long long)time(NULL));
+        const char *params[3] = {id, next_reset > 0 ? reset : NULL, now};
+        PGresult *r = run(p, "reset spend", kind_sql[kind].reset, 3, params, &rc);
+        if (r != NULL) {
+            rc = affected(r) > 0 ? 0 : SB_STORE_E_NOT_FOUND;
+            PQclear(r);
+        }
+    }
+    return change_end(p, kind, id, rc);
+}
+
+/* ---- the change feed, shared spend ---- */
+
+static int pg_changes(struct sb_store *s, int64_t after, struct sb_change *out, size_t max,
+                      size_t *n, int64_t *head, int64_t *oldest)
+{
+    struct pg_store *p = pg(s);
+    int rc = ready(p);
+    if (rc != 0) {
+        return rc;
+    }
+    size_t got = 0;
+    if (max > 0) {
+        char a[24], m[24];
+        snprintf(a, sizeof a, "%" PRId64, after);
+        snprintf(m, sizeof m, "%zu", max);
+        const char *params[2] = {a, m};
+        PGresult *r = run_again(p, "changes",
+                                "SELECT seq, kind, id FROM sb_changes WHERE seq > $1::bigint"
+                                " ORDER BY seq LIMIT $2::bigint",
+                                2, params, &rc);
+        if (r == NULL) {
+            return rc;
+        }
+        int rows = PQntuples(r);
+        for (int i = 0; i < rows && got < max; i++) {
+            int64_t kind = col_i64(r, i, 1);
+            if (kind < 0 || kind >= SB_ENT_COUNT) {
+                continue; /* a kind this version does not know */
+            }
+            out[got].seq = col_i64(r, i, 0);
+            out[got].kind = (enum sb_entity)kind;
+            col_str(r, i, 2, out[got].id, sizeof out[got].id);
+            got++;
+        }
+        PQclear(r);
+    }
+    PGresult *r = run_again(p, "change ends",
+                            "SELECT coalesce(max(seq), 0), coalesce(min(seq), 0) FROM sb_changes",
+                            0, NULL, &rc);
     if (r == NULL) {
         return rc;
     }
-    rc = affected(r) > 0 ? 0 : SB_STORE_E_NOT_FOUND;
+    *head = col_i64(r, 0, 0);
+    *oldest = col_i64(r, 0, 1);
     PQclear(r);
-    return rc;
+    *n = got;
+    return 0;
+}
+
+static int pg_changes_prune(struct sb_store *s, int64_t before_s, size_t *deleted)
+{
+    struct pg_store *p = pg(s);
+    int rc = ready(p);
+    if (rc != 0) {
+        return rc;
+    }
+    char b[24];
+    snprintf(b, sizeof b, "%" PRId64, before_s);
+    const char *params[1] = {b};
+    PGresult *r = run(p, "changes prune",
+                      "DELETE FROM sb_changes WHERE at < $1::bigint"
+                      " AND seq < (SELECT max(seq) FROM sb_changes)",
+                      1, params, &rc);
+    if (r == NULL) {
+        return rc;
+    }
+    *deleted = (size_t)affected(r);
+    PQclear(r);
+    return 0;
+}
+
+static const char *const spend_read_sql[SB_ENT_COUNT] = {
+    [SB_ENT_KEY] = "SELECT token, spend_nano FROM sb_keys"
+                   " WHERE token IN (SELECT json_array_elements_text($1::json))",
+    [SB_ENT_TEAM] = "SELECT team_id, spend_nano FROM sb_teams"
+                    " WHERE team_id IN (SELECT json_array_elements_text($1::json))",
+    [SB_ENT_USER] = "SELECT user_id, spend_nano FROM sb_users"
+                    " WHERE user_id IN (SELECT json_array_elements_text($1::json))",
+    [SB_ENT_CUSTOMER] = "SELECT user_id, spend_nano FROM sb_customers"
+                        " WHERE user_id IN (SELECT json_array_elements_text($1::json))",
+};
+
+static int pg_spend_read(struct sb_store *s, enum sb_entity kind, const char *ids_json,
+                         json_t **out)
+{
+    struct pg_store *p = pg(s);
+    int rc = ready(p);
+    if (rc != 0) {
+        return rc;
+    }
+    const char *params[1] = {ids_json};
+    PGresult *r = run_again(p, "spend read", spend_read_sql[kind], 1, params, &rc);
+    if (r == NULL) {
+        return rc;
+    }
+    json_t *o = json_object();
+    int rows = PQntuples(r);
+    for (int i = 0; o != NULL && i < rows; i++) {
+        if (sb_store_spend_entry(o, kind, PQgetvalue(r, i, 0), col_i64(r, i, 1)) == NULL) {
+            json_decref(o);
+            o = NULL;
+        }
+    }
+    PQclear(r);
+    if (o != NULL && kind == SB_ENT_KEY) {
+        r = run_again(p, "model spend read",
+                      "SELECT token, model, spend_nano FROM sb_key_model_spend"
+                      " WHERE token IN (SELECT json_array_elements_text($1::json))",
+                      1, params, &rc);
+        if (r == NULL) {
+            json_decref(o);
+            return rc;
+        }
+        rows = PQntuples(r);
+        for (int i = 0; o != NULL && i < rows; i++) {
+            json_t *ms =
+                json_object_get(json_object_get(o, PQgetvalue(r, i, 0)), "model_spend_nano");
+            if (ms != NULL &&
+                json_object_set_new(ms, PQgetvalue(r, i, 1), json_integer(col_i64(r, i, 2))) != 0) {
+                json_decref(o);
+                o = NULL;
+            }
+        }
+        PQclear(r);
+    }
+    if (o == NULL) {
+        return SB_STORE_E_FAILED;
+    }
+    *out = o;
+    return 0;
 }
 
 /* ---- the spend ledger ---- */
@@ -1024,6 +1230,9 @@ static const struct sb_store_ops pg_ops = {
     .spend_logs = pg_spend_logs,
     .spend_totals = pg_spend_totals,
     .spend_count = pg_spend_count,
+    .changes = pg_changes,
+    .changes_prune = pg_changes_prune,
+    .spend_read = pg_spend_read,
 };
 
 struct sb_store *sb_store_pg_open(const char *conninfo, char *err, size_t err_len)

@@ -87,10 +87,20 @@
     "CREATE INDEX sb_spend_logs_start_ms ON sb_spend_logs (start_ms);"                             \
     "CREATE INDEX sb_spend_logs_api_key ON sb_spend_logs (api_key, start_ms);"
 
+/* Version 2: the change log (docs/internals/store.md, "The change feed"). AUTOINCREMENT, so
+ * a sequence number is never reused once the newest rows are pruned. */
+#define SB_SCHEMA_SQLITE_V2                                                                        \
+    "CREATE TABLE sb_changes ("                                                                    \
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"                                                      \
+    " kind INTEGER NOT NULL,"                                                                      \
+    " id TEXT NOT NULL,"                                                                           \
+    " at INTEGER NOT NULL);"                                                                       \
+    "CREATE INDEX sb_changes_at ON sb_changes (at);"
+
 /* Initializer of `static const char *const migrations[]`: entry i is version i + 1. */
 #define SB_SCHEMA_SQLITE                                                                           \
     {                                                                                              \
-        SB_SCHEMA_SQLITE_V1                                                                        \
+        SB_SCHEMA_SQLITE_V1, SB_SCHEMA_SQLITE_V2                                                   \
     }
 
 /* ---- PostgreSQL ---- */
@@ -159,9 +169,17 @@
     "CREATE INDEX sb_spend_logs_start_ms ON sb_spend_logs (start_ms);"                             \
     "CREATE INDEX sb_spend_logs_api_key ON sb_spend_logs (api_key, start_ms);"
 
+#define SB_SCHEMA_PG_V2                                                                            \
+    "CREATE TABLE sb_changes ("                                                                    \
+    " seq BIGSERIAL PRIMARY KEY,"                                                                  \
+    " kind INTEGER NOT NULL,"                                                                      \
+    " id TEXT COLLATE \"C\" NOT NULL,"                                                             \
+    " at BIGINT NOT NULL);"                                                                        \
+    "CREATE INDEX sb_changes_at ON sb_changes (at);"
+
 #define SB_SCHEMA_PG                                                                               \
     {                                                                                              \
-        SB_SCHEMA_PG_V1                                                                            \
+        SB_SCHEMA_PG_V1, SB_SCHEMA_PG_V2                                                           \
     }
 
 #endif

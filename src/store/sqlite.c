@@ -36,7 +36,14 @@ enum stmt_id {
     ST_COMMIT,
     ST_ROLLBACK,
     ST_PING,
-    ST__N
+    ST_CHANGE_ADD,
+    ST_CHANGES,
+    ST_CHANGES_ENDS,
+    ST_CHANGES_PRUNE,
+    ST_MODEL_SPEND_READ,
+    ST_RESET_AT,
+    ST_SPEND_READ = ST_RESET_AT + SB_ENT_COUNT,
+    ST__N = ST_SPEND_READ + SB_ENT_COUNT
 };
 
 #define LOG_COLS                                                                                   \
@@ -150,6 +157,25 @@ static const char *const stmt_sql[ST__N] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_PING] = "SELECT 1",
+    [ST_CHANGE_ADD] = "INSERT INTO sb_changes (kind, id, at) VALUES (?1, ?2, ?3)",
+    [ST_CHANGES] = "SELECT seq, kind, id FROM sb_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    [ST_CHANGES_ENDS] = "SELECT COALESCE(MAX(seq), 0), COALESCE(MIN(seq), 0) FROM sb_changes",
+    [ST_CHANGES_PRUNE] =
+        "DELETE FROM sb_changes WHERE at < ?1 AND seq < (SELECT MAX(seq) FROM sb_changes)",
+    [ST_MODEL_SPEND_READ] = "SELECT token, model, spend_nano FROM sb_key_model_spend "
+                            "WHERE token IN (SELECT value FROM json_each(?1))",
+    [ST_RESET_AT + SB_ENT_KEY] = "SELECT budget_reset_at FROM sb_keys WHERE token = ?1",
+    [ST_RESET_AT + SB_ENT_TEAM] = "SELECT budget_reset_at FROM sb_teams WHERE team_id = ?1",
+    [ST_RESET_AT + SB_ENT_USER] = "SELECT budget_reset_at FROM sb_users WHERE user_id = ?1",
+    [ST_RESET_AT + SB_ENT_CUSTOMER] = "SELECT budget_reset_at FROM sb_customers WHERE user_id = ?1",
+    [ST_SPEND_READ + SB_ENT_KEY] =
+        "SELECT token, spend_nano FROM sb_keys WHERE token IN (SELECT value FROM json_each(?1))",
+    [ST_SPEND_READ + SB_ENT_TEAM] = "SELECT team_id, spend_nano FROM sb_teams "
+                                    "WHERE team_id IN (SELECT value FROM json_each(?1))",
+    [ST_SPEND_READ + SB_ENT_USER] = "SELECT user_id, spend_nano FROM sb_users "
+                                    "WHERE user_id IN (SELECT value FROM json_each(?1))",
+    [ST_SPEND_READ + SB_ENT_CUSTOMER] = "SELECT user_id, spend_nano FROM sb_customers "
+                                        "WHERE user_id IN (SELECT value FROM json_each(?1))",
 };
 
 struct sb_sqlite {
@@ -257,10 +283,24 @@ static int tx_end(struct sb_sqlite *q, int rc)
 
 /* ---- entities ---- */
 
-static int q_put(struct sb_store *s, enum sb_entity kind, const char *id,
-                 const struct sb_store_cols *c, bool create)
+/* The change row of the write in progress (see store.h, "the change feed"). Writers hold
+ * SQLite's one write lock from BEGIN IMMEDIATE to COMMIT, so numbers are taken in commit
+ * order. */
+static int log_change(struct sb_sqlite *q, enum sb_entity kind, const char *id)
 {
-    struct sb_sqlite *q = sq(s);
+    int rc = 0;
+    sqlite3_stmt *st = stmt_get(q, ST_CHANGE_ADD, &rc);
+    if (st == NULL)
+        return rc;
+    sqlite3_bind_int(st, 1, (int)kind);
+    bind_text(st, 2, id);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
+    return stmt_done(st);
+}
+
+static int put_row(struct sb_sqlite *q, enum sb_entity kind, const char *id,
+                   const struct sb_store_cols *c, bool create)
+{
     int rc = 0;
     sqlite3_stmt *st = stmt_get(q, (create ? ST_CREATE : ST_UPSERT) + kind, &rc);
     if (st == NULL)
@@ -282,6 +322,19 @@ static int q_put(struct sb_store *s, enum sb_entity kind, const char *id,
     if (rc == 0 && create && sqlite3_changes(q->db) == 0)
         rc = SB_STORE_E_EXISTS;
     return rc;
+}
+
+static int q_put(struct sb_store *s, enum sb_entity kind, const char *id,
+                 const struct sb_store_cols *c, bool create)
+{
+    struct sb_sqlite *q = sq(s);
+    int rc = tx_begin(q);
+    if (rc != 0)
+        return rc;
+    rc = put_row(q, kind, id, c, create);
+    if (rc == 0)
+        rc = log_change(q, kind, id);
+    return tx_end(q, rc);
 }
 
 static int model_spend_load(struct sb_sqlite *q, const char *token, json_t **out)
@@ -375,6 +428,8 @@ static int q_del(struct sb_store *s, enum sb_entity kind, const char *id)
             rc = stmt_done(st);
         }
     }
+    if (rc == 0)
+        rc = log_change(q, kind, id);
     return tx_end(q, rc);
 }
 
@@ -419,14 +474,39 @@ static int q_list(struct sb_store *s, enum sb_entity kind, const char *field, co
     return 0;
 }
 
-static int q_reset_spend(struct sb_store *s, enum sb_entity kind, const char *id,
-                         int64_t next_reset)
+/* Inside the write transaction: SB_STORE_E_NOT_FOUND, SB_STORE_E_CONFLICT when
+ * budget_reset_at is not `expect` (0: NULL), or 0. */
+static int check_reset_at(struct sb_sqlite *q, enum sb_entity kind, const char *id, int64_t expect)
+{
+    int rc = 0;
+    sqlite3_stmt *st = stmt_get(q, ST_RESET_AT + kind, &rc);
+    if (st == NULL)
+        return rc;
+    bind_text(st, 1, id);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return SB_STORE_E_NOT_FOUND;
+    }
+    if (r != SQLITE_ROW)
+        return step_err(st, r);
+    int64_t cur = sqlite3_column_type(st, 0) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return cur == expect ? 0 : SB_STORE_E_CONFLICT;
+}
+
+static int q_reset_spend(struct sb_store *s, enum sb_entity kind, const char *id, bool has_expect,
+                         int64_t expect, int64_t next_reset)
 {
     struct sb_sqlite *q = sq(s);
     int rc = tx_begin(q);
     if (rc != 0)
         return rc;
-    sqlite3_stmt *st = stmt_get(q, ST_RESET + kind, &rc);
+    sqlite3_stmt *st = NULL;
+    if (has_expect)
+        rc = check_reset_at(q, kind, id, expect);
+    if (rc == 0)
+        st = stmt_get(q, ST_RESET + kind, &rc);
     if (st != NULL) {
         bind_text(st, 1, id);
         if (next_reset > 0)
@@ -445,6 +525,8 @@ static int q_reset_spend(struct sb_store *s, enum sb_entity kind, const char *id
             rc = stmt_done(st);
         }
     }
+    if (rc == 0)
+        rc = log_change(q, kind, id);
     return tx_end(q, rc);
 }
 
@@ -684,6 +766,113 @@ static int q_spend_count(struct sb_store *s, int64_t *out)
     return 0;
 }
 
+/* ---- the change feed, shared spend ---- */
+
+static int q_changes(struct sb_store *s, int64_t after, struct sb_change *out, size_t max,
+                     size_t *n, int64_t *head, int64_t *oldest)
+{
+    struct sb_sqlite *q = sq(s);
+    int rc = 0;
+    size_t got = 0;
+    if (max > 0) {
+        sqlite3_stmt *st = stmt_get(q, ST_CHANGES, &rc);
+        if (st == NULL)
+            return rc;
+        sqlite3_bind_int64(st, 1, after);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+        int r = SQLITE_DONE;
+        while (got < max && (r = sqlite3_step(st)) == SQLITE_ROW) {
+            int kind = sqlite3_column_int(st, 1);
+            if (kind < 0 || kind >= SB_ENT_COUNT)
+                continue; /* a kind this version does not know */
+            out[got].seq = sqlite3_column_int64(st, 0);
+            out[got].kind = (enum sb_entity)kind;
+            copy_col(st, 2, out[got].id, sizeof(out[got].id));
+            got++;
+        }
+        if (got < max && r != SQLITE_DONE)
+            return step_err(st, r);
+        sqlite3_reset(st);
+    }
+    sqlite3_stmt *st = stmt_get(q, ST_CHANGES_ENDS, &rc);
+    if (st == NULL)
+        return rc;
+    int r = sqlite3_step(st);
+    if (r != SQLITE_ROW)
+        return step_err(st, r);
+    *head = sqlite3_column_int64(st, 0);
+    *oldest = sqlite3_column_int64(st, 1);
+    sqlite3_reset(st);
+    *n = got;
+    return 0;
+}
+
+static int q_changes_prune(struct sb_store *s, int64_t before_s, size_t *deleted)
+{
+    struct sb_sqlite *q = sq(s);
+    int rc = 0;
+    sqlite3_stmt *st = stmt_get(q, ST_CHANGES_PRUNE, &rc);
+    if (st == NULL)
+        return rc;
+    sqlite3_bind_int64(st, 1, before_s);
+    rc = stmt_done(st);
+    if (rc == 0)
+        *deleted = (size_t)sqlite3_changes(q->db);
+    return rc;
+}
+
+static int q_spend_read(struct sb_store *s, enum sb_entity kind, const char *ids_json, json_t **out)
+{
+    struct sb_sqlite *q = sq(s);
+    int rc = 0;
+    sqlite3_stmt *st = stmt_get(q, ST_SPEND_READ + kind, &rc);
+    if (st == NULL)
+        return rc;
+    json_t *o = json_object();
+    if (o == NULL) {
+        sqlite3_reset(st);
+        return SB_STORE_E_FAILED;
+    }
+    bind_text(st, 1, ids_json);
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        if (id != NULL && sb_store_spend_entry(o, kind, id, sqlite3_column_int64(st, 1)) == NULL) {
+            rc = SB_STORE_E_FAILED;
+            break;
+        }
+    }
+    if (rc == 0 && r != SQLITE_DONE)
+        rc = step_err(st, r);
+    sqlite3_reset(st);
+    if (rc == 0 && kind == SB_ENT_KEY) {
+        st = stmt_get(q, ST_MODEL_SPEND_READ, &rc);
+        if (st != NULL) {
+            bind_text(st, 1, ids_json);
+            while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+                const char *id = (const char *)sqlite3_column_text(st, 0);
+                const char *model = (const char *)sqlite3_column_text(st, 1);
+                json_t *ms = json_object_get(json_object_get(o, id ? id : ""), "model_spend_nano");
+                if (ms != NULL && model != NULL &&
+                    json_object_set_new(ms, model, json_integer(sqlite3_column_int64(st, 2))) !=
+                        0) {
+                    rc = SB_STORE_E_FAILED;
+                    break;
+                }
+            }
+            if (rc == 0 && r != SQLITE_DONE)
+                rc = step_err(st, r);
+            sqlite3_reset(st);
+        }
+    }
+    if (rc != 0) {
+        json_decref(o);
+        return rc;
+    }
+    *out = o;
+    return 0;
+}
+
 static int q_ping(struct sb_store *s)
 {
     return run(sq(s), ST_PING) == 0 ? 0 : SB_STORE_E_DOWN;
@@ -711,6 +900,9 @@ static const struct sb_store_ops sqlite_ops = {
     .spend_logs = q_spend_logs,
     .spend_totals = q_spend_totals,
     .spend_count = q_spend_count,
+    .changes = q_changes,
+    .changes_prune = q_changes_prune,
+    .spend_read = q_spend_read,
 };
 
 /* ---- open and migrate ---- */

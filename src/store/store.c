@@ -3,6 +3,7 @@
 #include "store/store_int.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -405,7 +406,95 @@ int sb_store_reset_spend(struct sb_store *s, enum sb_entity kind, const char *id
 {
     if (!kind_ok(kind) || sb_store_check_id(id) != 0 || next_reset < 0)
         return SB_STORE_E_INVALID;
-    return s->ops->reset_spend(s, kind, id, next_reset);
+    return s->ops->reset_spend(s, kind, id, false, 0, next_reset);
+}
+
+int sb_store_reset_spend_if(struct sb_store *s, enum sb_entity kind, const char *id, int64_t expect,
+                            int64_t next_reset)
+{
+    if (!kind_ok(kind) || sb_store_check_id(id) != 0 || next_reset < 0 || expect < 0)
+        return SB_STORE_E_INVALID;
+    return s->ops->reset_spend(s, kind, id, true, expect, next_reset);
+}
+
+int sb_store_changes(struct sb_store *s, int64_t after, struct sb_change *out, size_t max,
+                     size_t *n, int64_t *head, int64_t *oldest)
+{
+    int64_t h = 0, o = 0;
+    size_t got = 0;
+    if (n != NULL)
+        *n = 0;
+    if (head != NULL)
+        *head = 0;
+    if (oldest != NULL)
+        *oldest = 0;
+    if (n == NULL || after < 0 || max > SB_STORE_CHANGES_MAX || (max > 0 && out == NULL))
+        return SB_STORE_E_INVALID;
+    int rc = s->ops->changes(s, after, out, max, &got, &h, &o);
+    if (rc != 0)
+        return rc;
+    *n = got;
+    if (head != NULL)
+        *head = h;
+    if (oldest != NULL)
+        *oldest = o;
+    return 0;
+}
+
+int sb_store_changes_prune(struct sb_store *s, int64_t before_s, size_t *deleted)
+{
+    size_t d = 0;
+    if (deleted != NULL)
+        *deleted = 0;
+    if (before_s < 0)
+        return SB_STORE_E_INVALID;
+    int rc = s->ops->changes_prune(s, before_s, &d);
+    if (rc == 0 && deleted != NULL)
+        *deleted = d;
+    return rc;
+}
+
+json_t *sb_store_spend_entry(json_t *out, enum sb_entity kind, const char *id, int64_t spend)
+{
+    json_t *e = json_object();
+    if (e == NULL || json_object_set_new(e, "spend_nano", json_integer(spend)) != 0 ||
+        (kind == SB_ENT_KEY && json_object_set_new(e, "model_spend_nano", json_object()) != 0) ||
+        json_object_set_new(out, id, e) != 0)
+        return NULL;
+    return e;
+}
+
+int sb_store_spend_read(struct sb_store *s, enum sb_entity kind, const char *const *ids, size_t n,
+                        json_t **out)
+{
+    if (out == NULL)
+        return SB_STORE_E_INVALID;
+    *out = NULL;
+    if (!kind_ok(kind) || n > SB_STORE_SPEND_IDS_MAX || (n > 0 && ids == NULL))
+        return SB_STORE_E_INVALID;
+    for (size_t i = 0; i < n; i++)
+        if (sb_store_check_id(ids[i]) != 0)
+            return SB_STORE_E_INVALID;
+    if (n == 0) {
+        *out = json_object();
+        return *out ? 0 : SB_STORE_E_FAILED;
+    }
+    json_t *arr = json_array();
+    if (arr == NULL)
+        return SB_STORE_E_FAILED;
+    for (size_t i = 0; i < n; i++) {
+        if (json_array_append_new(arr, json_string(ids[i])) != 0) {
+            json_decref(arr);
+            return SB_STORE_E_FAILED;
+        }
+    }
+    char *text = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    if (text == NULL)
+        return SB_STORE_E_FAILED;
+    int rc = s->ops->spend_read(s, kind, text, out);
+    free(text);
+    return rc;
 }
 
 int sb_store_spend_write(struct sb_store *s, const struct sb_spend_row *rows, size_t n,

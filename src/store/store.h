@@ -28,6 +28,7 @@
 #define SB_STORE_E_DOWN      (-2003) /* the database is unreachable; retry later */
 #define SB_STORE_E_INVALID   (-2004) /* a bad argument (id too long, record not an object) */
 #define SB_STORE_E_FAILED    (-2005) /* any other database error */
+#define SB_STORE_E_CONFLICT  (-2006) /* a conditional write found another value: re-read */
 
 enum sb_entity {
     SB_ENT_KEY,      /* id: the key's SHA-256 hex ("token"); LiteLLM_VerificationToken */
@@ -77,6 +78,54 @@ int sb_store_list(struct sb_store *s, enum sb_entity kind, const char *field, co
 /* Sets the spend of one entity to 0 and its budget_reset_at to next_reset (Unix s; 0: none). */
 int sb_store_reset_spend(struct sb_store *s, enum sb_entity kind, const char *id,
                          int64_t next_reset);
+
+/* The same, but only while the entity's budget_reset_at is still `expect` (Unix s; 0: none):
+ * otherwise nothing is written and SB_STORE_E_CONFLICT is returned (another instance reset
+ * the period first; read the record again). So of several instances sharing the database
+ * that see the same period end, exactly one resets it. */
+int sb_store_reset_spend_if(struct sb_store *s, enum sb_entity kind, const char *id, int64_t expect,
+                            int64_t next_reset);
+
+/* ---- the change feed ----
+ *
+ * sb_store_put, sb_store_delete and both resets append one row (kind, id) to a change log in
+ * the same transaction as the change itself; spend written by sb_store_spend_write is not
+ * logged (read it with sb_store_spend_read). Sequence numbers increase, and the log is
+ * written so that a reader never sees a change with a number below one it has already seen
+ * (on PostgreSQL the writers serialize on an advisory lock: numbers are taken in commit
+ * order). So "every change after the highest number I have read" misses nothing. */
+
+struct sb_change {
+    int64_t seq;
+    enum sb_entity kind;
+    char id[129];
+};
+
+/* Most rows sb_store_changes returns at once. */
+#define SB_STORE_CHANGES_MAX 1000
+
+/* The changes numbered above `after`, oldest first, at most `max` (<= SB_STORE_CHANGES_MAX;
+ * 0: none, only the numbers below) into out; *n gets their count. *head gets the highest
+ * number in the log and *oldest the lowest (0 when the log is empty): a reader whose `after`
+ * is below oldest - 1 may have missed pruned changes and must reload everything. head and
+ * oldest may be NULL. */
+int sb_store_changes(struct sb_store *s, int64_t after, struct sb_change *out, size_t max,
+                     size_t *n, int64_t *head, int64_t *oldest);
+
+/* Deletes the change rows written before `before_s` (Unix s) except the newest row, so that
+ * oldest stays meaningful. *deleted (may be NULL) gets the number removed. */
+int sb_store_changes_prune(struct sb_store *s, int64_t before_s, size_t *deleted);
+
+/* ---- shared spend ---- */
+
+/* Most ids one sb_store_spend_read takes. */
+#define SB_STORE_SPEND_IDS_MAX 1000
+
+/* The running spend of up to SB_STORE_SPEND_IDS_MAX ids of one kind, in one or two
+ * statements: *out is a new JSON object {id: {"spend_nano": n}}, for keys also
+ * "model_spend_nano": {alias: n}. Ids without a record are absent. */
+int sb_store_spend_read(struct sb_store *s, enum sb_entity kind, const char *const *ids, size_t n,
+                        json_t **out);
 
 /* ---- the spend ledger ---- */
 

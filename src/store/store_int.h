@@ -60,8 +60,17 @@ struct sb_store_ops {
      * limit 0 means no limit. Ordered by id (byte order). */
     int (*list)(struct sb_store *s, enum sb_entity kind, const char *field, const char *value,
                 size_t offset, size_t limit, json_t **out);
-    /* Keys: also zeroes the per-model spend. next_reset 0: budget_reset_at becomes NULL. */
-    int (*reset_spend)(struct sb_store *s, enum sb_entity kind, const char *id, int64_t next_reset);
+    /* Keys: also zeroes the per-model spend. next_reset 0: budget_reset_at becomes NULL.
+     * has_expect: only if budget_reset_at is `expect` (0: NULL), else SB_STORE_E_CONFLICT.
+     * put, del and reset_spend append a change row in their transaction (see store.h). */
+    int (*reset_spend)(struct sb_store *s, enum sb_entity kind, const char *id, bool has_expect,
+                       int64_t expect, int64_t next_reset);
+    /* Checked by store.c: after >= 0, max <= SB_STORE_CHANGES_MAX, n/head/oldest not NULL. */
+    int (*changes)(struct sb_store *s, int64_t after, struct sb_change *out, size_t max, size_t *n,
+                   int64_t *head, int64_t *oldest);
+    int (*changes_prune)(struct sb_store *s, int64_t before_s, size_t *deleted);
+    /* Checked by store.c: ids_json is a JSON array of 1..SB_STORE_SPEND_IDS_MAX checked ids. */
+    int (*spend_read)(struct sb_store *s, enum sb_entity kind, const char *ids_json, json_t **out);
     /* Checked by store.c: every row with sb_store_spend_row_check; n > 0. */
     int (*spend_write)(struct sb_store *s, const struct sb_spend_row *rows, size_t n,
                        size_t *inserted);
@@ -125,6 +134,10 @@ json_t *sb_store_spend_log_json(const struct sb_spend_row *r);
  *  "requests": n}. New reference; NULL on OOM. */
 json_t *sb_store_total_json(enum sb_spend_group by, const char *id, int64_t total_nano,
                             int64_t total_tokens, int64_t requests);
+
+/* Adds {"spend_nano": spend} under id to the spend_read result `out`; for keys also an
+ * empty "model_spend_nano" object. Returns the entry (borrowed) or NULL on OOM. */
+json_t *sb_store_spend_entry(json_t *out, enum sb_entity kind, const char *id, int64_t spend);
 
 /* nano-dollars as a dollar real. */
 double sb_store_dollars(int64_t nano);

@@ -284,6 +284,7 @@ static void test_defaults(void **state)
     assert_int_equal(s->workers, 0);
     assert_int_equal(s->max_header_bytes, 16384);
     assert_int_equal(s->max_request_bytes, 32 * 1024 * 1024);
+    assert_int_equal(s->sync_interval_ms, 1000);
     assert_int_equal(s->max_response_bytes, 64 * 1024 * 1024);
     assert_int_equal(s->max_event_bytes, 4 * 1024 * 1024);
     assert_int_equal(s->header_timeout_ms, 10000);
@@ -448,6 +449,10 @@ static void test_errors_with_lines(void **state)
     fake_env = NULL;
     expect_error(ENTRY "      timeout: 0\n",
                  "E t.yaml:5: litellm_params.timeout must be a number > 0");
+    expect_error("general_settings:\n  sync_interval_ms: -1\n",
+                 "E t.yaml:2: general_settings.sync_interval_ms must be an integer in 0..3600000");
+    expect_error("general_settings:\n  sync_interval_ms: fast\n",
+                 "E t.yaml:2: general_settings.sync_interval_ms must be an integer in 0..3600000");
     expect_error(ENTRY "      timeout: -3\n",
                  "E t.yaml:5: litellm_params.timeout must be a number > 0");
     expect_error(ENTRY "      timeout: abc\n",
@@ -571,6 +576,7 @@ static void test_numbers(void **state)
                                             "      tpm: 0\n"
                                             "general_settings:\n"
                                             "  max_request_size_mb: 0.5\n"
+                                            "  sync_interval_ms: 250\n"
                                             "server:\n"
                                             "  port: \"4001\"\n"
                                             "  max_event_kb: 0.001\n"
@@ -580,9 +586,10 @@ static void test_numbers(void **state)
     assert_int_equal(cfg->deployments[0].max_retries, 2);
     assert_int_equal(cfg->deployments[0].rpm, 5);
     assert_int_equal(cfg->server.max_request_bytes, 512 * 1024);
+    assert_int_equal(cfg->server.sync_interval_ms, 250);
     assert_int_equal(cfg->server.port, 4001);
     assert_int_equal(cfg->server.max_event_bytes, 2);
-    assert_has(&d, "W t.yaml:14: unknown key 'server.timeout_unused' ignored");
+    assert_has(&d, "W t.yaml:15: unknown key 'server.timeout_unused' ignored");
     sb_config_free(cfg);
     diags_free(&d);
 

@@ -37,20 +37,21 @@ static int inj_ping(struct sb_store *s)
     return sb_store_ping(s);
 }
 
-static int inj_reset_spend(struct sb_store *s, enum sb_entity kind, const char *id, int64_t next)
+static int inj_reset_spend_if(struct sb_store *s, enum sb_entity kind, const char *id,
+                              int64_t expect, int64_t next)
 {
     if (atomic_load(&inject_down))
         return SB_STORE_E_DOWN;
-    return sb_store_reset_spend(s, kind, id, next);
+    return sb_store_reset_spend_if(s, kind, id, expect, next);
 }
 
-#define sb_store_spend_write inj_spend_write
-#define sb_store_ping        inj_ping
-#define sb_store_reset_spend inj_reset_spend
+#define sb_store_spend_write    inj_spend_write
+#define sb_store_ping           inj_ping
+#define sb_store_reset_spend_if inj_reset_spend_if
 #include "ledger/ledger.c"
 #undef sb_store_spend_write
 #undef sb_store_ping
-#undef sb_store_reset_spend
+#undef sb_store_reset_spend_if
 
 #include <pthread.h>
 #include <signal.h>
@@ -823,6 +824,107 @@ static void test_pg_outage(void **state)
     env_free(&e);
 }
 
+/* Polls cond for up to 5 s. */
+#define EVENTUALLY(cond)                                                                           \
+    do {                                                                                           \
+        int64_t until_ = now_ms() + 5000;                                                          \
+        while (!(cond) && now_ms() < until_)                                                       \
+            sleep_ms(10);                                                                          \
+        assert_true(cond);                                                                         \
+    } while (0)
+
+static int64_t policy_spend(struct sb_policy *p, enum sb_entity kind, const char *id)
+{
+    json_t *j = sb_policy_get(p, kind, id);
+    if (j == NULL)
+        return -1;
+    int64_t v = (int64_t)(json_real_value(json_object_get(j, "spend")) * 1e9 + 0.5);
+    json_decref(j);
+    return v;
+}
+
+/* Two ledgers on one database file, as two gateway instances: a record written by anyone
+ * reaches both policies through the change feed, and spend settled on one reaches the other
+ * through the spend sync, while the settling one counts it exactly once (pending, then the
+ * database total). */
+static void test_two_instances_sync(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e);
+    struct env e2 = e;
+    snprintf(e2.jdir, sizeof e2.jdir, "%s/journal2", e.dir);
+    struct sb_policy *p1 = sb_policy_new(), *p2 = sb_policy_new();
+    struct sb_ledger_config c = {.database_url = e.url,
+                                 .journal_dir = e.jdir,
+                                 .nworkers = 1,
+                                 .flush_ms = 20,
+                                 .policy = p1,
+                                 .sync_ms = 50};
+    char err[256] = "";
+    struct sb_ledger *l1 = sb_ledger_start(&c, err, sizeof err);
+    assert_non_null(l1);
+    c.journal_dir = e2.jdir;
+    c.policy = p2;
+    struct sb_ledger *l2 = sb_ledger_start(&c, err, sizeof err);
+    assert_non_null(l2);
+    struct sb_store *s = sb_store_open(e.url, err, sizeof err);
+    assert_non_null(s);
+
+    char kh[65];
+    sb_policy_hash_key("sk-shared", 9, kh);
+    json_t *rec = json_pack("{s:s, s:f}", "token", kh, "max_budget", 0.00001);
+    assert_int_equal(sb_store_put(s, SB_ENT_KEY, kh, rec, true), 0);
+    json_decref(rec);
+    EVENTUALLY(policy_spend(p1, SB_ENT_KEY, kh) == 0 && policy_spend(p2, SB_ENT_KEY, kh) == 0);
+
+    /* Settled on instance 1: pending there until its row is committed. */
+    struct sb_admit_req r = {.key = "sk-shared",
+                             .key_len = 9,
+                             .model = "m",
+                             .input_tokens = 10,
+                             .max_output = 10,
+                             .price_in = 10,
+                             .price_out = 10,
+                             .now_ms = 1700000000000};
+    struct sb_admission a;
+    assert_int_equal(sb_policy_admit(p1, &r, &a), 0);
+    sb_policy_settle(p1, &a, 4000, 20, r.now_ms);
+    assert_int_equal(sb_policy_pending(p1, SB_ENT_KEY, kh, NULL), 4000);
+    struct sb_spend_row row;
+    make_row(&row, "sync-1", 4000);
+    snprintf(row.key_hash, sizeof row.key_hash, "%s", kh);
+    assert_int_equal(sb_ledger_record(l1, 0, &row), 0);
+    EVENTUALLY(sb_policy_pending(p1, SB_ENT_KEY, kh, NULL) == 0 &&
+               policy_spend(p2, SB_ENT_KEY, kh) == 4000);
+    /* Counted once where it was settled, and once more syncs change nothing. */
+    sleep_ms(120);
+    assert_int_equal(policy_spend(p1, SB_ENT_KEY, kh), 4000);
+    assert_int_equal(policy_spend(p2, SB_ENT_KEY, kh), 4000);
+    /* 6000 left: instance 2 refuses a request whose input alone needs more. */
+    r.input_tokens = 700;
+    assert_int_equal(sb_policy_admit(p2, &r, &a), 400);
+
+    /* A budget changed elsewhere, then the key deleted: both instances follow. */
+    rec = json_pack("{s:s, s:f}", "token", kh, "max_budget", 1.0);
+    assert_int_equal(sb_store_put(s, SB_ENT_KEY, kh, rec, false), 0);
+    json_decref(rec);
+    int64_t until = now_ms() + 5000;
+    while (sb_policy_admit(p2, &r, &a) != 0 && now_ms() < until)
+        sleep_ms(10);
+    assert_int_equal(a.status, 0);
+    sb_policy_release(p2, &a);
+    assert_int_equal(sb_store_delete(s, SB_ENT_KEY, kh), 0);
+    EVENTUALLY(policy_spend(p1, SB_ENT_KEY, kh) < 0 && policy_spend(p2, SB_ENT_KEY, kh) < 0);
+
+    sb_store_close(s);
+    sb_ledger_stop(l1);
+    sb_ledger_stop(l2);
+    sb_policy_free(p1);
+    sb_policy_free(p2);
+    env_free(&e);
+}
+
 int main(void)
 {
     sb_log_set_level(SB_LOG_ERROR);
@@ -841,6 +943,7 @@ int main(void)
         cmocka_unit_test(test_transient_failure_retried),
         cmocka_unit_test(test_jobs),
         cmocka_unit_test(test_budget_reset),
+        cmocka_unit_test(test_two_instances_sync),
         cmocka_unit_test(test_pg_outage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -858,6 +858,119 @@ static void run_concurrent_budget(bool team)
     sb_policy_free(c.p);
 }
 
+static void collect_id(void *ud, const char *id)
+{
+    char *list = ud;
+    size_t n = strlen(list);
+    snprintf(list + n, 512 - n, "%s%s", n ? "," : "", id);
+}
+
+static struct sb_spend_row spend_row(const char *key_hash, const char *team, const char *user,
+                                     const char *end_user, const char *model, int64_t cost)
+{
+    struct sb_spend_row r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.request_id, sizeof(r.request_id), "req");
+    snprintf(r.key_hash, sizeof(r.key_hash), "%s", key_hash);
+    snprintf(r.team_id, sizeof(r.team_id), "%s", team);
+    snprintf(r.user_id, sizeof(r.user_id), "%s", user);
+    snprintf(r.end_user, sizeof(r.end_user), "%s", end_user);
+    snprintf(r.model, sizeof(r.model), "%s", model);
+    r.cost_nano = cost;
+    return r;
+}
+
+/* Several instances on one database: spend = database total + what this process settled
+ * that is not committed yet; commits move cost from pending to the database total. */
+static void test_shared_spend(void **state)
+{
+    (void)state;
+    struct sb_policy *p = sb_policy_new();
+    char kh[65];
+    sb_policy_hash_key("sk-s", 4, kh);
+    assert_int_equal(put_key(p, "sk-s",
+                             "{\"max_budget\":0.00002,\"team_id\":\"t\",\"user_id\":\"u\","
+                             "\"model_max_budget\":{\"m\":0.00002,\"p\":{\"budget_limit\":1,"
+                             "\"time_period\":\"1d\"}}}"),
+                     0);
+    assert_int_equal(put(p, SB_ENT_TEAM, "t", "{\"max_budget\":1}"), 0);
+    assert_int_equal(put(p, SB_ENT_USER, "u", "{}"), 0);
+    assert_int_equal(put(p, SB_ENT_CUSTOMER, "c", "{\"max_budget\":1}"), 0);
+    assert_int_equal(put(p, SB_ENT_TEAM, "free", "{}"), 0);
+
+    /* Only entities with a budget are synced: the user and the free team are not. */
+    char list[512] = "";
+    sb_policy_budgeted(p, SB_ENT_TEAM, collect_id, list);
+    assert_string_equal(list, "t");
+    list[0] = '\0';
+    sb_policy_budgeted(p, SB_ENT_USER, collect_id, list);
+    assert_string_equal(list, "");
+    sb_policy_budgeted(p, SB_ENT_KEY, collect_id, list);
+    assert_string_equal(list, kh);
+
+    /* Two requests settled here: both pending at every level they touched. */
+    struct sb_admission a, b;
+    struct sb_admit_req r = req_for("sk-s", "m");
+    r.end_user = "c";
+    assert_int_equal(sb_policy_admit(p, &r, &a), 0);
+    assert_int_equal(sb_policy_admit(p, &r, &b), 0);
+    sb_policy_settle(p, &a, 3000, 10, T0_MS);
+    sb_policy_settle(p, &b, 2000, 10, T0_MS);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_KEY, kh, NULL), 5000);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_KEY, kh, "m"), 5000);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_TEAM, "t", NULL), 5000);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_USER, "u", NULL), 5000);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_CUSTOMER, "c", NULL), 5000);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_KEY, kh, "nope"), -1);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_TEAM, "nope", NULL), -1);
+
+    /* The database knows 7000 spent elsewhere and none of ours yet: 7000 + 5000. */
+    json_t *ms = parse("{\"m\":7000,\"p\":999999}");
+    sb_policy_sync_spend(p, SB_ENT_KEY, kh, 7000, ms);
+    assert_int_equal(key_spend(p, "sk-s"), 12000);
+    /* The first row is committed: it leaves pending at every level it names. */
+    struct sb_spend_row row = spend_row(kh, "t", "u", "c", "m", 3000);
+    sb_policy_applied(p, &row);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_KEY, kh, NULL), 2000);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_KEY, kh, "m"), 2000);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_TEAM, "t", NULL), 2000);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_USER, "u", NULL), 2000);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_CUSTOMER, "c", NULL), 2000);
+    /* Now the database total holds it: 7000 + 3000 + 2000 pending. */
+    sb_policy_sync_spend(p, SB_ENT_KEY, kh, 10000, ms);
+    assert_int_equal(key_spend(p, "sk-s"), 12000);
+    sb_policy_sync_spend(p, SB_ENT_TEAM, "t", 10000, NULL);
+    assert_int_equal(spend_nano(p, SB_ENT_TEAM, "t"), 12000);
+    /* Another instance spent 6000 more: with 2000 pending the key's 20000 has 0 left. */
+    json_decref(ms);
+    ms = parse("{\"m\":16000}");
+    sb_policy_sync_spend(p, SB_ENT_KEY, kh, 18000, ms);
+    assert_int_equal(key_spend(p, "sk-s"), 20000);
+    assert_int_equal(sb_policy_admit(p, &r, &a), 400);
+    /* Rows this process never settled (another run's journal, a master-key request) clamp
+     * pending at 0 rather than drive it negative. */
+    row = spend_row(kh, "t", "", "c", "m", 1000000);
+    sb_policy_applied(p, &row);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_KEY, kh, NULL), 0);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_KEY, kh, "m"), 0);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_TEAM, "t", NULL), 0);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_USER, "u", NULL), 2000);
+    sb_policy_sync_spend(p, SB_ENT_KEY, kh, 15000, ms);
+    assert_int_equal(key_spend(p, "sk-s"), 15000);
+    json_decref(ms);
+    /* The model counter with a time_period keeps its own count: p was never synced. */
+    r.model = "p";
+    r.end_user = NULL;
+    assert_int_equal(sb_policy_admit(p, &r, &a), 0);
+    sb_policy_release(p, &a);
+    /* A released request was never pending; unknown ids are ignored. */
+    assert_int_equal(sb_policy_pending(p, SB_ENT_KEY, kh, "p"), 0);
+    sb_policy_sync_spend(p, SB_ENT_USER, "ghost", 5, NULL);
+    sb_policy_applied(p, NULL);
+    assert_int_equal(sb_policy_reserved_total(p), 0);
+    sb_policy_free(p);
+}
+
 static void test_concurrent_budget(void **state)
 {
     (void)state;
@@ -939,6 +1052,7 @@ int main(void)
         cmocka_unit_test(test_upsert_keeps_live_counters),
         cmocka_unit_test(test_remove_while_held),
         cmocka_unit_test(test_budget_reset),
+        cmocka_unit_test(test_shared_spend),
         cmocka_unit_test(test_concurrent_budget),
         cmocka_unit_test(test_concurrent_rpm),
     };

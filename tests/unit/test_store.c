@@ -771,6 +771,191 @@ static void t_large_batch(struct sb_store *s)
     free(rows);
 }
 
+/* ---- the change feed ---- */
+
+static size_t changes_ok(struct sb_store *s, int64_t after, struct sb_change *out, size_t max,
+                         int64_t *head, int64_t *oldest)
+{
+    size_t n = 99;
+    assert_int_equal(sb_store_changes(s, after, out, max, &n, head, oldest), 0);
+    assert_true(n <= max);
+    return n;
+}
+
+static void t_change_feed(struct sb_store *s)
+{
+    struct sb_change ch[32];
+    int64_t head = -1, oldest = -1;
+    assert_int_equal(changes_ok(s, 0, ch, 32, &head, &oldest), 0);
+    assert_int_equal(head, 0);
+    assert_int_equal(oldest, 0);
+
+    put_ok(s, SB_ENT_KEY, KEY_A, "{\"team_id\":\"t\",\"budget_reset_at\":100}");
+    put_ok(s, SB_ENT_TEAM, "t", "{}");
+    put_ok(s, SB_ENT_USER, "u", "{}");
+    json_t *r = obj("{\"key_alias\":\"x\",\"budget_reset_at\":100}");
+    assert_int_equal(sb_store_put(s, SB_ENT_KEY, KEY_A, r, false), 0);
+    /* Writes that change nothing log nothing. */
+    assert_int_equal(sb_store_put(s, SB_ENT_TEAM, "t", r, true), SB_STORE_E_EXISTS);
+    json_decref(r);
+    assert_int_equal(sb_store_delete(s, SB_ENT_USER, "nobody"), SB_STORE_E_NOT_FOUND);
+    assert_int_equal(sb_store_reset_spend(s, SB_ENT_TEAM, "nobody", 0), SB_STORE_E_NOT_FOUND);
+    /* Spend is not logged (sb_store_spend_read), not even the customer it creates. */
+    struct sb_spend_row sr = row("cf-1", KEY_A, "t", "u", "c", "m", 10, 1);
+    assert_int_equal(sb_store_spend_write(s, &sr, 1, NULL), 0);
+    assert_int_equal(sb_store_delete(s, SB_ENT_TEAM, "t"), 0);
+    assert_int_equal(sb_store_reset_spend(s, SB_ENT_USER, "u", 0), 0);
+    assert_int_equal(sb_store_reset_spend_if(s, SB_ENT_KEY, KEY_A, 100, 200), 0);
+    assert_int_equal(sb_store_reset_spend_if(s, SB_ENT_KEY, KEY_A, 100, 300), SB_STORE_E_CONFLICT);
+
+    static const struct {
+        enum sb_entity kind;
+        const char *id;
+    } want[] = {{SB_ENT_KEY, NULL}, {SB_ENT_TEAM, "t"}, {SB_ENT_USER, "u"}, {SB_ENT_KEY, NULL},
+                {SB_ENT_TEAM, "t"}, {SB_ENT_USER, "u"}, {SB_ENT_KEY, NULL}};
+    size_t n = changes_ok(s, 0, ch, 32, &head, &oldest);
+    assert_int_equal(n, 7);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(ch[i].kind, want[i].kind);
+        assert_string_equal(ch[i].id, want[i].id ? want[i].id : KEY_A);
+        if (i > 0)
+            assert_true(ch[i].seq > ch[i - 1].seq);
+    }
+    assert_int_equal(head, ch[6].seq);
+    assert_int_equal(oldest, ch[0].seq);
+
+    /* Paging: after a number, bounded. */
+    struct sb_change page[2];
+    assert_int_equal(changes_ok(s, ch[2].seq, page, 2, NULL, NULL), 2);
+    assert_int_equal(page[0].seq, ch[3].seq);
+    assert_int_equal(page[1].seq, ch[4].seq);
+    assert_int_equal(changes_ok(s, head, ch, 32, NULL, NULL), 0);
+    /* max 0: only the ends. */
+    int64_t h2 = 0;
+    assert_int_equal(changes_ok(s, 0, NULL, 0, &h2, NULL), 0);
+    assert_int_equal(h2, head);
+
+    size_t dummy;
+    assert_int_equal(sb_store_changes(s, -1, ch, 32, &dummy, NULL, NULL), SB_STORE_E_INVALID);
+    assert_int_equal(sb_store_changes(s, 0, ch, SB_STORE_CHANGES_MAX + 1, &dummy, NULL, NULL),
+                     SB_STORE_E_INVALID);
+    assert_int_equal(sb_store_changes(s, 0, NULL, 1, &dummy, NULL, NULL), SB_STORE_E_INVALID);
+    assert_int_equal(sb_store_changes(s, 0, ch, 1, NULL, NULL, NULL), SB_STORE_E_INVALID);
+
+    /* An id full of SQL comes back byte for byte. */
+    const char *evil = "'); DELETE FROM sb_changes; --";
+    put_ok(s, SB_ENT_CUSTOMER, evil, "{}");
+    assert_int_equal(changes_ok(s, head, ch, 32, &h2, NULL), 1);
+    assert_string_equal(ch[0].id, evil);
+    assert_int_equal(ch[0].kind, SB_ENT_CUSTOMER);
+    assert_int_equal(h2, ch[0].seq);
+}
+
+static void t_change_prune(struct sb_store *s)
+{
+    put_ok(s, SB_ENT_TEAM, "a", "{}");
+    put_ok(s, SB_ENT_TEAM, "b", "{}");
+    put_ok(s, SB_ENT_TEAM, "c", "{}");
+    struct sb_change ch[8];
+    int64_t head = 0, oldest = 0;
+    assert_int_equal(changes_ok(s, 0, ch, 8, &head, &oldest), 3);
+    size_t del = 99;
+    /* Nothing is old enough. */
+    assert_int_equal(sb_store_changes_prune(s, 1, &del), 0);
+    assert_int_equal(del, 0);
+    /* Everything is, but the newest row stays, so oldest tells a reader what it missed. */
+    assert_int_equal(sb_store_changes_prune(s, INT32_MAX, &del), 0);
+    assert_int_equal(del, 2);
+    int64_t h2 = 0, o2 = 0;
+    assert_int_equal(changes_ok(s, 0, ch, 8, &h2, &o2), 1);
+    assert_int_equal(ch[0].seq, head);
+    assert_int_equal(h2, head);
+    assert_int_equal(o2, head);
+    /* Numbers are never reused after a prune. */
+    assert_int_equal(sb_store_delete(s, SB_ENT_TEAM, "c"), 0);
+    assert_int_equal(changes_ok(s, head, ch, 8, &h2, NULL), 1);
+    assert_true(ch[0].seq > head);
+    assert_int_equal(sb_store_changes_prune(s, -1, NULL), SB_STORE_E_INVALID);
+}
+
+static void t_reset_spend_if(struct sb_store *s)
+{
+    put_ok(s, SB_ENT_KEY, KEY_A, "{\"budget_reset_at\":100}");
+    put_ok(s, SB_ENT_TEAM, "t", "{}");
+    struct sb_spend_row r = row("ri-1", KEY_A, "t", "", "", "m", 5000, 1);
+    assert_int_equal(sb_store_spend_write(s, &r, 1, NULL), 0);
+    /* Another instance moved the period on: nothing is written. */
+    assert_int_equal(sb_store_reset_spend_if(s, SB_ENT_KEY, KEY_A, 99, 500), SB_STORE_E_CONFLICT);
+    json_t *k = get_ok(s, SB_ENT_KEY, KEY_A);
+    assert_dollars(json_real_value(json_object_get(k, "spend")), 5000);
+    assert_int_equal(json_integer_value(json_object_get(k, "budget_reset_at")), 100);
+    assert_int_equal(json_object_size(json_object_get(k, "model_spend")), 1);
+    json_decref(k);
+    /* The instance that saw 100 resets once; the second one to see 100 finds 500. */
+    assert_int_equal(sb_store_reset_spend_if(s, SB_ENT_KEY, KEY_A, 100, 500), 0);
+    assert_int_equal(sb_store_reset_spend_if(s, SB_ENT_KEY, KEY_A, 100, 600), SB_STORE_E_CONFLICT);
+    struct sb_spend_row r2 = row("ri-2", KEY_A, "t", "", "", "m", 7, 2);
+    assert_int_equal(sb_store_spend_write(s, &r2, 1, NULL), 0);
+    assert_dollars(spend_of(s, SB_ENT_KEY, KEY_A), 7);
+    k = get_ok(s, SB_ENT_KEY, KEY_A);
+    assert_int_equal(json_integer_value(json_object_get(k, "budget_reset_at")), 500);
+    json_decref(k);
+    /* expect 0 is "no reset time". */
+    assert_int_equal(sb_store_reset_spend_if(s, SB_ENT_TEAM, "t", 5, 50), SB_STORE_E_CONFLICT);
+    assert_int_equal(sb_store_reset_spend_if(s, SB_ENT_TEAM, "t", 0, 50), 0);
+    assert_dollars(spend_of(s, SB_ENT_TEAM, "t"), 0);
+    assert_int_equal(sb_store_reset_spend_if(s, SB_ENT_TEAM, "t", 50, 0), 0);
+    assert_int_equal(sb_store_reset_spend_if(s, SB_ENT_USER, "missing", 0, 0),
+                     SB_STORE_E_NOT_FOUND);
+    assert_int_equal(sb_store_reset_spend_if(s, SB_ENT_USER, "u", -1, 0), SB_STORE_E_INVALID);
+}
+
+static void t_spend_read(struct sb_store *s)
+{
+    put_ok(s, SB_ENT_KEY, KEY_A, "{}");
+    put_ok(s, SB_ENT_KEY, KEY_B, "{}");
+    put_ok(s, SB_ENT_TEAM, "t'; --", "{}");
+    struct sb_spend_row rows[3] = {row("sr-1", KEY_A, "t'; --", "", "", "m1", 100, 1),
+                                   row("sr-2", KEY_A, "t'; --", "", "", "m2", 20, 2),
+                                   row("sr-3", KEY_A, "", "", "c", "m1", 3, 3)};
+    assert_int_equal(sb_store_spend_write(s, rows, 3, NULL), 0);
+
+    const char *ids[] = {KEY_A, KEY_B, "missing"};
+    json_t *out = NULL;
+    assert_int_equal(sb_store_spend_read(s, SB_ENT_KEY, ids, 3, &out), 0);
+    assert_int_equal(json_object_size(out), 2);
+    json_t *a = json_object_get(out, KEY_A);
+    assert_int_equal(json_integer_value(json_object_get(a, "spend_nano")), 123);
+    json_t *ms = json_object_get(a, "model_spend_nano");
+    assert_int_equal(json_object_size(ms), 2);
+    assert_int_equal(json_integer_value(json_object_get(ms, "m1")), 103);
+    assert_int_equal(json_integer_value(json_object_get(ms, "m2")), 20);
+    json_t *b = json_object_get(out, KEY_B);
+    assert_int_equal(json_integer_value(json_object_get(b, "spend_nano")), 0);
+    assert_int_equal(json_object_size(json_object_get(b, "model_spend_nano")), 0);
+    json_decref(out);
+
+    const char *teams[] = {"t'; --"};
+    assert_int_equal(sb_store_spend_read(s, SB_ENT_TEAM, teams, 1, &out), 0);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(out, "t'; --"), "spend_nano")), 120);
+    assert_null(json_object_get(json_object_get(out, "t'; --"), "model_spend_nano"));
+    json_decref(out);
+    const char *cust[] = {"c"};
+    assert_int_equal(sb_store_spend_read(s, SB_ENT_CUSTOMER, cust, 1, &out), 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(out, "c"), "spend_nano")),
+                     3);
+    json_decref(out);
+
+    assert_int_equal(sb_store_spend_read(s, SB_ENT_USER, NULL, 0, &out), 0);
+    assert_int_equal(json_object_size(out), 0);
+    json_decref(out);
+    const char *bad[] = {""};
+    assert_int_equal(sb_store_spend_read(s, SB_ENT_USER, bad, 1, &out), SB_STORE_E_INVALID);
+    assert_int_equal(sb_store_spend_read(s, SB_ENT_USER, ids, SB_STORE_SPEND_IDS_MAX + 1, &out),
+                     SB_STORE_E_INVALID);
+}
+
 struct tcase {
     const char *name;
     void (*fn)(struct sb_store *s);
@@ -796,6 +981,10 @@ static const struct tcase cases[] = {
     CASE(t_spend_totals_groups),
     CASE(t_spend_invalid_rows),
     CASE(t_large_batch),
+    CASE(t_change_feed),
+    CASE(t_change_prune),
+    CASE(t_reset_spend_if),
+    CASE(t_spend_read),
 };
 #define N_CASES (sizeof(cases) / sizeof(cases[0]))
 
@@ -894,7 +1083,7 @@ static void pg_wipe(const char *url)
     assert_int_equal(PQstatus(c), CONNECTION_OK);
     PGresult *r = PQexec(c, "SET client_min_messages = warning; DROP TABLE IF EXISTS "
                             "sb_spend_logs, sb_key_model_spend, sb_keys, sb_teams, sb_users, "
-                            "sb_customers, sb_schema");
+                            "sb_customers, sb_changes, sb_schema");
     assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
     PQclear(r);
     PQfinish(c);
