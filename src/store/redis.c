@@ -90,11 +90,14 @@ int sb_redis_parse_url(const char *url, struct sb_redis_url *out, char *err, siz
     }
     const char *p = url + sizeof scheme - 1;
     const char *end = p + strlen(p);
-    const char *slash = memchr(p, '/', (size_t)(end - p));
+    /* The last '@' ends the credentials (a password may hold '@', ':' or '/'; a host, port
+     * or database never holds '@'). */
     const char *auth_end = NULL;
-    for (const char *q = p; q < (slash ? slash : end); q++)
+    for (const char *q = p; q < end; q++)
         if (*q == '@')
-            auth_end = q; /* the last '@': a password may hold one */
+            auth_end = q;
+    const char *slash =
+        memchr(auth_end ? auth_end : p, '/', (size_t)(end - (auth_end ? auth_end : p)));
     if (auth_end) {
         const char *colon = memchr(p, ':', (size_t)(auth_end - p));
         if (!colon) {

@@ -78,6 +78,12 @@ static void test_url_parts(void **state)
     assert_int_equal(u.port, 1);
     assert_int_equal(u.db, 3);
 
+    /* A '/' in the password is not the database's. */
+    url_ok("redis://:a/b@host/2", &u);
+    assert_string_equal(u.password, "a/b");
+    assert_string_equal(u.host, "host");
+    assert_int_equal(u.db, 2);
+
     url_ok("redis://host/15", &u);
     assert_string_equal(u.host, "host");
     assert_int_equal(u.db, 15);
