@@ -568,28 +568,97 @@ static int add_customer(struct sb_sqlite *q, const char *who, int64_t cost)
     return rc;
 }
 
-static int bill_row(struct sb_sqlite *q, const struct sb_spend_row *r)
+/* The running totals a batch adds to, summed per entity first: a batch of thousands of rows
+ * of one key is one UPDATE of that key, not thousands. Ids point into the batch's rows. */
+#define AGG_MAX 64
+
+struct agg {
+    char kind; /* 'k' key, 'm' a key's model, 't' team, 'u' user, 'c' end user */
+    const char *id, *model;
+    int64_t cost;
+    bool found; /* 'k': the key exists (its model spend is kept only then) */
+};
+
+static int agg_flush(struct sb_sqlite *q, struct agg *a, size_t *n)
 {
     int rc = 0;
-    if (r->key_hash[0] != '\0') {
-        bool found = false;
-        rc = add_spend(q, ST_ADD_KEY, r->key_hash, r->cost_nano, &found);
-        if (rc == 0 && found && r->model[0] != '\0') {
+    for (size_t i = 0; i < *n && rc == 0; i++) {
+        struct agg *e = &a[i];
+        switch (e->kind) {
+        case 'k':
+            rc = add_spend(q, ST_ADD_KEY, e->id, e->cost, &e->found);
+            break;
+        case 'm': {
+            bool found = false;
+            for (size_t j = 0; j < i; j++)
+                if (a[j].kind == 'k' && strcmp(a[j].id, e->id) == 0)
+                    found = a[j].found;
+            if (!found)
+                break;
             sqlite3_stmt *st = stmt_get(q, ST_MODEL_SPEND_ADD, &rc);
             if (st == NULL)
                 return rc;
-            bind_text(st, 1, r->key_hash);
-            bind_text(st, 2, r->model);
-            sqlite3_bind_int64(st, 3, r->cost_nano);
+            bind_text(st, 1, e->id);
+            bind_text(st, 2, e->model);
+            sqlite3_bind_int64(st, 3, e->cost);
             rc = stmt_done(st);
+            break;
+        }
+        case 't':
+            rc = add_spend(q, ST_ADD_TEAM, e->id, e->cost, NULL);
+            break;
+        case 'u':
+            rc = add_spend(q, ST_ADD_USER, e->id, e->cost, NULL);
+            break;
+        default:
+            rc = add_customer(q, e->id, e->cost);
+            break;
         }
     }
+    *n = 0;
+    return rc;
+}
+
+static int64_t add_sat(int64_t a, int64_t b)
+{
+    int64_t s;
+    return __builtin_add_overflow(a, b, &s) ? INT64_MAX : s;
+}
+
+/* Adds a row's cost to one entity's sum; flushes first when the table is full (the key and
+ * its model go in together, so a model's key is always flushed with or before it). */
+static int agg_add(struct sb_sqlite *q, struct agg *a, size_t *n, char kind, const char *id,
+                   const char *model, int64_t cost)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (a[i].kind == kind && strcmp(a[i].id, id) == 0 &&
+            (kind != 'm' || strcmp(a[i].model, model) == 0)) {
+            a[i].cost = add_sat(a[i].cost, cost);
+            return 0;
+        }
+    if (*n + (kind == 'k' ? 2 : 1) > AGG_MAX) {
+        int rc = agg_flush(q, a, n);
+        if (rc != 0)
+            return rc;
+    }
+    a[(*n)++] = (struct agg){kind, id, model, cost, false};
+    return 0;
+}
+
+static int bill_row(struct sb_sqlite *q, struct agg *a, size_t *n, const struct sb_spend_row *r)
+{
+    int rc = 0;
+    if (r->key_hash[0] != '\0') {
+        rc = agg_add(q, a, n, 'k', r->key_hash, NULL, r->cost_nano);
+        if (rc == 0 && r->model[0] != '\0')
+            rc = agg_add(q, a, n, 'm', r->key_hash, r->model, r->cost_nano);
+    }
     if (rc == 0 && r->team_id[0] != '\0')
-        rc = add_spend(q, ST_ADD_TEAM, r->team_id, r->cost_nano, NULL);
+        rc = agg_add(q, a, n, 't', r->team_id, NULL, r->cost_nano);
     if (rc == 0 && r->user_id[0] != '\0')
-        rc = add_spend(q, ST_ADD_USER, r->user_id, r->cost_nano, NULL);
+        rc = agg_add(q, a, n, 'u', r->user_id, NULL, r->cost_nano);
     if (rc == 0 && r->end_user[0] != '\0')
-        rc = add_customer(q, r->end_user, r->cost_nano);
+        rc = agg_add(q, a, n, 'c', r->end_user, NULL, r->cost_nano);
     return rc;
 }
 
@@ -597,7 +666,8 @@ static int q_spend_write(struct sb_store *s, const struct sb_spend_row *rows, si
                          size_t *inserted)
 {
     struct sb_sqlite *q = sq(s);
-    size_t ins = 0;
+    size_t ins = 0, nagg = 0;
+    struct agg agg[AGG_MAX];
     int rc = tx_begin(q);
     if (rc != 0)
         return rc;
@@ -630,8 +700,10 @@ static int q_spend_write(struct sb_store *s, const struct sb_spend_row *rows, si
         if (rc != 0 || sqlite3_changes(q->db) == 0)
             continue; /* a request_id already in the ledger: billed once, earlier */
         ins++;
-        rc = bill_row(q, r);
+        rc = bill_row(q, agg, &nagg, r);
     }
+    if (rc == 0)
+        rc = agg_flush(q, agg, &nagg);
     rc = tx_end(q, rc);
     if (rc == 0)
         *inserted = ins;

@@ -771,6 +771,43 @@ static void t_large_batch(struct sb_store *s)
     free(rows);
 }
 
+/* More distinct entities in one batch than the totals are summed for at once: every total
+ * still gets every row's cost, once. */
+static void t_many_entities(struct sb_store *s)
+{
+    enum { N = 300 };
+    put_ok(s, SB_ENT_KEY, KEY_A, "{}");
+    struct sb_spend_row *rows = calloc(N, sizeof(*rows));
+    assert_non_null(rows);
+    for (int i = 0; i < N; i++) {
+        char id[32], cust[32], model[16];
+        snprintf(id, sizeof(id), "many-%03d", i);
+        snprintf(cust, sizeof(cust), "cust-%03d", i % 150);
+        snprintf(model, sizeof(model), "m%d", i % 3);
+        rows[i] = row(id, KEY_A, "", "", cust, model, 1000 + i, 10);
+    }
+    size_t ins = 0;
+    assert_int_equal(sb_store_spend_write(s, rows, N, &ins), 0);
+    assert_int_equal(ins, N);
+    int64_t total = 0, m0 = 0, c7 = 0;
+    for (int i = 0; i < N; i++) {
+        total += 1000 + i;
+        if (i % 3 == 0)
+            m0 += 1000 + i;
+        if (i % 150 == 7)
+            c7 += 1000 + i;
+    }
+    assert_dollars(spend_of(s, SB_ENT_KEY, KEY_A), total);
+    assert_dollars(spend_of(s, SB_ENT_CUSTOMER, "cust-007"), c7);
+    json_t *k = NULL;
+    assert_int_equal(sb_store_get(s, SB_ENT_KEY, KEY_A, &k), 0);
+    json_t *ms = json_object_get(k, "model_spend");
+    assert_true(json_is_object(ms));
+    assert_dollars(json_number_value(json_object_get(ms, "m0")), m0);
+    json_decref(k);
+    free(rows);
+}
+
 /* ---- the change feed ---- */
 
 static size_t changes_ok(struct sb_store *s, int64_t after, struct sb_change *out, size_t max,
@@ -981,6 +1018,7 @@ static const struct tcase cases[] = {
     CASE(t_spend_totals_groups),
     CASE(t_spend_invalid_rows),
     CASE(t_large_batch),
+    CASE(t_many_entities),
     CASE(t_change_feed),
     CASE(t_change_prune),
     CASE(t_reset_spend_if),
