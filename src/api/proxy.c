@@ -1510,6 +1510,20 @@ static void limit_edit(struct sb_proxy *p, struct edit *edits, int *ne)
     edits[p->max_edit] = e;
 }
 
+/* Answers a refused admission (in memory or shared): its status, envelope and message, and
+ * Retry-After on a 429. */
+static void fail_admission(struct sb_api_req *r)
+{
+    const struct sb_admission *a = &r->adm;
+    char hdr[64];
+    int hn = 0;
+    if (a->status == 429 && a->retry_after_s > 0)
+        hn = snprintf(hdr, sizeof hdr, "Retry-After: %lld\r\n", (long long)a->retry_after_s);
+    sb_api_fail_hdr(r, a->status, a->type ? a->type : "invalid_request_error",
+                    a->code ? a->code : "not_admitted", a->message, hdr,
+                    hn > 0 && (size_t)hn < sizeof hdr ? (size_t)hn : 0);
+}
+
 /* Admits a virtual key's request: the end user, the output limit and the worst-case price go
  * to the policy, which reserves the budget and counts the limits. When the budget can only pay
  * for a shorter answer, the request's output limit is lowered (an edit of the body; a
@@ -1558,14 +1572,7 @@ static bool admit(struct sb_proxy *p, int g, const char *s, size_t n,
         .now_ms = wall_ms(),
     };
     if (sb_policy_admit(gw->policy, &ar, &r->adm) != 0) {
-        const struct sb_admission *a = &r->adm;
-        char hdr[64];
-        int hn = 0;
-        if (a->status == 429 && a->retry_after_s > 0)
-            hn = snprintf(hdr, sizeof hdr, "Retry-After: %lld\r\n", (long long)a->retry_after_s);
-        sb_api_fail_hdr(r, a->status, a->type ? a->type : "invalid_request_error",
-                        a->code ? a->code : "not_admitted", a->message, hdr,
-                        hn > 0 && (size_t)hn < sizeof hdr ? (size_t)hn : 0);
+        fail_admission(r);
         return false;
     }
     r->admitted = true;
@@ -1919,13 +1926,7 @@ static void on_shared_admission(void *ud, enum sb_shared_outcome outcome)
     struct sb_api_req *r = p->r;
     p->shared_call = NULL;
     if (outcome == SB_SHARED_REFUSED) {
-        const struct sb_admission *a = &r->adm;
-        char hdr[64];
-        int hn = 0;
-        if (a->status == 429 && a->retry_after_s > 0)
-            hn = snprintf(hdr, sizeof hdr, "Retry-After: %lld\r\n", (long long)a->retry_after_s);
-        sb_api_fail_hdr(r, a->status, a->type, a->code, a->message, hdr,
-                        hn > 0 && (size_t)hn < sizeof hdr ? (size_t)hn : 0);
+        fail_admission(r);
         detach(p);
         return;
     }

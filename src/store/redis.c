@@ -226,23 +226,35 @@ static void on_auth(void *ud, const redisReply *reply)
     }
 }
 
+/* The connection is gone, or never came: warned once per outage; the next attempt comes
+ * later each time (1 s, 2 s, 4 s, then every 5 s; a connection that works starts again at
+ * 1 s). */
+static void lost(struct sb_redis *r, const char *why, const char *detail)
+{
+    if (!r->warned) {
+        r->warned = true;
+        sb_warn("redis %s:%d: %s%s%s%s; limits and budgets are enforced by each instance alone "
+                "until it is back",
+                r->url.host, r->url.port, why, detail ? " (" : "", detail ? detail : "",
+                detail ? ")" : "");
+    }
+    r->state = S_IDLE;
+    r->id[0] = '\0';
+    r->reconnect_at = uv_now(r->loop) + (uint64_t)r->backoff_ms;
+    r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+}
+
 /* Drops the connection: every pending command fails now (hiredis calls each callback with
  * NULL), and a reconnect is scheduled unless the connection is being closed for good. */
 static void drop(struct sb_redis *r, const char *why)
 {
     redisAsyncContext *ac = r->ac;
     r->ac = NULL;
-    if (r->state == S_READY && !r->warned && !r->closed) {
-        r->warned = true;
-        sb_warn("redis %s:%d: %s; limits and budgets are enforced by each instance alone until "
-                "it is back",
-                r->url.host, r->url.port, why);
-    }
-    r->state = r->closed ? S_CLOSING : S_IDLE;
-    r->id[0] = '\0';
-    if (!r->closed) {
-        r->reconnect_at = uv_now(r->loop) + (uint64_t)r->backoff_ms;
-        r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+    if (r->closed) {
+        r->state = S_CLOSING;
+        r->id[0] = '\0';
+    } else {
+        lost(r, why, NULL);
     }
     if (ac)
         redisAsyncFree(ac); /* pending callbacks run, then on_disconnect (ignored: r->ac moved) */
@@ -256,17 +268,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (r->ac != ac)
         return;
     if (status != REDIS_OK) {
-        /* hiredis frees the context after this callback. */
-        if (!r->warned && !r->closed) {
-            r->warned = true;
-            sb_warn("redis %s:%d: cannot connect (%s); limits and budgets are enforced by each "
-                    "instance alone until it is reachable",
-                    r->url.host, r->url.port, ac->errstr);
-        }
-        r->ac = NULL;
-        r->state = S_IDLE;
-        r->reconnect_at = uv_now(r->loop) + (uint64_t)r->backoff_ms;
-        r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+        r->ac = NULL; /* hiredis frees the context after this callback */
+        lost(r, "cannot connect", ac->errstr);
         arm(r);
         return;
     }
@@ -318,15 +321,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         arm(r);
         return;
     }
-    if (!r->warned) {
-        r->warned = true;
-        sb_warn("redis %s:%d: connection lost; limits and budgets are enforced by each instance "
-                "alone until it is back",
-                r->url.host, r->url.port);
-    }
-    r->state = S_IDLE;
-    r->id[0] = '\0';
-    r->reconnect_at = uv_now(r->loop) + (uint64_t)r->backoff_ms;
+    lost(r, "connection lost", NULL);
     arm(r);
 }
 
@@ -334,21 +329,15 @@ static void connect_now(struct sb_redis *r)
 {
     redisAsyncContext *ac = redisAsyncConnect(r->url.host, r->url.port);
     if (!ac || ac->err) {
-        if (!r->warned) {
-            r->warned = true;
-            sb_warn("redis %s:%d: cannot connect (%s)", r->url.host, r->url.port,
-                    ac ? ac->errstr : "out of memory");
-        }
+        lost(r, "cannot connect", ac ? ac->errstr : "out of memory");
         if (ac)
             redisAsyncFree(ac);
-        r->reconnect_at = uv_now(r->loop) + (uint64_t)r->backoff_ms;
-        r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
         return;
     }
     ac->data = r;
     if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
         redisAsyncFree(ac);
-        r->reconnect_at = uv_now(r->loop) + (uint64_t)r->backoff_ms;
+        lost(r, "cannot connect", "the event loop refused its socket");
         return;
     }
     redisAsyncSetConnectCallback(ac, on_connect);
