@@ -11,7 +11,7 @@ APT_PACKAGES=(
   # libraries (DESIGN.md, "Dependencies")
   libuv1-dev libcurl4-openssl-dev libssl-dev libjansson-dev libyaml-dev libpcre2-dev zlib1g-dev libsqlite3-dev libpq-dev libhiredis-dev
   # tests
-  libcmocka-dev curl ca-certificates postgresql sqlite3 redis-server
+  libcmocka-dev curl ca-certificates postgresql sqlite3 redis-server redis-tools
   # benchmark
   wrk nginx-light iproute2
 )
