@@ -303,6 +303,14 @@ void sb_gateway_free(struct sb_gateway *gw)
 
 /* ---------------------------------------------------------------- workers */
 
+/* The spend rows of this loop pass go to the journal before any of their responses. */
+static void flush_journal(struct sb_worker *w)
+{
+    struct sb_gw_worker *gw_w = sb_worker_data(w);
+    if (gw_w->gw->ledger)
+        (void)sb_ledger_flush(gw_w->gw->ledger, gw_w->index);
+}
+
 static void flush_access_log(struct sb_worker *w)
 {
     struct sb_gw_worker *gw_w = sb_worker_data(w);
@@ -346,6 +354,8 @@ void sb_gateway_worker_start(struct sb_worker *w)
     sb_worker_set_flush_hook(w, flush_access_log);
     if (gw->ledger && sb_ledger_attach(gw->ledger, gw_w->index, sb_worker_loop(w)) != 0)
         abort();
+    if (gw->ledger)
+        sb_worker_set_before_flush_hook(w, flush_journal);
     if (gw->redis_on && gw->policy) {
         gw_w->shared = sb_shared_new(sb_worker_loop(w), &gw->redis, (int)gw->cfg->redis_timeout_ms);
         if (!gw_w->shared)
@@ -363,6 +373,7 @@ void sb_gateway_worker_stop(struct sb_worker *w)
     sb_shared_close(gw_w->shared);
     sb_buf_free(&gw_w->access_log);
     sb_worker_set_flush_hook(w, NULL);
+    sb_worker_set_before_flush_hook(w, NULL);
     sb_worker_set_data(w, NULL);
     free(gw_w);
 }

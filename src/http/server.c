@@ -72,6 +72,7 @@ struct sb_worker {
     struct sb_conn *dirty;
     void *data;
     void (*flush_hook)(struct sb_worker *w);
+    void (*before_flush_hook)(struct sb_worker *w);
     time_t date_sec;
     char date[40];
     bool draining;
@@ -772,7 +773,11 @@ static void on_flush(uv_prepare_t *p)
     struct sb_worker *w = p->data;
     /* Handling one connection can dirty others (or itself again, by starting the next
      * pipelined request), so take the list until it stays empty. */
-    while (w->dirty) {
+    for (;;) {
+        if (w->before_flush_hook)
+            w->before_flush_hook(w);
+        if (!w->dirty)
+            break;
         struct sb_conn *list = w->dirty;
         w->dirty = NULL;
         while (list) {
@@ -985,4 +990,9 @@ bool sb_worker_draining(const struct sb_worker *w)
 void sb_worker_set_flush_hook(struct sb_worker *w, void (*hook)(struct sb_worker *w))
 {
     w->flush_hook = hook;
+}
+
+void sb_worker_set_before_flush_hook(struct sb_worker *w, void (*hook)(struct sb_worker *w))
+{
+    w->before_flush_hook = hook;
 }

@@ -93,6 +93,9 @@ void sb_worker_set_data(struct sb_worker *w, void *data);
 bool sb_worker_draining(const struct sb_worker *w);
 /* Called by the flush hook at the end of each loop iteration; for batching (access log). */
 void sb_worker_set_flush_hook(struct sb_worker *w, void (*hook)(struct sb_worker *w));
+/* Called before each pass that writes responses (at least once per loop iteration), so what
+ * must be durable before a client sees its response (the spend journal) is written first. */
+void sb_worker_set_before_flush_hook(struct sb_worker *w, void (*hook)(struct sb_worker *w));
 
 /* Responding. `headers` are extra header lines, each ending in "\r\n" (may be NULL). The
  * server adds Date, Content-Length or Transfer-Encoding, and Connection: close when the

@@ -21,6 +21,7 @@
 
 #define SEG_MAX       ((uint64_t)1 << 20) /* a worker rotates once its segment passes this */
 #define LINE_CAP      16384               /* > the longest line a row can produce, escaped */
+#define HOLD_CAP      ((size_t)128 << 10) /* rows a worker holds before sb_ledger_flush */
 #define BATCH_MAX     1000                /* rows per sb_store_spend_write transaction */
 #define READ_CHUNK    ((size_t)1 << 20)   /* journal bytes read per pass and segment */
 #define LIST_PAGE     500                 /* records per sb_store_list page at start */
@@ -59,7 +60,13 @@ struct worker {
     int fd; /* the open segment, or -1 (opened on the next record) */
     uint64_t seg;
     uint64_t seg_bytes;
-    char line[LINE_CAP];
+    /* Encoded rows not yet written: with `holding` (attached to a loop) rows wait here until
+     * sb_ledger_flush, so a loop pass writes its rows in one write(2). */
+    char *hold;
+    size_t hold_len;
+    bool holding;
+    bool failing;              /* the last write failed: said once, until one succeeds */
+    atomic_bool write_failing; /* the same, for sb_ledger_full on any thread */
     /* Shared: written by the worker, read by the store thread and by sb_ledger_full. */
     _Atomic uint64_t cur_seg; /* the segment the worker writes; raised only after its last
                                  write to the previous one, so a lower one is complete */
@@ -161,31 +168,66 @@ static void out_raw(struct out *o, const char *s, size_t n)
 }
 
 /* Strings are copied byte for byte except '"', '\\' and control characters, so a value that
- * is not UTF-8 (an end user id is the client's) still reads back exactly. */
-static void out_str(struct out *o, const char *key, const char *s, size_t max)
+ * is not UTF-8 (an end user id is the client's) still reads back exactly. Runs of plain bytes
+ * are found eight at a time and go in one copy. */
+#define ONES  0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+static uint64_t has_zero(uint64_t v)
+{
+    return (v - ONES) & ~v & HIGHS;
+}
+
+/* The end of the run of bytes from i on that are >= 0x20 and neither '"' nor '\\' (nor 0x7f,
+ * with del). */
+static size_t plain_run(const char *p, size_t i, size_t n, bool del)
+{
+    while (n - i >= 8) {
+        uint64_t x;
+        memcpy(&x, p + i, 8);
+        uint64_t special = ((x - ONES * 0x20) & ~x & HIGHS) | has_zero(x ^ (ONES * '"')) |
+                           has_zero(x ^ (ONES * '\\')) | (del ? has_zero(x ^ (ONES * 0x7f)) : 0);
+        if (special)
+            break;
+        i += 8;
+    }
+    while (i < n) {
+        unsigned char c = (unsigned char)p[i];
+        if (c < 0x20 || c == '"' || c == '\\' || (del && c == 0x7f))
+            break;
+        i++;
+    }
+    return i;
+}
+
+static void out_str(struct out *o, const char *key, size_t key_len, const char *s, size_t max)
 {
     static const char hex[] = "0123456789abcdef";
     size_t n = strnlen(s, max);
     out_raw(o, "\"", 1);
-    out_raw(o, key, strlen(key));
+    out_raw(o, key, key_len);
     out_raw(o, "\":\"", 3);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+    for (size_t i = 0; i < n;) {
+        size_t run = plain_run(s, i, n, true);
+        if (run > i) {
+            out_raw(o, s + i, run - i);
+            i = run;
+            continue;
+        }
+        unsigned char c = (unsigned char)s[i++];
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
             out_raw(o, e, 2);
-        } else if (c < 0x20 || c == 0x7f) {
+        } else {
             char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             out_raw(o, e, 6);
-        } else {
-            out_raw(o, (const char *)&s[i], 1);
         }
     }
     out_raw(o, "\",", 2);
 }
 
 /* By hand rather than snprintf: a row has ten of these and every request writes one. */
-static void out_int(struct out *o, const char *key, int64_t v)
+static void out_int(struct out *o, const char *key, size_t key_len, int64_t v)
 {
     char tmp[24];
     size_t k = sizeof tmp;
@@ -197,20 +239,22 @@ static void out_int(struct out *o, const char *key, int64_t v)
     if (v < 0)
         tmp[--k] = '-';
     out_raw(o, "\"", 1);
-    out_raw(o, key, strlen(key));
+    out_raw(o, key, key_len);
     out_raw(o, "\":", 2);
     out_raw(o, tmp + k, sizeof tmp - k);
     out_raw(o, ",", 1);
 }
 
-static void out_bool(struct out *o, const char *key, bool v)
+static void out_bool(struct out *o, const char *key, size_t key_len, bool v)
 {
     out_raw(o, "\"", 1);
-    out_raw(o, key, strlen(key));
+    out_raw(o, key, key_len);
     out_raw(o, v ? "\":true," : "\":false,", v ? 7 : 8);
 }
 
-#define OUT_STR(o, r, f) out_str(o, #f, (r)->f, sizeof((r)->f))
+#define OUT_STR(o, r, f)  out_str(o, #f, sizeof #f - 1, (r)->f, sizeof((r)->f))
+#define OUT_INT(o, r, f)  out_int(o, #f, sizeof #f - 1, (r)->f)
+#define OUT_BOOL(o, r, f) out_bool(o, #f, sizeof #f - 1, (r)->f)
 
 /* The row as one line ending in '\n'; its length, or 0 if it does not fit. */
 static size_t encode_row(char *buf, size_t cap, const struct sb_spend_row *r)
@@ -226,17 +270,17 @@ static size_t encode_row(char *buf, size_t cap, const struct sb_spend_row *r)
     OUT_STR(&o, r, deployment);
     OUT_STR(&o, r, provider);
     OUT_STR(&o, r, route);
-    out_int(&o, "prompt_tokens", r->prompt_tokens);
-    out_int(&o, "completion_tokens", r->completion_tokens);
-    out_int(&o, "cache_read_tokens", r->cache_read_tokens);
-    out_int(&o, "cache_write_tokens", r->cache_write_tokens);
-    out_int(&o, "reasoning_tokens", r->reasoning_tokens);
-    out_int(&o, "cost_nano", r->cost_nano);
-    out_int(&o, "start_ms", r->start_ms);
-    out_int(&o, "end_ms", r->end_ms);
-    out_int(&o, "status", r->status);
-    out_bool(&o, "cost_known", r->cost_known);
-    out_bool(&o, "cache_hit", r->cache_hit);
+    OUT_INT(&o, r, prompt_tokens);
+    OUT_INT(&o, r, completion_tokens);
+    OUT_INT(&o, r, cache_read_tokens);
+    OUT_INT(&o, r, cache_write_tokens);
+    OUT_INT(&o, r, reasoning_tokens);
+    OUT_INT(&o, r, cost_nano);
+    OUT_INT(&o, r, start_ms);
+    OUT_INT(&o, r, end_ms);
+    OUT_INT(&o, r, status);
+    OUT_BOOL(&o, r, cost_known);
+    OUT_BOOL(&o, r, cache_hit);
     if (o.over)
         return 0;
     o.p[o.len - 1] = '}'; /* the last member's ',' */
@@ -256,7 +300,7 @@ static void in_ws(struct in *s)
 }
 
 /* Reads a string into out (NUL-terminated, at most cap - 1 bytes; longer is an error). out
- * NULL: the string is only skipped. */
+ * NULL: the string is only skipped. Runs of plain bytes are copied at once. */
 static int in_str(struct in *s, char *out, size_t cap)
 {
     size_t len = 0;
@@ -264,57 +308,66 @@ static int in_str(struct in *s, char *out, size_t cap)
         return -1;
     s->pos++;
     for (;;) {
+        size_t run = plain_run(s->p, s->pos, s->n, false);
+        if (run > s->pos) {
+            size_t k = run - s->pos;
+            if (out) {
+                if (len + k >= cap)
+                    return -1;
+                memcpy(out + len, s->p + s->pos, k);
+                len += k;
+            }
+            s->pos = run;
+        }
         if (s->pos >= s->n)
             return -1;
         unsigned char c = (unsigned char)s->p[s->pos++];
         if (c == '"')
             break;
-        if (c == '\\') {
-            if (s->pos >= s->n)
+        if (c != '\\')
+            return -1; /* a control character */
+        if (s->pos >= s->n)
+            return -1;
+        char e = s->p[s->pos++];
+        switch (e) {
+        case '"':
+        case '\\':
+        case '/':
+            c = (unsigned char)e;
+            break;
+        case 'n':
+            c = '\n';
+            break;
+        case 't':
+            c = '\t';
+            break;
+        case 'r':
+            c = '\r';
+            break;
+        case 'b':
+            c = '\b';
+            break;
+        case 'f':
+            c = '\f';
+            break;
+        case 'u': {
+            /* Only the \u00XX escapes encode_row writes. */
+            if (s->n - s->pos < 4)
                 return -1;
-            char e = s->p[s->pos++];
-            switch (e) {
-            case '"':
-            case '\\':
-            case '/':
-                c = (unsigned char)e;
-                break;
-            case 'n':
-                c = '\n';
-                break;
-            case 't':
-                c = '\t';
-                break;
-            case 'r':
-                c = '\r';
-                break;
-            case 'b':
-                c = '\b';
-                break;
-            case 'f':
-                c = '\f';
-                break;
-            case 'u': {
-                /* Only the \u00XX escapes encode_row writes. */
-                if (s->n - s->pos < 4)
+            int v = 0;
+            for (int i = 0; i < 4; i++) {
+                int h = sb_hex_val(s->p[s->pos + (size_t)i]);
+                if (h < 0)
                     return -1;
-                int v = 0;
-                for (int i = 0; i < 4; i++) {
-                    int h = sb_hex_val(s->p[s->pos + (size_t)i]);
-                    if (h < 0)
-                        return -1;
-                    v = v * 16 + h;
-                }
-                s->pos += 4;
-                if (v > 0xff || v == 0)
-                    return -1;
-                c = (unsigned char)v;
-                break;
+                v = v * 16 + h;
             }
-            default:
+            s->pos += 4;
+            if (v > 0xff || v == 0)
                 return -1;
-            }
-        } else if (c < 0x20) {
+            c = (unsigned char)v;
+            break;
+        }
+        default:
             return -1;
         }
         if (out) {
@@ -328,22 +381,25 @@ static int in_str(struct in *s, char *out, size_t cap)
     return 0;
 }
 
+/* -?[0-9]+ within int64_t, by hand (strtoll wants a NUL-terminated copy). */
 static int in_int(struct in *s, int64_t *v)
 {
-    char tmp[24];
-    size_t k = 0;
-    while (s->pos < s->n && k < sizeof tmp - 1 &&
-           (s->p[s->pos] == '-' || (s->p[s->pos] >= '0' && s->p[s->pos] <= '9')))
-        tmp[k++] = s->p[s->pos++];
-    tmp[k] = '\0';
-    if (k == 0)
+    bool neg = s->pos < s->n && s->p[s->pos] == '-';
+    size_t i = s->pos + (neg ? 1 : 0);
+    size_t start = i;
+    uint64_t u = 0;
+    uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    while (i < s->n && s->p[i] >= '0' && s->p[i] <= '9') {
+        unsigned d = (unsigned)(s->p[i] - '0');
+        if (u > (limit - d) / 10)
+            return -1;
+        u = u * 10 + d;
+        i++;
+    }
+    if (i == start)
         return -1;
-    char *end;
-    errno = 0;
-    long long x = strtoll(tmp, &end, 10);
-    if (errno != 0 || *end != '\0')
-        return -1;
-    *v = x;
+    s->pos = i;
+    *v = neg ? (u == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)u) : (int64_t)u;
     return 0;
 }
 
@@ -369,23 +425,19 @@ static int in_bool(struct in *s, bool *v)
     return -1;
 }
 
-#define STR_FIELD(f)                                                                               \
+#define FIELD(f, size, type)                                                                       \
     {                                                                                              \
-#f, offsetof(struct sb_spend_row, f), sizeof(((struct sb_spend_row *)0)->f), 's'           \
+#f, sizeof #f - 1, offsetof(struct sb_spend_row, f), size, type                            \
     }
-#define INT_FIELD(f)                                                                               \
-    {                                                                                              \
-#f, offsetof(struct sb_spend_row, f), 0, 'i'                                               \
-    }
-#define BOOL_FIELD(f)                                                                              \
-    {                                                                                              \
-#f, offsetof(struct sb_spend_row, f), 0, 'b'                                               \
-    }
+#define STR_FIELD(f) FIELD(f, sizeof(((struct sb_spend_row *)0)->f), 's')
+#define INT_FIELD(f) FIELD(f, sizeof(int64_t), 'i')
 
+/* In encode_row's order: parse_row looks for each key from the one after the last found. */
 static const struct field {
     const char *name;
+    size_t name_len;
     size_t off, size;
-    char type;
+    char type; /* 's' string, 'i' int64_t, 'n' int, 'b' bool */
 } fields[] = {
     STR_FIELD(request_id),
     STR_FIELD(key_hash),
@@ -404,16 +456,46 @@ static const struct field {
     INT_FIELD(cost_nano),
     INT_FIELD(start_ms),
     INT_FIELD(end_ms),
-    INT_FIELD(status),
-    BOOL_FIELD(cost_known),
-    BOOL_FIELD(cache_hit),
+    FIELD(status, sizeof(int), 'n'),
+    FIELD(cost_known, sizeof(bool), 'b'),
+    FIELD(cache_hit, sizeof(bool), 'b'),
 };
+#define NFIELDS (sizeof fields / sizeof fields[0])
+
+static const struct field *find_field(const char *key, size_t len, size_t *hint)
+{
+    for (size_t k = 0; k < NFIELDS; k++) {
+        size_t i = (*hint + k) % NFIELDS;
+        if (fields[i].name_len == len && memcmp(fields[i].name, key, len) == 0) {
+            *hint = i + 1;
+            return &fields[i];
+        }
+    }
+    return NULL;
+}
+
+/* The key encode_row writes next, taken without copying it; NULL (nothing taken) when the
+ * line has another key here. */
+static const struct field *next_key(struct in *s, size_t *hint)
+{
+    if (*hint >= NFIELDS)
+        return NULL;
+    const struct field *f = &fields[*hint];
+    size_t at = s->pos;
+    if (s->n - at < f->name_len + 2 || s->p[at] != '"' ||
+        memcmp(s->p + at + 1, f->name, f->name_len) != 0 || s->p[at + 1 + f->name_len] != '"')
+        return NULL;
+    s->pos = at + f->name_len + 2;
+    *hint += 1;
+    return f;
+}
 
 /* Parses one line (without its '\n'). Unknown members are ignored; a row needs its
  * request_id, since that is what makes a write happen at most once. 0 or -1. */
 static int parse_row(const char *p, size_t n, struct sb_spend_row *row)
 {
     struct in s = {.p = p, .n = n};
+    size_t hint = 0;
     memset(row, 0, sizeof *row);
     in_ws(&s);
     if (in_lit(&s, "{") != 0)
@@ -421,40 +503,46 @@ static int parse_row(const char *p, size_t n, struct sb_spend_row *row)
     in_ws(&s);
     if (in_lit(&s, "}") != 0) {
         for (;;) {
-            char key[32];
             in_ws(&s);
-            if (in_str(&s, key, sizeof key) != 0)
-                return -1;
+            const struct field *f = next_key(&s, &hint);
+            if (f == NULL) {
+                char key[32];
+                if (in_str(&s, key, sizeof key) != 0)
+                    return -1;
+                f = find_field(key, strlen(key), &hint);
+            }
             in_ws(&s);
             if (in_lit(&s, ":") != 0)
                 return -1;
             in_ws(&s);
-            const struct field *f = NULL;
-            for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
-                if (strcmp(fields[i].name, key) == 0)
-                    f = &fields[i];
             char *dst = f ? (char *)row + f->off : NULL;
             int rc;
-            if (f && f->type == 's') {
+            int64_t iv;
+            bool bv;
+            switch (f ? f->type : 0) {
+            case 's':
                 rc = in_str(&s, dst, f->size);
-            } else if (f && f->type == 'i') {
-                int64_t v;
-                rc = in_int(&s, &v);
-                if (rc == 0 && strcmp(f->name, "status") == 0) {
-                    if (v < INT_MIN || v > INT_MAX)
-                        return -1;
-                    row->status = (int)v;
-                } else if (rc == 0) {
-                    memcpy(dst, &v, sizeof v);
-                }
-            } else if (f && f->type == 'b') {
-                bool v;
-                rc = in_bool(&s, &v);
+                break;
+            case 'i':
+                rc = in_int(&s, &iv);
                 if (rc == 0)
-                    memcpy(dst, &v, sizeof v);
-            } else {
-                int64_t iv;
-                bool bv;
+                    memcpy(dst, &iv, sizeof iv);
+                break;
+            case 'n':
+                rc = in_int(&s, &iv);
+                if (rc == 0 && (iv < INT_MIN || iv > INT_MAX))
+                    return -1;
+                if (rc == 0) {
+                    int x = (int)iv;
+                    memcpy(dst, &x, sizeof x);
+                }
+                break;
+            case 'b':
+                rc = in_bool(&s, &bv);
+                if (rc == 0)
+                    memcpy(dst, &bv, sizeof bv);
+                break;
+            default:
                 rc = s.pos < s.n && s.p[s.pos] == '"' ? in_str(&s, NULL, 0)
                      : in_lit(&s, "null") == 0        ? 0
                      : in_bool(&s, &bv) == 0          ? 0
@@ -485,7 +573,10 @@ static int open_segment(struct sb_ledger *l, int worker, struct worker *w)
         return -1;
     w->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (w->fd < 0) {
-        sb_error("ledger: cannot open journal %s: %s", path, strerror(errno));
+        if (!w->failing) /* said once, not on every loop pass until it works */
+            sb_error("ledger: cannot open journal %s: %s; spend rows held, new requests "
+                     "refused until it works",
+                     path, strerror(errno));
         return -1;
     }
     struct stat st;
@@ -502,23 +593,29 @@ static void rotate(struct worker *w)
     atomic_store_explicit(&w->cur_seg, w->seg, memory_order_release);
 }
 
-int sb_ledger_record(struct sb_ledger *l, int worker, const struct sb_spend_row *row)
+/* Writes what the worker holds. 0, or -1 with the rows still held (retried on the next
+ * flush; meanwhile sb_ledger_full refuses new requests). */
+static int write_held(struct sb_ledger *l, int worker, struct worker *w)
 {
-    if (!l || worker < 0 || worker >= l->nworkers || !row)
+    if (w->hold_len == 0)
+        return 0;
+    if (w->fd < 0 && open_segment(l, worker, w) != 0) {
+        w->failing = true;
+        atomic_store(&w->write_failing, true);
         return -1;
-    struct worker *w = &l->w[worker];
-    size_t n = encode_row(w->line, sizeof w->line, row);
-    if (n == 0)
-        return -1;
-    if (w->fd < 0 && open_segment(l, worker, w) != 0)
-        return -1;
+    }
+    size_t n = w->hold_len;
     ssize_t r;
     do {
-        r = write(w->fd, w->line, n);
+        r = write(w->fd, w->hold, n);
     } while (r < 0 && errno == EINTR);
     if (r != (ssize_t)n) {
-        sb_error("ledger: journal write failed for worker %d: %s", worker,
-                 r < 0 ? strerror(errno) : "short write");
+        if (!w->failing)
+            sb_error("ledger: journal write failed for worker %d: %s; %zu bytes of spend rows "
+                     "held, new requests refused until it works",
+                     worker, r < 0 ? strerror(errno) : "short write", n);
+        w->failing = true;
+        atomic_store(&w->write_failing, true);
         /* A partial line would glue itself to the next one: cut it off, or if that fails,
          * leave it as the truncated tail of a closed segment (the reader skips it). */
         if (r > 0 && ftruncate(w->fd, (off_t)w->seg_bytes) != 0) {
@@ -527,11 +624,41 @@ int sb_ledger_record(struct sb_ledger *l, int worker, const struct sb_spend_row 
         }
         return -1;
     }
+    if (w->failing)
+        sb_info("ledger: journal of worker %d writable again", worker);
+    w->failing = false;
+    atomic_store(&w->write_failing, false);
+    w->hold_len = 0;
     w->seg_bytes += n;
     atomic_fetch_add_explicit(&w->written, n, memory_order_release);
     if (w->seg_bytes >= SEG_MAX)
         rotate(w);
     return 0;
+}
+
+int sb_ledger_record(struct sb_ledger *l, int worker, const struct sb_spend_row *row)
+{
+    if (!l || worker < 0 || worker >= l->nworkers || !row)
+        return -1;
+    struct worker *w = &l->w[worker];
+    if (!w->hold && !(w->hold = malloc(HOLD_CAP)))
+        return -1;
+    if (HOLD_CAP - w->hold_len < LINE_CAP && write_held(l, worker, w) != 0)
+        return -1; /* nowhere to keep it */
+    size_t n = encode_row(w->hold + w->hold_len, LINE_CAP, row);
+    if (n == 0)
+        return -1;
+    w->hold_len += n;
+    if (!w->holding)
+        (void)write_held(l, worker, w); /* on failure the row stays held, tried again */
+    return 0;
+}
+
+int sb_ledger_flush(struct sb_ledger *l, int worker)
+{
+    if (!l || worker < 0 || worker >= l->nworkers)
+        return -1;
+    return write_held(l, worker, &l->w[worker]);
 }
 
 static uint64_t unapplied(const struct worker *w)
@@ -544,8 +671,11 @@ static uint64_t unapplied(const struct worker *w)
 bool sb_ledger_full(const struct sb_ledger *l)
 {
     uint64_t total = 0;
-    for (int i = 0; i < l->nworkers; i++)
+    for (int i = 0; i < l->nworkers; i++) {
+        if (atomic_load(&l->w[i].write_failing))
+            return true;
         total += unapplied(&l->w[i]);
+    }
     return total > l->max_bytes;
 }
 
@@ -1236,6 +1366,7 @@ int sb_ledger_attach(struct sb_ledger *l, int worker, uv_loop_t *loop)
     w->async = a;
     w->attached = true;
     uv_mutex_unlock(&w->mu);
+    w->holding = true;
     return 0;
 }
 
@@ -1249,6 +1380,10 @@ void sb_ledger_detach(struct sb_ledger *l, int worker)
     if (!l || worker < 0 || worker >= l->nworkers)
         return;
     struct worker *w = &l->w[worker];
+    if (write_held(l, worker, w) != 0)
+        sb_error("ledger: worker %d stops with %zu bytes of spend rows it could not journal",
+                 worker, w->hold_len);
+    w->holding = false;
     uv_mutex_lock(&w->mu);
     uv_async_t *a = w->async;
     struct job *j = w->done_head;
@@ -1377,6 +1512,7 @@ static void ledger_free(struct sb_ledger *l)
             close(w->fd);
         if (w->rfd >= 0)
             close(w->rfd);
+        free(w->hold);
         struct job *j = w->done_head;
         while (j) {
             struct job *next = j->next;
@@ -1506,6 +1642,12 @@ void sb_ledger_stop(struct sb_ledger *l)
 {
     if (!l)
         return;
+    /* The workers have stopped: what they still hold goes to the journal now, so that the
+     * final pass writes it to the database. */
+    for (int i = 0; i < l->nworkers; i++)
+        if (write_held(l, i, &l->w[i]) != 0)
+            sb_error("ledger: %zu bytes of worker %d's spend rows could not be journaled",
+                     l->w[i].hold_len, i);
     uv_mutex_lock(&l->jmu);
     l->stopping = true;
     uv_mutex_unlock(&l->jmu);

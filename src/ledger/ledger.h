@@ -2,9 +2,10 @@
  *
  * One store thread owns the database connection (src/store/store.h). Workers never wait on it:
  *
- * - Spend rows: a worker appends each finished request's row to ITS OWN journal file with one
- *   write(2) (no fsync: a kill -9 of the gateway loses nothing the kernel has; an OS crash may
- *   lose the last moments), before the last byte of the response is sent. The store thread
+ * - Spend rows: a worker appends each finished request's row to ITS OWN journal file, the rows
+ *   of one loop pass in one write(2) (no fsync: a kill -9 of the gateway loses nothing the
+ *   kernel has; an OS crash may lose the last moments), before any byte of their responses is
+ *   sent. The store thread
  *   reads the journals behind the workers, writes the rows to the database in batches (one
  *   transaction each, exactly once by request_id), and deletes journal segments it has
  *   applied. If the database is unavailable the rows wait in the journal and are written when
@@ -67,11 +68,21 @@ void sb_ledger_stop(struct sb_ledger *l);
 int sb_ledger_attach(struct sb_ledger *l, int worker, uv_loop_t *loop);
 void sb_ledger_detach(struct sb_ledger *l, int worker);
 
-/* Appends a spend row to the worker's journal. 0, or -1 (the journal cannot be written: the
- * caller logs it and counts it in a metric; the row is lost only then). */
+/* Appends a spend row to the worker's journal. A worker attached to a loop holds its rows in
+ * memory until sb_ledger_flush, which it must call before any response of the rows' requests
+ * can reach a client (the server calls it at the start of each output pass), so a loop pass
+ * costs one write(2) and a client never sees a response whose row is not in the journal. An
+ * unattached worker's row is written at once. If the journal cannot be written, the rows stay
+ * held and are tried again on the next flush, and sb_ledger_full() is true until a write
+ * works. 0, or -1 when the row cannot be kept at all (the caller logs it; the row is lost only
+ * then). */
 int sb_ledger_record(struct sb_ledger *l, int worker, const struct sb_spend_row *row);
 
-/* The unapplied journal passed journal_max_bytes: refuse new billable requests (503). */
+/* Writes the rows worker `worker` holds (on its own thread). 0, or -1 (they stay held). */
+int sb_ledger_flush(struct sb_ledger *l, int worker);
+
+/* The unapplied journal passed journal_max_bytes, or a worker's journal cannot be written:
+ * refuse new billable requests (503). */
 bool sb_ledger_full(const struct sb_ledger *l);
 
 /* The database answered the last time the store thread tried. */

@@ -638,6 +638,100 @@ static void on_job_done(void *ud, int rc)
     u->j->done_order[u->j->ndone++] = u->i;
 }
 
+/* An attached worker holds its rows until sb_ledger_flush (the server flushes before it writes
+ * any response), then writes them in one go; detach and stop write what is still held. */
+static void test_held_until_flush(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e);
+    struct sb_ledger *l = start(&e, 2, NULL, 0, 20);
+    assert_non_null(l);
+    uv_loop_t a;
+    assert_int_equal(uv_loop_init(&a), 0);
+    assert_int_equal(sb_ledger_attach(l, 0, &a), 0);
+    struct sb_spend_row r;
+    char id[64];
+    for (int i = 0; i < 30; i++) {
+        snprintf(id, sizeof id, "held-%d", i);
+        make_row(&r, id, 2);
+        assert_int_equal(sb_ledger_record(l, 0, &r), 0);
+    }
+    /* Nothing reached the journal yet: the store thread has nothing to wait for. */
+    assert_int_equal(atomic_load(&l->w[0].written), 0);
+    assert_int_equal(sb_ledger_sync(l, 5000), 0);
+    assert_int_equal(count_rows(&e), 0);
+    uint64_t held = l->w[0].hold_len;
+    assert_true(held > 0);
+    assert_int_equal(sb_ledger_flush(l, 0), 0);
+    assert_int_equal(atomic_load(&l->w[0].written), held);
+    assert_int_equal(l->w[0].hold_len, 0);
+    assert_int_equal(sb_ledger_sync(l, 10000), 0);
+    assert_int_equal(count_rows(&e), 30);
+    /* More than the hold buffer takes in one pass: written as it fills, nothing lost. */
+    for (int i = 0; i < 2000; i++) {
+        snprintf(id, sizeof id, "many-%d", i);
+        make_row(&r, id, 1);
+        assert_int_equal(sb_ledger_record(l, 0, &r), 0);
+        assert_true(l->w[0].hold_len <= HOLD_CAP);
+    }
+    assert_true(atomic_load(&l->w[0].written) > held);
+    /* Detach writes the rest; an unattached worker (1) writes at once. */
+    sb_ledger_detach(l, 0);
+    assert_int_equal(l->w[0].hold_len, 0);
+    make_row(&r, "direct", 5);
+    assert_int_equal(sb_ledger_record(l, 1, &r), 0);
+    assert_int_equal(l->w[1].hold_len, 0);
+    assert_int_equal(sb_ledger_sync(l, 10000), 0);
+    assert_int_equal(count_rows(&e), 2031);
+    uv_run(&a, UV_RUN_DEFAULT); /* the async handle's close */
+    assert_int_equal(uv_loop_close(&a), 0);
+    sb_ledger_stop(l);
+    env_free(&e);
+}
+
+/* A journal that cannot be written keeps the rows held, refuses new requests
+ * (sb_ledger_full) and writes them once it can; stop writes what is still held. */
+static void test_journal_unwritable(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e);
+    struct sb_ledger *l = start(&e, 1, NULL, 0, 20);
+    assert_non_null(l);
+    assert_false(sb_ledger_full(l));
+    /* No segment is open before the first row: without the folder, none can be. */
+    char moved[400];
+    snprintf(moved, sizeof moved, "%s.away", e.jdir);
+    assert_int_equal(rename(e.jdir, moved), 0);
+    struct sb_spend_row r;
+    make_row(&r, "kept-1", 3);
+    assert_int_equal(sb_ledger_record(l, 0, &r), 0);
+    assert_true(l->w[0].hold_len > 0);
+    assert_true(sb_ledger_full(l));
+    make_row(&r, "kept-2", 4);
+    assert_int_equal(sb_ledger_record(l, 0, &r), 0);
+    assert_int_equal(sb_ledger_flush(l, 0), -1);
+    assert_true(sb_ledger_full(l));
+    assert_int_equal(rename(moved, e.jdir), 0);
+    assert_int_equal(sb_ledger_flush(l, 0), 0);
+    assert_false(sb_ledger_full(l));
+    assert_int_equal(l->w[0].hold_len, 0);
+    assert_int_equal(sb_ledger_sync(l, 10000), 0);
+    assert_int_equal(count_rows(&e), 2);
+    /* Held at stop: written by the stop itself. */
+    assert_int_equal(rename(e.jdir, moved), 0);
+    close(l->w[0].fd); /* as after a rotation: the next write opens a segment */
+    l->w[0].fd = -1;
+    make_row(&r, "kept-3", 5);
+    assert_int_equal(sb_ledger_record(l, 0, &r), 0);
+    assert_true(sb_ledger_full(l));
+    assert_int_equal(rename(moved, e.jdir), 0);
+    sb_ledger_stop(l);
+    assert_int_equal(count_rows(&e), 3);
+    env_free(&e);
+}
+
 static void test_jobs(void **state)
 {
     (void)state;
@@ -941,6 +1035,8 @@ int main(void)
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_refused_row_skipped),
         cmocka_unit_test(test_transient_failure_retried),
+        cmocka_unit_test(test_held_until_flush),
+        cmocka_unit_test(test_journal_unwritable),
         cmocka_unit_test(test_jobs),
         cmocka_unit_test(test_budget_reset),
         cmocka_unit_test(test_two_instances_sync),
