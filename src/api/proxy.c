@@ -499,6 +499,15 @@ static void on_header(void *ud, const char *name, size_t nlen, const char *v, si
 }
 
 /* x-request-id, and which deployment answered after how many upstream calls. */
+/* "<name><value><unit>\r\n" */
+static void header_i64(struct sb_buf *h, const char *name, int64_t v, const char *unit)
+{
+    sb_buf_append_str(h, name);
+    sb_buf_append_i64(h, v);
+    sb_buf_append_str(h, unit);
+    sb_buf_append(h, "\r\n", 2);
+}
+
 static void response_headers(struct sb_proxy *p, struct sb_buf *h)
 {
     struct sb_api_req *r = p->r;
@@ -520,10 +529,13 @@ static void response_headers(struct sb_proxy *p, struct sb_buf *h)
                    r->rec.upstream_start_ns;
     uint64_t total = now - p->x->t_start_ns;
     uint64_t own_us = (total > upstream ? total - upstream : 0) / 1000;
-    char ms[48];
-    snprintf(ms, sizeof ms, "x-switchboard-overhead-ms: %llu.%03llu\r\n",
-             (unsigned long long)(own_us / 1000), (unsigned long long)(own_us % 1000));
-    sb_buf_append_str(h, ms);
+    char frac[4] = {(char)('0' + own_us % 1000 / 100), (char)('0' + own_us % 100 / 10),
+                    (char)('0' + own_us % 10), '\r'};
+    sb_buf_append_str(h, "x-switchboard-overhead-ms: ");
+    sb_buf_append_u64(h, own_us / 1000);
+    sb_buf_append_char(h, '.');
+    sb_buf_append(h, frac, sizeof frac);
+    sb_buf_append_char(h, '\n');
     if (r->rec.served_by >= 0) {
         sb_buf_append_str(h, "x-switchboard-fallback: ");
         sb_buf_append_str(h, cfg->model_names[r->rec.served_by]);
@@ -533,25 +545,26 @@ static void response_headers(struct sb_proxy *p, struct sb_buf *h)
     size_t di = (size_t)(p->target->d - cfg->deployments);
     if (di < cfg->n_deployments && !gw->priced[di])
         sb_buf_append_str(h, "x-switchboard-price-missing: true\r\n");
-    if (r->billed && r->rec.cost_nano >= 0 && r->rec.priced)
-        sb_buf_printf(h, "x-switchboard-response-cost: %.9f\r\n", (double)r->rec.cost_nano / 1e9);
+    /* By hand rather than printf: these run on every response. */
+    if (r->billed && r->rec.cost_nano >= 0 && r->rec.priced) {
+        sb_buf_append_str(h, "x-switchboard-response-cost: ");
+        sb_api_append_dollars(h, r->rec.cost_nano);
+        sb_buf_append(h, "\r\n", 2);
+    }
     if (r->admitted) {
         const struct sb_admission *a = &r->adm;
-        if (a->limit_requests >= 0)
-            sb_buf_printf(h,
-                          "x-ratelimit-limit-requests: %lld\r\nx-ratelimit-remaining-requests: "
-                          "%lld\r\n",
-                          (long long)a->limit_requests, (long long)a->remaining_requests);
-        if (a->limit_tokens >= 0)
-            sb_buf_printf(h,
-                          "x-ratelimit-limit-tokens: %lld\r\nx-ratelimit-remaining-tokens: "
-                          "%lld\r\n",
-                          (long long)a->limit_tokens, (long long)a->remaining_tokens);
+        if (a->limit_requests >= 0) {
+            header_i64(h, "x-ratelimit-limit-requests: ", a->limit_requests, "");
+            header_i64(h, "x-ratelimit-remaining-requests: ", a->remaining_requests, "");
+        }
+        if (a->limit_tokens >= 0) {
+            header_i64(h, "x-ratelimit-limit-tokens: ", a->limit_tokens, "");
+            header_i64(h, "x-ratelimit-remaining-tokens: ", a->remaining_tokens, "");
+        }
         if ((a->limit_requests >= 0 || a->limit_tokens >= 0) && a->reset_ms >= 0)
-            sb_buf_printf(h, "x-ratelimit-reset-requests: %lldms\r\n", (long long)a->reset_ms);
+            header_i64(h, "x-ratelimit-reset-requests: ", a->reset_ms, "ms");
         if (a->lowered)
-            sb_buf_printf(h, "x-switchboard-max-tokens-lowered: %lld\r\n",
-                          (long long)a->max_output);
+            header_i64(h, "x-switchboard-max-tokens-lowered: ", a->max_output, "");
     }
 }
 
@@ -1562,6 +1575,7 @@ static bool admit(struct sb_proxy *p, int g, const char *s, size_t n,
     struct sb_admit_req ar = {
         .key = r->key_p,
         .key_len = r->key_n,
+        .key_hash = r->adm.key_hash[0] ? r->adm.key_hash : NULL, /* authenticated earlier */
         .model = gw->cfg->model_names[g],
         .end_user = ulen ? r->end_user : NULL,
         .input_tokens = (int64_t)(n / 4) + 1,
