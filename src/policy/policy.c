@@ -269,23 +269,46 @@ int64_t sb_policy_duration_s(const char *s)
     return (int64_t)n * unit;
 }
 
-/* SHA-256 fetched once: EVP_sha256() makes EVP_Digest look the algorithm up on every call. */
+/* SHA-256 fetched once (EVP_sha256() makes EVP_Digest look the algorithm up on every call),
+ * and one digest context per thread, reset for each key instead of allocated and freed. */
 static EVP_MD *sha256_md;
+static pthread_key_t sha256_ctx_key;
+static bool sha256_ctx_key_ok;
 static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void free_md_ctx(void *ctx)
+{
+    EVP_MD_CTX_free(ctx);
+}
 
 static void sha256_fetch(void)
 {
     sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    sha256_ctx_key_ok = pthread_key_create(&sha256_ctx_key, free_md_ctx) == 0;
+}
+
+static bool sha256(const char *data, size_t len, unsigned char md[32])
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    const EVP_MD *type = sha256_md ? sha256_md : EVP_sha256();
+    EVP_MD_CTX *ctx = sha256_ctx_key_ok ? pthread_getspecific(sha256_ctx_key) : NULL;
+    if (!ctx && sha256_ctx_key_ok && (ctx = EVP_MD_CTX_new()) != NULL &&
+        pthread_setspecific(sha256_ctx_key, ctx) != 0) {
+        EVP_MD_CTX_free(ctx);
+        ctx = NULL;
+    }
+    unsigned int mdlen = 0;
+    if (!ctx)
+        return EVP_Digest(data, len, md, &mdlen, type, NULL) == 1 && mdlen == 32;
+    return EVP_DigestInit_ex2(ctx, type, NULL) == 1 && EVP_DigestUpdate(ctx, data, len) == 1 &&
+           EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 32;
 }
 
 void sb_policy_hash_key(const char *key, size_t len, char out[65])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
+    unsigned char md[32];
     static const char hex[] = "0123456789abcdef";
-    pthread_once(&sha256_once, sha256_fetch);
-    if (EVP_Digest(key, len, md, &mdlen, sha256_md ? sha256_md : EVP_sha256(), NULL) != 1 ||
-        mdlen != 32) {
+    if (!sha256(key, len, md)) {
         /* Cannot happen with a working libcrypto; an all-zero hash matches no key. */
         memset(out, '0', 64);
         out[64] = '\0';
@@ -1264,15 +1287,18 @@ static int refuse(struct sb_admission *a, int status, const char *type, const ch
 }
 
 /* Finds and checks the key: fills a or refuses. Called with the read lock held. */
-static struct ent *auth_locked(struct sb_policy *p, const char *key, size_t key_len, int64_t now_ms,
-                               struct sb_admission *a)
+static struct ent *auth_locked(struct sb_policy *p, const char *key, size_t key_len,
+                               const char *key_hash, int64_t now_ms, struct sb_admission *a)
 {
     if (key == NULL || key_len == 0) {
         refuse(a, 401, "auth_error", "invalid_api_key",
                "Authentication Error, No api key passed in.");
         return NULL;
     }
-    sb_policy_hash_key(key, key_len, a->key_hash);
+    if (key_hash != NULL && strlen(key_hash) == 64)
+        memcpy(a->key_hash, key_hash, 65);
+    else
+        sb_policy_hash_key(key, key_len, a->key_hash);
     struct ent *k = table_find(&p->t[SB_ENT_KEY], SB_ENT_KEY, a->key_hash);
     if (k == NULL) {
         refuse(a, 401, "auth_error", "invalid_api_key",
@@ -1306,7 +1332,7 @@ int sb_policy_authenticate(struct sb_policy *p, const char *key, size_t key_len,
 {
     reset_admission(a, NULL);
     pthread_rwlock_rdlock(&p->lock);
-    struct ent *k = auth_locked(p, key, key_len, now_ms, a);
+    struct ent *k = auth_locked(p, key, key_len, NULL, now_ms, a);
     if (k != NULL && k->team_id != NULL) {
         const struct ent *t = table_find(&p->t[SB_ENT_TEAM], SB_ENT_TEAM, k->team_id);
         if (t != NULL && t->blocked)
@@ -1485,10 +1511,13 @@ refused:;
 
 int sb_policy_admit(struct sb_policy *p, const struct sb_admit_req *req, struct sb_admission *a)
 {
+    char hash[65] = "";
+    if (req->key_hash != NULL && strlen(req->key_hash) == 64)
+        memcpy(hash, req->key_hash, sizeof hash); /* before the reset: it may be a's own */
     reset_admission(a, req);
     const char *model = req->model != NULL ? req->model : "";
     pthread_rwlock_rdlock(&p->lock);
-    struct ent *k = auth_locked(p, req->key, req->key_len, req->now_ms, a);
+    struct ent *k = auth_locked(p, req->key, req->key_len, hash[0] ? hash : NULL, req->now_ms, a);
     if (k == NULL) {
         pthread_rwlock_unlock(&p->lock);
         return a->status;

@@ -106,6 +106,8 @@ int64_t sb_policy_duration_s(const char *s);
 struct sb_admit_req {
     const char *key; /* the presented credential (plaintext), not the master key */
     size_t key_len;
+    const char *key_hash;   /* its SHA-256 hex, if sb_policy_authenticate already made it (it may
+                               point into the admission being filled), or NULL */
     const char *model;      /* the alias the client asked for (after model_group_alias) */
     const char *end_user;   /* the request's `user`, or NULL */
     int64_t input_tokens;   /* estimated prompt tokens */
