@@ -900,7 +900,9 @@ static int pg_spend_read(struct sb_store *s, enum sb_entity kind, const char *id
  * exactly the rows that were not in the ledger (ON CONFLICT DO NOTHING also drops a request_id
  * repeated within the chunk), and every total below is computed from it only: a row already written
  * adds nothing. Totals are summed per id first, so each total row is updated once per
- * statement. Data-modifying CTEs all run to completion, in the statement's transaction. */
+ * statement (the ledger's batches are at most one chunk: once per batch, as on SQLite); a row
+ * without a model adds to its key but to no model, as on SQLite. Data-modifying CTEs all run to
+ * completion, in the statement's transaction. */
 static const char spend_sql[] =
     "WITH r AS (SELECT * FROM json_to_recordset($1::json) AS x("
     " request_id text, api_key text, team_id text, user_id text, end_user text, model text,"
@@ -922,7 +924,7 @@ static const char spend_sql[] =
     " GROUP BY api_key) a WHERE t.token = a.id),"
     " km AS (INSERT INTO sb_key_model_spend AS t (token, model, spend_nano)"
     " SELECT a.id, a.model, a.s FROM (SELECT api_key AS id, model, sum(cost_nano)::bigint AS s"
-    " FROM ins WHERE api_key <> '' GROUP BY api_key, model) a"
+    " FROM ins WHERE api_key <> '' AND model <> '' GROUP BY api_key, model) a"
     " WHERE EXISTS (SELECT 1 FROM sb_keys WHERE token = a.id)"
     " ON CONFLICT (token, model) DO UPDATE SET spend_nano = t.spend_nano + EXCLUDED.spend_nano),"
     " tm AS (UPDATE sb_teams t SET spend_nano = t.spend_nano + a.s"

@@ -808,6 +808,218 @@ static void t_many_entities(struct sb_store *s)
     free(rows);
 }
 
+/* The rows of t_spend_batch_totals: row i's key, model, team, user and end user are picked
+ * by index (-1: the row has none; the last index of each kind: an id without a record). */
+#define BT_KEYS   3
+#define BT_MODELS 4
+#define BT_TEAMS  2
+#define BT_USERS  2
+#define BT_CUSTS  3
+#define BT_ROWS   1400
+
+static const char *const bt_keys[BT_KEYS + 1] = {
+    "aaaa000000000000000000000000000000000000000000000000000000000001",
+    "bbbb000000000000000000000000000000000000000000000000000000000002",
+    "cccc000000000000000000000000000000000000000000000000000000000003",
+    "dddd00000000000000000000000000000000000000000000000000000000dead"};
+static const char *const bt_models[BT_MODELS] = {"gpt-4o", "claude-sonnet", "gpt-4o-mini", "o3"};
+static const char *const bt_teams[BT_TEAMS + 1] = {"team-a", "team-b", "team-ghost"};
+static const char *const bt_users[BT_USERS + 1] = {"user-a", "user-b", "user-ghost"};
+static const char *const bt_custs[BT_CUSTS] = {"eu-1", "eu-2", "eu-new"};
+
+struct bt_pick {
+    int key, model, team, user, cust;
+    int64_t cost;
+};
+
+static struct bt_pick bt_pick(int i)
+{
+    struct bt_pick p;
+    p.key = i % 29 == 0 ? -1 : i % 23 == 0 ? BT_KEYS : i % BT_KEYS;
+    p.model = i % 19 == 0 ? -1 : (i / 3 + i / 7) % BT_MODELS;
+    p.team = i % 11 == 0 ? -1 : i % 17 == 0 ? BT_TEAMS : (i / 2) % BT_TEAMS;
+    p.user = i % 13 == 0 ? -1 : i % 31 == 0 ? BT_USERS : (i / 5) % BT_USERS;
+    p.cust = i % 9 == 0 ? -1 : i % BT_CUSTS;
+    /* Up to 4 dollars a row, so that every sum is far past 32 bits; every 37th row is free. */
+    p.cost = i % 37 == 0 ? 0 : (int64_t)((uint64_t)(i + 1) * 2654435761u % 4000000000u) + 1;
+    return p;
+}
+
+static struct sb_spend_row bt_row(int i)
+{
+    struct bt_pick p = bt_pick(i);
+    char id[32];
+    snprintf(id, sizeof(id), "bt-%04d", i);
+    return row(id, p.key < 0 ? "" : bt_keys[p.key], p.team < 0 ? "" : bt_teams[p.team],
+               p.user < 0 ? "" : bt_users[p.user], p.cust < 0 ? "" : bt_custs[p.cust],
+               p.model < 0 ? "" : bt_models[p.model], p.cost, 1000 + i);
+}
+
+/* The running totals as they must be, summed here one row at a time. */
+struct bt_ref {
+    bool seen[BT_ROWS];
+    size_t rows;
+    int64_t key[BT_KEYS], key_model[BT_KEYS][BT_MODELS], team[BT_TEAMS], user[BT_USERS],
+        cust[BT_CUSTS];
+    bool model_used[BT_KEYS][BT_MODELS];
+};
+
+static void bt_write(struct sb_store *s, struct bt_ref *ref, const int *idx, size_t n)
+{
+    struct sb_spend_row *rows = calloc(n, sizeof(*rows));
+    assert_non_null(rows);
+    size_t fresh = 0;
+    for (size_t j = 0; j < n; j++) {
+        int i = idx[j];
+        assert_true(i >= 0 && i < BT_ROWS);
+        rows[j] = bt_row(i);
+        if (ref->seen[i])
+            continue;
+        ref->seen[i] = true;
+        fresh++;
+        struct bt_pick p = bt_pick(i);
+        if (p.key >= 0 && p.key < BT_KEYS) {
+            ref->key[p.key] += p.cost;
+            if (p.model >= 0) {
+                ref->key_model[p.key][p.model] += p.cost;
+                ref->model_used[p.key][p.model] = true;
+            }
+        }
+        if (p.team >= 0 && p.team < BT_TEAMS)
+            ref->team[p.team] += p.cost;
+        if (p.user >= 0 && p.user < BT_USERS)
+            ref->user[p.user] += p.cost;
+        if (p.cust >= 0)
+            ref->cust[p.cust] += p.cost;
+    }
+    size_t ins = 12345;
+    assert_int_equal(sb_store_spend_write(s, rows, n, &ins), 0);
+    assert_int_equal(ins, fresh);
+    ref->rows += fresh;
+    free(rows);
+}
+
+static int64_t bt_spend(json_t *out, const char *id)
+{
+    json_t *v = json_object_get(json_object_get(out, id), "spend_nano");
+    assert_true(json_is_integer(v));
+    return json_integer_value(v);
+}
+
+static void bt_check(struct sb_store *s, const struct bt_ref *ref)
+{
+    assert_int_equal(count_of(s), ref->rows);
+    json_t *out = NULL;
+    /* The id without a record is asked for too: it must not have gained one. */
+    assert_int_equal(sb_store_spend_read(s, SB_ENT_KEY, bt_keys, BT_KEYS + 1, &out), 0);
+    assert_int_equal(json_object_size(out), BT_KEYS);
+    for (int k = 0; k < BT_KEYS; k++) {
+        assert_int_equal(bt_spend(out, bt_keys[k]), ref->key[k]);
+        json_t *ms = json_object_get(json_object_get(out, bt_keys[k]), "model_spend_nano");
+        size_t used = 0;
+        for (int m = 0; m < BT_MODELS; m++) {
+            json_t *v = json_object_get(ms, bt_models[m]);
+            if (!ref->model_used[k][m]) {
+                assert_null(v);
+                continue;
+            }
+            used++;
+            assert_true(json_is_integer(v));
+            assert_int_equal(json_integer_value(v), ref->key_model[k][m]);
+        }
+        /* Rows without a model add to the key only. */
+        assert_int_equal(json_object_size(ms), used);
+    }
+    json_decref(out);
+
+    assert_int_equal(sb_store_spend_read(s, SB_ENT_TEAM, bt_teams, BT_TEAMS + 1, &out), 0);
+    assert_int_equal(json_object_size(out), BT_TEAMS);
+    for (int t = 0; t < BT_TEAMS; t++)
+        assert_int_equal(bt_spend(out, bt_teams[t]), ref->team[t]);
+    json_decref(out);
+
+    assert_int_equal(sb_store_spend_read(s, SB_ENT_USER, bt_users, BT_USERS + 1, &out), 0);
+    assert_int_equal(json_object_size(out), BT_USERS);
+    for (int u = 0; u < BT_USERS; u++)
+        assert_int_equal(bt_spend(out, bt_users[u]), ref->user[u]);
+    json_decref(out);
+
+    assert_int_equal(sb_store_spend_read(s, SB_ENT_CUSTOMER, bt_custs, BT_CUSTS, &out), 0);
+    assert_int_equal(json_object_size(out), BT_CUSTS);
+    for (int c = 0; c < BT_CUSTS; c++)
+        assert_int_equal(bt_spend(out, bt_custs[c]), ref->cust[c]);
+    json_decref(out);
+
+    /* The record view agrees with the raw totals. */
+    assert_dollars(spend_of(s, SB_ENT_KEY, bt_keys[1]), ref->key[1]);
+    assert_dollars(spend_of(s, SB_ENT_CUSTOMER, "eu-new"), ref->cust[2]);
+}
+
+/* Batches as the ledger sends them, over three keys with several models, two teams, two users
+ * and three end users (one without a record until the first batch), with ids that have no
+ * record and rows without a key or a model, and request ids repeated within a batch, across
+ * batches and across the first thousand rows of a batch: every running total is exactly the
+ * sum of the costs of the rows that went in, each counted once. */
+static void t_spend_batch_totals(struct sb_store *s)
+{
+    for (int k = 0; k < BT_KEYS; k++)
+        put_ok(s, SB_ENT_KEY, bt_keys[k], "{}");
+    for (int t = 0; t < BT_TEAMS; t++)
+        put_ok(s, SB_ENT_TEAM, bt_teams[t], "{}");
+    for (int u = 0; u < BT_USERS; u++)
+        put_ok(s, SB_ENT_USER, bt_users[u], "{}");
+    put_ok(s, SB_ENT_CUSTOMER, "eu-1", "{\"user_id\":\"eu-1\"}");
+    put_ok(s, SB_ENT_CUSTOMER, "eu-2", "{\"user_id\":\"eu-2\",\"blocked\":false}");
+    json_t *g = NULL;
+    assert_int_equal(sb_store_get(s, SB_ENT_CUSTOMER, "eu-new", &g), SB_STORE_E_NOT_FOUND);
+
+    struct bt_ref *ref = calloc(1, sizeof(*ref));
+    int *idx = calloc(1100, sizeof(*idx));
+    assert_non_null(ref);
+    assert_non_null(idx);
+
+    /* 300 rows, every tenth a copy of a row five places earlier. */
+    for (int j = 0; j < 300; j++)
+        idx[j] = j % 10 == 9 ? j - 5 : j;
+    bt_write(s, ref, idx, 300);
+    assert_int_equal(ref->rows, 270);
+    bt_check(s, ref);
+    g = get_ok(s, SB_ENT_CUSTOMER, "eu-new");
+    assert_string_equal(str_member(g, "user_id"), "eu-new");
+    json_decref(g);
+    g = get_ok(s, SB_ENT_CUSTOMER, "eu-2");
+    assert_true(json_is_false(json_object_get(g, "blocked"))); /* an existing record is kept */
+    json_decref(g);
+
+    /* The same 300 again (a journal replayed): nothing is added. */
+    bt_write(s, ref, idx, 300);
+    assert_int_equal(ref->rows, 270);
+    bt_check(s, ref);
+
+    /* 1100 rows: every eighth repeats one of the first batch (some of which it never held),
+     * and three rows past the thousandth repeat rows of the same batch's first thousand. */
+    for (int j = 0; j < 1100; j++)
+        idx[j] = j % 8 == 0 ? (j / 8) * 3 % 300 : 300 + j;
+    idx[1010] = 300 + 10;
+    idx[1050] = 300 + 50;
+    idx[1099] = 300 + 99;
+    bt_write(s, ref, idx, 1100);
+    bt_check(s, ref);
+
+    /* A small batch of one new row among old ones. */
+    int tail[4] = {0, 300 + 1, BT_ROWS - 1, 300 + 1};
+    bt_write(s, ref, tail, 4);
+    bt_check(s, ref);
+
+    for (int k = 0; k < BT_KEYS; k++)
+        assert_true(ref->key[k] > INT64_C(1) << 38);
+    assert_int_equal(sb_store_get(s, SB_ENT_KEY, bt_keys[BT_KEYS], &g), SB_STORE_E_NOT_FOUND);
+    assert_int_equal(sb_store_get(s, SB_ENT_TEAM, "team-ghost", &g), SB_STORE_E_NOT_FOUND);
+    assert_int_equal(sb_store_get(s, SB_ENT_USER, "user-ghost", &g), SB_STORE_E_NOT_FOUND);
+    free(idx);
+    free(ref);
+}
+
 /* ---- the change feed ---- */
 
 static size_t changes_ok(struct sb_store *s, int64_t after, struct sb_change *out, size_t max,
@@ -1019,6 +1231,7 @@ static const struct tcase cases[] = {
     CASE(t_spend_invalid_rows),
     CASE(t_large_batch),
     CASE(t_many_entities),
+    CASE(t_spend_batch_totals),
     CASE(t_change_feed),
     CASE(t_change_prune),
     CASE(t_reset_spend_if),
