@@ -649,7 +649,11 @@ static int agg_add(struct sb_sqlite *q, struct agg *a, size_t *n, char kind, con
 static int bill_row(struct sb_sqlite *q, struct agg *a, size_t *n, const struct sb_spend_row *r)
 {
     int rc = 0;
-    if (r->key_hash[0] != '\0') {
+    /* Room for the key and its model together first: were the table flushed between them,
+     * the model's sum would be written without its key's and be dropped. */
+    if (r->key_hash[0] != '\0' && r->model[0] != '\0' && *n + 2 > AGG_MAX)
+        rc = agg_flush(q, a, n);
+    if (rc == 0 && r->key_hash[0] != '\0') {
         rc = agg_add(q, a, n, 'k', r->key_hash, NULL, r->cost_nano);
         if (rc == 0 && r->model[0] != '\0')
             rc = agg_add(q, a, n, 'm', r->key_hash, r->model, r->cost_nano);

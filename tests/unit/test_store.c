@@ -808,6 +808,35 @@ static void t_many_entities(struct sb_store *s)
     free(rows);
 }
 
+/* A key already summed meets a new model just as the sums fill up: the key's and the model's
+ * sums still go to the database together, so the new model's spend is kept. */
+static void t_model_at_full_sums(struct sb_store *s)
+{
+    enum { N = 63 };
+    put_ok(s, SB_ENT_KEY, KEY_A, "{}");
+    struct sb_spend_row *rows = calloc(N, sizeof(*rows));
+    assert_non_null(rows);
+    for (int i = 0; i < N; i++) {
+        char id[32], cust[32];
+        snprintf(id, sizeof(id), "full-%02d", i);
+        snprintf(cust, sizeof(cust), "c%d", i % 62);
+        rows[i] = row(id, KEY_A, "", "", cust, i < 62 ? "m0" : "m1", 1000, 10);
+    }
+    size_t ins = 0;
+    assert_int_equal(sb_store_spend_write(s, rows, N, &ins), 0);
+    assert_int_equal(ins, N);
+    assert_dollars(spend_of(s, SB_ENT_KEY, KEY_A), 63000);
+    assert_dollars(spend_of(s, SB_ENT_CUSTOMER, "c0"), 2000);
+    json_t *k = NULL;
+    assert_int_equal(sb_store_get(s, SB_ENT_KEY, KEY_A, &k), 0);
+    json_t *ms = json_object_get(k, "model_spend");
+    assert_true(json_is_object(ms));
+    assert_dollars(json_number_value(json_object_get(ms, "m0")), 62000);
+    assert_dollars(json_number_value(json_object_get(ms, "m1")), 1000);
+    json_decref(k);
+    free(rows);
+}
+
 /* The rows of t_spend_batch_totals: row i's key, model, team, user and end user are picked
  * by index (-1: the row has none; the last index of each kind: an id without a record). */
 #define BT_KEYS   3
@@ -1232,6 +1261,7 @@ static const struct tcase cases[] = {
     CASE(t_large_batch),
     CASE(t_many_entities),
     CASE(t_spend_batch_totals),
+    CASE(t_model_at_full_sums),
     CASE(t_change_feed),
     CASE(t_change_prune),
     CASE(t_reset_spend_if),
