@@ -1,5 +1,7 @@
 #include "core/buf.h"
 
+#include "core/plain.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -96,43 +98,38 @@ int sb_buf_append_i64(struct sb_buf *b, int64_t v)
 int sb_buf_append_json_str(struct sb_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    int rc = sb_buf_append_char(b, '"');
-    size_t run = 0; /* start of the pending run of bytes that need no escaping */
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        unsigned char c = (unsigned char)s[i];
-        const char *esc = NULL;
-        char u[6];
+    int rc = sb_buf_reserve(b, n + 2); /* the usual case: nothing to escape */
+    if (rc == 0)
+        rc = sb_buf_append_char(b, '"');
+    for (size_t i = 0; i < n && rc == 0;) {
+        size_t run = sb_plain_run(s, i, n, false);
+        if (run > i) {
+            rc = sb_buf_append(b, s + i, run - i);
+            i = run;
+            continue;
+        }
+        unsigned char c = (unsigned char)s[i++];
+        char e[6] = {'\\', (char)c};
+        size_t elen = 2;
         switch (c) {
         case '"':
-            esc = "\\\"";
-            break;
         case '\\':
-            esc = "\\\\";
             break;
         case '\n':
-            esc = "\\n";
+            e[1] = 'n';
             break;
         case '\r':
-            esc = "\\r";
+            e[1] = 'r';
             break;
         case '\t':
-            esc = "\\t";
+            e[1] = 't';
             break;
         default:
-            if (c < 0x20) {
-                u[0] = '\\', u[1] = 'u', u[2] = '0', u[3] = '0';
-                u[4] = hex[c >> 4], u[5] = hex[c & 15];
-            }
+            e[1] = 'u', e[2] = '0', e[3] = '0', e[4] = hex[c >> 4], e[5] = hex[c & 15];
+            elen = 6;
         }
-        if (!esc && c >= 0x20)
-            continue;
-        rc = sb_buf_append(b, s + run, i - run);
-        if (rc == 0)
-            rc = esc ? sb_buf_append_str(b, esc) : sb_buf_append(b, u, 6);
-        run = i + 1;
+        rc = sb_buf_append(b, e, elen);
     }
-    if (rc == 0)
-        rc = sb_buf_append(b, s + run, n - run);
     if (rc == 0)
         rc = sb_buf_append_char(b, '"');
     return rc;

@@ -3,6 +3,7 @@
 #include "ledger/ledger.h"
 
 #include "core/hex.h"
+#include "core/plain.h"
 
 #include "core/log.h"
 
@@ -169,37 +170,7 @@ static void out_raw(struct out *o, const char *s, size_t n)
 
 /* Strings are copied byte for byte except '"', '\\' and control characters, so a value that
  * is not UTF-8 (an end user id is the client's) still reads back exactly. Runs of plain bytes
- * are found eight at a time and go in one copy. */
-#define ONES  0x0101010101010101ull
-#define HIGHS 0x8080808080808080ull
-
-static uint64_t has_zero(uint64_t v)
-{
-    return (v - ONES) & ~v & HIGHS;
-}
-
-/* The end of the run of bytes from i on that are >= 0x20 and neither '"' nor '\\' (nor 0x7f,
- * with del). */
-static size_t plain_run(const char *p, size_t i, size_t n, bool del)
-{
-    while (n - i >= 8) {
-        uint64_t x;
-        memcpy(&x, p + i, 8);
-        uint64_t special = ((x - ONES * 0x20) & ~x & HIGHS) | has_zero(x ^ (ONES * '"')) |
-                           has_zero(x ^ (ONES * '\\')) | (del ? has_zero(x ^ (ONES * 0x7f)) : 0);
-        if (special)
-            break;
-        i += 8;
-    }
-    while (i < n) {
-        unsigned char c = (unsigned char)p[i];
-        if (c < 0x20 || c == '"' || c == '\\' || (del && c == 0x7f))
-            break;
-        i++;
-    }
-    return i;
-}
-
+ * go in one copy. */
 static void out_str(struct out *o, const char *key, size_t key_len, const char *s, size_t max)
 {
     static const char hex[] = "0123456789abcdef";
@@ -208,7 +179,7 @@ static void out_str(struct out *o, const char *key, size_t key_len, const char *
     out_raw(o, key, key_len);
     out_raw(o, "\":\"", 3);
     for (size_t i = 0; i < n;) {
-        size_t run = plain_run(s, i, n, true);
+        size_t run = sb_plain_run(s, i, n, true);
         if (run > i) {
             out_raw(o, s + i, run - i);
             i = run;
@@ -308,7 +279,7 @@ static int in_str(struct in *s, char *out, size_t cap)
         return -1;
     s->pos++;
     for (;;) {
-        size_t run = plain_run(s->p, s->pos, s->n, false);
+        size_t run = sb_plain_run(s->p, s->pos, s->n, false);
         if (run > s->pos) {
             size_t k = run - s->pos;
             if (out) {
@@ -1044,16 +1015,69 @@ static const char *const id_field[SB_ENT_COUNT] = {
     [SB_ENT_CUSTOMER] = "user_id",
 };
 
+struct idlist {
+    char **v;
+    size_t n, cap;
+};
+
+static void idlist_add(void *ud, const char *id)
+{
+    struct idlist *il = ud;
+    if (il->n == il->cap) {
+        size_t nc = il->cap ? il->cap * 2 : 64;
+        char **nv = realloc(il->v, nc * sizeof *nv);
+        if (!nv)
+            return; /* the caller sees the id missing */
+        il->v = nv;
+        il->cap = nc;
+    }
+    char *copy = strdup(id);
+    if (copy)
+        il->v[il->n++] = copy;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+struct prune {
+    struct sb_policy *policy;
+    enum sb_entity kind;
+    struct idlist *listed; /* sorted */
+};
+
+static void prune_one(void *ud, const char *id)
+{
+    struct prune *pr = ud;
+    if (pr->listed->n == 0 ||
+        !bsearch(&id, pr->listed->v, pr->listed->n, sizeof *pr->listed->v, cmp_id))
+        sb_policy_remove(pr->policy, pr->kind, id);
+}
+
+static void idlist_free(struct idlist *il)
+{
+    for (size_t i = 0; i < il->n; i++)
+        free(il->v[i]);
+    free(il->v);
+    *il = (struct idlist){0};
+}
+
 /* Every record into the policy. take_spend: the in-memory spend comes from the records (at
- * start); otherwise it stays and the spend sync corrects it. */
+ * start); otherwise (a reload) it stays and the spend sync corrects it, and the entities the
+ * database no longer has (deleted while this instance could not read the changes) go. */
 static int load_policy(struct sb_ledger *l, bool take_spend, char *err, size_t err_len)
 {
     for (int kind = 0; kind < SB_ENT_COUNT; kind++) {
+        /* A reload also drops what was deleted meanwhile: everything not listed. */
+        struct idlist listed = {0};
+        bool complete = true;
         for (size_t offset = 0;;) {
             json_t *page = NULL;
             int rc =
                 sb_store_list(l->store, (enum sb_entity)kind, NULL, NULL, offset, LIST_PAGE, &page);
             if (rc != 0) {
+                idlist_free(&listed);
                 snprintf(err, err_len, "cannot list records (kind %d): store error %d", kind, rc);
                 return rc == SB_STORE_E_DOWN ? SB_STORE_E_DOWN : -1;
             }
@@ -1065,12 +1089,24 @@ static int load_policy(struct sb_ledger *l, bool take_spend, char *err, size_t e
                 if (!id ||
                     sb_policy_upsert(l->policy, (enum sb_entity)kind, id, rec, take_spend) != 0)
                     sb_warn("ledger: a stored record (kind %d) was not loaded", kind);
+                if (id && !take_spend) {
+                    size_t before = listed.n;
+                    idlist_add(&listed, id);
+                    complete = complete && listed.n > before;
+                }
             }
             json_decref(page);
             if (got < LIST_PAGE)
                 break;
             offset += got;
         }
+        if (!take_spend && complete) {
+            if (listed.n > 1)
+                qsort(listed.v, listed.n, sizeof *listed.v, cmp_id);
+            struct prune pr = {l->policy, (enum sb_entity)kind, &listed};
+            sb_policy_each(l->policy, (enum sb_entity)kind, prune_one, &pr);
+        }
+        idlist_free(&listed);
     }
     return 0;
 }
@@ -1165,27 +1201,6 @@ static int poll_feed(struct sb_ledger *l)
     return rc;
 }
 
-struct idlist {
-    char **v;
-    size_t n, cap;
-};
-
-static void on_budgeted(void *ud, const char *id)
-{
-    struct idlist *il = ud;
-    if (il->n == il->cap) {
-        size_t nc = il->cap ? il->cap * 2 : 64;
-        char **nv = realloc(il->v, nc * sizeof *nv);
-        if (!nv)
-            return; /* synced on a later tick */
-        il->v = nv;
-        il->cap = nc;
-    }
-    char *copy = strdup(id);
-    if (copy)
-        il->v[il->n++] = copy;
-}
-
 /* The spend of every entity with a budget, from the database, plus this process's pending.
  * Cost: one or two indexed statements per SB_STORE_SPEND_IDS_MAX budgeted entities. */
 static int sync_spend(struct sb_ledger *l)
@@ -1193,14 +1208,12 @@ static int sync_spend(struct sb_ledger *l)
     int rc = 0;
     for (int kind = 0; kind < SB_ENT_COUNT && rc == 0; kind++) {
         struct idlist il = {0};
-        sb_policy_budgeted(l->policy, (enum sb_entity)kind, on_budgeted, &il);
+        sb_policy_budgeted(l->policy, (enum sb_entity)kind, idlist_add, &il);
         for (size_t at = 0; at < il.n && rc == 0; at += SB_STORE_SPEND_IDS_MAX) {
             size_t m = il.n - at < SB_STORE_SPEND_IDS_MAX ? il.n - at : SB_STORE_SPEND_IDS_MAX;
             rc = sync_ids(l, (enum sb_entity)kind, (const char *const *)il.v + at, m);
         }
-        for (size_t i = 0; i < il.n; i++)
-            free(il.v[i]);
-        free(il.v);
+        idlist_free(&il);
     }
     return rc;
 }
