@@ -1037,8 +1037,10 @@ static bool mctr_shared(const struct mctr *mc)
     return mc->m.max >= 0 && mc->period_s == 0;
 }
 
-void sb_policy_budgeted(struct sb_policy *p, enum sb_entity kind,
-                        void (*fn)(void *ud, const char *id), void *ud)
+/* The ids of `kind` (every one, or those with a budget the database's totals matter to),
+ * copied under the read lock and handed to fn after it is dropped. */
+static void each_id(struct sb_policy *p, enum sb_entity kind, bool budgeted_only,
+                    void (*fn)(void *ud, const char *id), void *ud)
 {
     if (p == NULL || (unsigned)kind >= SB_ENT_COUNT || fn == NULL)
         return;
@@ -1051,7 +1053,7 @@ void sb_policy_budgeted(struct sb_policy *p, enum sb_entity kind,
     const struct table *t = &p->t[kind];
     for (size_t i = 0; i < t->nb; i++) {
         for (struct ent *e = t->b[i]; e != NULL; e = e->next) {
-            bool has = e->m.max >= 0;
+            bool has = !budgeted_only || e->m.max >= 0;
             for (struct mctr *mc = e->mctrs; !has && mc != NULL; mc = mc->next)
                 has = mctr_shared(mc);
             if (!has)
@@ -1076,6 +1078,18 @@ collected:
         free(ids[i]);
     }
     free(ids);
+}
+
+void sb_policy_budgeted(struct sb_policy *p, enum sb_entity kind,
+                        void (*fn)(void *ud, const char *id), void *ud)
+{
+    each_id(p, kind, true, fn, ud);
+}
+
+void sb_policy_each(struct sb_policy *p, enum sb_entity kind, void (*fn)(void *ud, const char *id),
+                    void *ud)
+{
+    each_id(p, kind, false, fn, ud);
 }
 
 static int64_t add_money(int64_t a, int64_t b)

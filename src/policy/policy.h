@@ -71,6 +71,10 @@ void sb_policy_applied(struct sb_policy *p, const struct sb_spend_row *row);
  * a time_period. */
 void sb_policy_budgeted(struct sb_policy *p, enum sb_entity kind,
                         void (*fn)(void *ud, const char *id), void *ud);
+/* The same for every entity of `kind` (a full reload drops those the database no longer has;
+ * fn may call sb_policy_remove). */
+void sb_policy_each(struct sb_policy *p, enum sb_entity kind, void (*fn)(void *ud, const char *id),
+                    void *ud);
 
 /* spend = db_spend_nano + pending. Keys: each model counter with a budget and no time_period
  * also gets model_spend_nano[alias] (integer nano; absent or NULL: 0) + its pending. A model
