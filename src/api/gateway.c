@@ -372,6 +372,11 @@ void sb_gateway_worker_stop(struct sb_worker *w)
     sb_upstream_close(gw_w->up);
     sb_shared_close(gw_w->shared);
     sb_buf_free(&gw_w->access_log);
+    while (gw_w->spare) {
+        struct sb_api_req *r = gw_w->spare;
+        gw_w->spare = r->next_spare;
+        free(r);
+    }
     sb_worker_set_flush_hook(w, NULL);
     sb_worker_set_before_flush_hook(w, NULL);
     sb_worker_set_data(w, NULL);
@@ -591,6 +596,42 @@ void sb_api_fail_hdr(struct sb_api_req *r, int status, const char *type, const c
     fail_with(r, &e, hdr, hdr_len);
 }
 
+/* At most this many spare request structs per worker. Off under AddressSanitizer, so a use
+ * after the end of a request is still caught there. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SPARE_MAX 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SPARE_MAX 0
+#endif
+#endif
+#ifndef SPARE_MAX
+#define SPARE_MAX 64
+#endif
+
+static struct sb_api_req *req_new(struct sb_gw_worker *gw_w)
+{
+    struct sb_api_req *r = gw_w->spare;
+    if (!r)
+        return calloc(1, sizeof *r);
+    gw_w->spare = r->next_spare;
+    gw_w->nspare--;
+    memset(r, 0, sizeof *r);
+    return r;
+}
+
+static void req_free(struct sb_api_req *r)
+{
+    struct sb_gw_worker *gw_w = r->gw_w;
+    if (gw_w->nspare >= SPARE_MAX) {
+        free(r);
+        return;
+    }
+    r->next_spare = gw_w->spare;
+    gw_w->spare = r;
+    gw_w->nspare++;
+}
+
 static void on_end(struct sb_exchange *x, bool aborted)
 {
     struct sb_api_req *r = x->hdata;
@@ -601,7 +642,7 @@ static void on_end(struct sb_exchange *x, bool aborted)
     sb_api_bill(r, aborted && !x->finished ? 499 : x->status);
     record(r, aborted);
     sb_metrics_inflight(r->gw_w->gw->metrics, r->gw_w->index, -1);
-    free(r);
+    req_free(r);
 }
 
 static bool valid_request_id(const char *p, size_t n)
@@ -918,7 +959,7 @@ void sb_gateway_on_request(struct sb_exchange *x)
 {
     struct sb_gw_worker *gw_w = sb_worker_data(x->worker);
     struct sb_gateway *gw = gw_w->gw;
-    struct sb_api_req *r = calloc(1, sizeof *r);
+    struct sb_api_req *r = req_new(gw_w);
     if (!r) {
         struct sb_error e;
         sb_error_set(&e, 500, "api_error", "internal_error", NULL, "Out of memory.");
