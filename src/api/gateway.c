@@ -596,18 +596,16 @@ void sb_api_fail_hdr(struct sb_api_req *r, int status, const char *type, const c
     fail_with(r, &e, hdr, hdr_len);
 }
 
-/* At most this many spare request structs per worker. Off under AddressSanitizer, so a use
+/* At most this many spare request structs per worker. None under AddressSanitizer, so a use
  * after the end of a request is still caught there. */
 #if defined(__SANITIZE_ADDRESS__)
-#define SPARE_MAX 0
+#define SB_NO_SPARES 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define SPARE_MAX 0
+#define SB_NO_SPARES 1
 #endif
 #endif
-#ifndef SPARE_MAX
 #define SPARE_MAX 64
-#endif
 
 static struct sb_api_req *req_new(struct sb_gw_worker *gw_w)
 {
@@ -622,6 +620,9 @@ static struct sb_api_req *req_new(struct sb_gw_worker *gw_w)
 
 static void req_free(struct sb_api_req *r)
 {
+#ifdef SB_NO_SPARES
+    free(r);
+#else
     struct sb_gw_worker *gw_w = r->gw_w;
     if (gw_w->nspare >= SPARE_MAX) {
         free(r);
@@ -630,6 +631,7 @@ static void req_free(struct sb_api_req *r)
     r->next_spare = gw_w->spare;
     gw_w->spare = r;
     gw_w->nspare++;
+#endif
 }
 
 static void on_end(struct sb_exchange *x, bool aborted)
