@@ -1007,9 +1007,18 @@ static int job_key_list(struct sb_store *s, struct sb_policy *p, struct job *j)
     return 0;
 }
 
+/* LiteLLM regenerates a key by changing its token in place, so the key keeps its spend: a new
+ * value must be no way to reset a budget. Here the record moves to the new hash instead: it is
+ * created there, the old hash's running and per-model spend are carried to it in the store,
+ * and only then is the old record deleted (which drops the old per-model rows). In memory the
+ * new entity takes over the old one's spend and pending (sb_policy_carry), so spend = database
+ * total + pending holds while rows settled under the old hash are still being committed. Rate
+ * windows (RPM, TPM) start fresh on the new entity: they are per minute and belong to the
+ * value that was used. Memory changes only once the store has all of it; any store failure
+ * removes the new record again and leaves the old key as it was. */
 static int job_key_regenerate(struct sb_store *s, struct sb_policy *p, struct job *j)
 {
-    json_t *rec = NULL;
+    json_t *rec = NULL, *stored = NULL;
     int rc = get_or_404(s, j, SB_ENT_KEY, j->hash, "Key", &rec);
     if (rc != 0)
         return rc == SB_STORE_E_NOT_FOUND ? 0 : rc;
@@ -1018,7 +1027,6 @@ static int job_key_regenerate(struct sb_store *s, struct sb_policy *p, struct jo
     json_object_set_new(rec, "token", json_string(j->new_hash));
     json_object_set_new(rec, "key_name", json_string(j->key_name));
     json_object_set_new(rec, "updated_at", json_string(iso));
-    json_object_del(rec, "spend");
     if (j->patch)
         merge(rec, j->patch);
     if (!within_rights(j, SB_ENT_KEY, rec))
@@ -1026,16 +1034,30 @@ static int job_key_regenerate(struct sb_store *s, struct sb_policy *p, struct jo
     rc = sb_store_put(s, SB_ENT_KEY, j->new_hash, rec, true);
     if (rc != 0)
         goto out;
-    /* The old key stops working before the answer: removed from memory and from the store. */
-    sb_policy_remove(p, SB_ENT_KEY, j->hash);
-    rc = sb_store_delete(s, SB_ENT_KEY, j->hash);
-    if (rc != 0 && rc != SB_STORE_E_NOT_FOUND) {
+    rc = sb_store_spend_carry(s, SB_ENT_KEY, j->hash, j->new_hash);
+    if (rc == 0) {
+        rc = sb_store_delete(s, SB_ENT_KEY, j->hash);
+        if (rc == SB_STORE_E_NOT_FOUND)
+            rc = 0; /* deleted meanwhile by another instance: its spend is carried already */
+    } else if (rc == SB_STORE_E_NOT_FOUND) {
+        NOT_FOUND(j, "Key '(hidden)' not found.");
+    }
+    if (rc != 0 || j->status) {
         sb_store_delete(s, SB_ENT_KEY, j->new_hash);
+        if (rc == SB_STORE_E_NOT_FOUND)
+            rc = 0;
         goto out;
     }
-    rc = 0;
-    json_object_set_new(rec, "spend", json_real(0));
+    /* The stored record shows the carried spend and per-model spend; should it not read back,
+     * the record read above stands in: it holds the old key's, which is what was carried. */
+    if (sb_store_get(s, SB_ENT_KEY, j->new_hash, &stored) == 0) {
+        json_decref(rec);
+        rec = stored;
+    }
     publish(p, SB_ENT_KEY, j->new_hash, rec, true);
+    /* -1 when the old key was not in memory: the new one keeps the stored total then. */
+    (void)sb_policy_carry(p, SB_ENT_KEY, j->hash, j->new_hash);
+    sb_policy_remove(p, SB_ENT_KEY, j->hash);
     j->out = key_view(rec);
 out:
     json_decref(rec);

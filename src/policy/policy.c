@@ -1003,6 +1003,35 @@ void sb_policy_set_spend(struct sb_policy *p, enum sb_entity kind, const char *i
     pthread_rwlock_unlock(&p->lock);
 }
 
+int sb_policy_carry(struct sb_policy *p, enum sb_entity kind, const char *from, const char *to)
+{
+    if (p == NULL || (unsigned)kind >= SB_ENT_COUNT || from == NULL || to == NULL)
+        return -1;
+    int rc = -1;
+    /* The read lock keeps both entities and their counter lists in place (counters are only
+     * appended, under the write lock); the money mutex guards what is moved. */
+    pthread_rwlock_rdlock(&p->lock);
+    struct ent *f = table_find(&p->t[kind], kind, from);
+    struct ent *t = table_find(&p->t[kind], kind, to);
+    if (f != NULL && t != NULL && f != t) {
+        pthread_mutex_lock(&p->money);
+        t->m.spend = f->m.spend;
+        t->m.pending = f->m.pending;
+        for (struct mctr *tm = t->mctrs; tm != NULL; tm = tm->next) {
+            struct mctr *fm = mctr_find(f, tm->model);
+            if (fm == NULL || fm->period_s != tm->period_s)
+                continue;
+            tm->m.spend = fm->m.spend;
+            tm->m.pending = fm->m.pending;
+            tm->reset_at = fm->reset_at;
+        }
+        pthread_mutex_unlock(&p->money);
+        rc = 0;
+    }
+    pthread_rwlock_unlock(&p->lock);
+    return rc;
+}
+
 static void unpend(struct money *m, int64_t cost)
 {
     m->pending = m->pending > cost ? m->pending - cost : 0;

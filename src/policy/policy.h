@@ -53,6 +53,18 @@ void sb_policy_remove(struct sb_policy *p, enum sb_entity kind, const char *id);
 /* After a budget reset (store thread): spend back to `spend_nano`, next reset time. */
 void sb_policy_set_spend(struct sb_policy *p, enum sb_entity kind, const char *id,
                          int64_t spend_nano, int64_t next_reset_s);
+/* For an entity that takes over from another (/key/regenerate: the same key under a new
+ * hash; store thread, after sb_store_spend_carry and before sb_policy_remove of `from`):
+ * `to`'s spend and pending become `from`'s, and so do the spend, pending and period end of
+ * each of `to`'s per-model counters that `from` has too (same alias, same time_period).
+ * What `to` had is replaced, not added to: it is meant to be new. from's pending names rows
+ * that still carry from's id, which never add to to's database total and which
+ * sb_policy_applied will not find once `from` is removed, so on `to` that pending stays:
+ * spend = database total + pending keeps counting them. Reservations, rate windows and
+ * in-flight counts are not moved (admissions in flight hold `from`; to's windows start
+ * fresh). Returns 0, or -1 when either id is unknown (nothing changes). */
+int sb_policy_carry(struct sb_policy *p, enum sb_entity kind, const char *from, const char *to);
+
 /* ---- shared spend (several instances on one database; store thread) ----
  *
  * The in-memory spend of a budget level is the database's running total plus what this

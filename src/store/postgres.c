@@ -760,6 +760,43 @@ static int pg_reset_spend(struct sb_store *s, enum sb_entity kind, const char *i
     return change_end(p, kind, id, rc);
 }
 
+/* $1 to, $2 from: the count is 0 (nothing written) when either is missing. One statement,
+ * so one transaction; a key's per-model rows are copied only when its total was. */
+#define CARRY_SQL(T, ID)                                                                           \
+    "UPDATE " T " t SET spend_nano = t.spend_nano + f.spend_nano FROM (SELECT spend_nano FROM " T  \
+    " WHERE " ID " = $2) f WHERE t." ID " = $1"
+
+static const char *const carry_sql[SB_ENT_COUNT] = {
+    [SB_ENT_KEY] = "WITH u AS (UPDATE sb_keys t SET spend_nano = t.spend_nano + f.spend_nano"
+                   " FROM (SELECT spend_nano FROM sb_keys WHERE token = $2) f"
+                   " WHERE t.token = $1 RETURNING t.token),"
+                   " m AS (INSERT INTO sb_key_model_spend AS t (token, model, spend_nano)"
+                   " SELECT u.token, s.model, s.spend_nano FROM u, sb_key_model_spend s"
+                   " WHERE s.token = $2 ON CONFLICT (token, model)"
+                   " DO UPDATE SET spend_nano = t.spend_nano + EXCLUDED.spend_nano)"
+                   " SELECT count(*) FROM u",
+    [SB_ENT_TEAM] = CARRY_SQL("sb_teams", "team_id"),
+    [SB_ENT_USER] = CARRY_SQL("sb_users", "user_id"),
+    [SB_ENT_CUSTOMER] = CARRY_SQL("sb_customers", "user_id"),
+};
+
+static int pg_spend_carry(struct sb_store *s, enum sb_entity kind, const char *from, const char *to)
+{
+    struct pg_store *p = pg(s);
+    int rc = ready(p);
+    if (rc != 0) {
+        return rc;
+    }
+    const char *params[2] = {to, from};
+    PGresult *r = run(p, "spend carry", carry_sql[kind], 2, params, &rc);
+    if (r == NULL) {
+        return rc;
+    }
+    rc = affected(r) > 0 ? 0 : SB_STORE_E_NOT_FOUND;
+    PQclear(r);
+    return rc;
+}
+
 /* ---- the change feed, shared spend ---- */
 
 static int pg_changes(struct sb_store *s, int64_t after, struct sb_change *out, size_t max,
@@ -1235,6 +1272,7 @@ static const struct sb_store_ops pg_ops = {
     .changes = pg_changes,
     .changes_prune = pg_changes_prune,
     .spend_read = pg_spend_read,
+    .spend_carry = pg_spend_carry,
 };
 
 struct sb_store *sb_store_pg_open(const char *conninfo, char *err, size_t err_len)

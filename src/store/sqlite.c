@@ -44,7 +44,9 @@ enum stmt_id {
     ST_MODEL_SPEND_READ,
     ST_RESET_AT,
     ST_SPEND_READ = ST_RESET_AT + SB_ENT_COUNT,
-    ST__N = ST_SPEND_READ + SB_ENT_COUNT
+    ST_CARRY = ST_SPEND_READ + SB_ENT_COUNT,
+    ST_MODEL_SPEND_CARRY = ST_CARRY + SB_ENT_COUNT,
+    ST__N
 };
 
 #define LOG_COLS                                                                                   \
@@ -67,6 +69,11 @@ enum stmt_id {
     "INSERT INTO sb_keys (token, key_alias, team_id, user_id, budget_reset_at, data, "             \
     "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) ON CONFLICT (token) "         \
     "DO "
+
+#define CARRY(table, idcol)                                                                        \
+    "UPDATE " table " SET spend_nano = spend_nano + (SELECT f.spend_nano FROM " table " f "        \
+    "WHERE f." idcol " = ?2) WHERE " idcol " = ?1 AND EXISTS (SELECT 1 FROM " table " f "          \
+    "WHERE f." idcol " = ?2)"
 
 static const char *const stmt_sql[ST__N] = {
     [ST_CREATE + SB_ENT_KEY] = KEY_INSERT "NOTHING",
@@ -177,6 +184,15 @@ static const char *const stmt_sql[ST__N] = {
                                     "WHERE user_id IN (SELECT value FROM json_each(?1))",
     [ST_SPEND_READ + SB_ENT_CUSTOMER] = "SELECT user_id, spend_nano FROM sb_customers "
                                         "WHERE user_id IN (SELECT value FROM json_each(?1))",
+    /* ?1 to, ?2 from: no row changes when either is missing. */
+    [ST_CARRY + SB_ENT_KEY] = CARRY("sb_keys", "token"),
+    [ST_CARRY + SB_ENT_TEAM] = CARRY("sb_teams", "team_id"),
+    [ST_CARRY + SB_ENT_USER] = CARRY("sb_users", "user_id"),
+    [ST_CARRY + SB_ENT_CUSTOMER] = CARRY("sb_customers", "user_id"),
+    [ST_MODEL_SPEND_CARRY] = "INSERT INTO sb_key_model_spend (token, model, spend_nano) "
+                             "SELECT ?1, model, spend_nano FROM sb_key_model_spend "
+                             "WHERE token = ?2 ON CONFLICT (token, model) DO UPDATE SET "
+                             "spend_nano = spend_nano + excluded.spend_nano",
 };
 
 struct sb_sqlite {
@@ -528,6 +544,31 @@ static int q_reset_spend(struct sb_store *s, enum sb_entity kind, const char *id
     }
     if (rc == 0)
         rc = log_change(q, kind, id);
+    return tx_end(q, rc);
+}
+
+static int q_spend_carry(struct sb_store *s, enum sb_entity kind, const char *from, const char *to)
+{
+    struct sb_sqlite *q = sq(s);
+    int rc = tx_begin(q);
+    if (rc != 0)
+        return rc;
+    sqlite3_stmt *st = stmt_get(q, ST_CARRY + kind, &rc);
+    if (st != NULL) {
+        bind_text(st, 1, to);
+        bind_text(st, 2, from);
+        rc = stmt_done(st);
+        if (rc == 0 && sqlite3_changes(q->db) == 0)
+            rc = SB_STORE_E_NOT_FOUND;
+    }
+    if (rc == 0 && kind == SB_ENT_KEY) {
+        st = stmt_get(q, ST_MODEL_SPEND_CARRY, &rc);
+        if (st != NULL) {
+            bind_text(st, 1, to);
+            bind_text(st, 2, from);
+            rc = stmt_done(st);
+        }
+    }
     return tx_end(q, rc);
 }
 
@@ -980,6 +1021,7 @@ static const struct sb_store_ops sqlite_ops = {
     .changes = q_changes,
     .changes_prune = q_changes_prune,
     .spend_read = q_spend_read,
+    .spend_carry = q_spend_carry,
 };
 
 /* ---- open and migrate ---- */

@@ -417,6 +417,14 @@ int sb_store_reset_spend_if(struct sb_store *s, enum sb_entity kind, const char 
     return s->ops->reset_spend(s, kind, id, true, expect, next_reset);
 }
 
+int sb_store_spend_carry(struct sb_store *s, enum sb_entity kind, const char *from, const char *to)
+{
+    if (!kind_ok(kind) || sb_store_check_id(from) != 0 || sb_store_check_id(to) != 0 ||
+        strcmp(from, to) == 0)
+        return SB_STORE_E_INVALID;
+    return s->ops->spend_carry(s, kind, from, to);
+}
+
 int sb_store_changes(struct sb_store *s, int64_t after, struct sb_change *out, size_t max,
                      size_t *n, int64_t *head, int64_t *oldest)
 {

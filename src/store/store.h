@@ -86,6 +86,16 @@ int sb_store_reset_spend(struct sb_store *s, enum sb_entity kind, const char *id
 int sb_store_reset_spend_if(struct sb_store *s, enum sb_entity kind, const char *id, int64_t expect,
                             int64_t next_reset);
 
+/* Adds the running spend of entity `from` to that of `to` (both of `kind`), and for keys also
+ * every per-model spend of `from` to `to`'s, in one transaction; `from` keeps its own spend.
+ * For a record that takes over from another one, as /key/regenerate does for a key under a
+ * new hash: create `to`, carry, then delete `from`, so that a new value is no way to reset a
+ * budget. budget_reset_at is not touched (a put takes it from the record). Nothing is
+ * written, and SB_STORE_E_NOT_FOUND returned, when either id has no record;
+ * SB_STORE_E_INVALID when from and to are the same id. Like sb_store_spend_write it appends
+ * no change row: the shared-spend sync reads totals, not the change feed. */
+int sb_store_spend_carry(struct sb_store *s, enum sb_entity kind, const char *from, const char *to);
+
 /* ---- the change feed ----
  *
  * sb_store_put, sb_store_delete and both resets append one row (kind, id) to a change log in

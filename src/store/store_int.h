@@ -65,6 +65,9 @@ struct sb_store_ops {
      * put, del and reset_spend append a change row in their transaction (see store.h). */
     int (*reset_spend)(struct sb_store *s, enum sb_entity kind, const char *id, bool has_expect,
                        int64_t expect, int64_t next_reset);
+    /* Checked by store.c: from and to are checked ids and differ. One transaction; no
+     * change row. SB_STORE_E_NOT_FOUND (nothing written) when either has no record. */
+    int (*spend_carry)(struct sb_store *s, enum sb_entity kind, const char *from, const char *to);
     /* Checked by store.c: after >= 0, max <= SB_STORE_CHANGES_MAX, n/head/oldest not NULL. */
     int (*changes)(struct sb_store *s, int64_t after, struct sb_change *out, size_t max, size_t *n,
                    int64_t *head, int64_t *oldest);

@@ -315,6 +315,61 @@ describe('keys', () => {
     assert.match(line.path, /^\/key\/sk-\*+[A-Za-z0-9_-]{4}\/regenerate$/);
   });
 
+  test('regenerate keeps the spend: key info, model spend, budget and its period carry over', async () => {
+    const old = (await generate({ key_alias: 'regen-spend', models: ['priced'], max_budget: 1, budget_duration: '30d' })).json;
+    for (let i = 0; i < 2; i++) assert.equal((await chat(old.key)).status, 200);
+    // Both rows committed: the key's total is their sum.
+    const logs = await waitFor(async () => {
+      const r = await admin(`/spend/logs?api_key=${old.token}`);
+      return Array.isArray(r.json) && r.json.length === 2 ? r : null;
+    }, 'two spend rows');
+    const sum = logs.json.reduce((a, row) => a + Math.round(row.spend * 1e9), 0);
+    const before = await waitFor(async () => {
+      const r = await admin(`/key/info?key=${old.token}`);
+      return Math.round(r.json?.info?.spend * 1e9) === sum ? r.json.info : null;
+    }, 'the key total');
+    assert.ok(before.spend > 0);
+    assert.equal(Math.round(before.model_spend.priced * 1e9), sum);
+    assert.equal(typeof before.budget_reset_at, 'number');
+    // The budget is used up exactly: the old key is refused.
+    assert.equal((await admin('/key/update', { key: old.token, max_budget: before.spend })).status, 200);
+    const refusedOld = await chat(old.key);
+    assert.equal(refusedOld.status, 400, refusedOld.text);
+    assert.equal(refusedOld.json.error.code, 'budget_exceeded');
+
+    const res = await admin('/key/regenerate', { key: old.key });
+    assert.equal(res.status, 200, res.text);
+    plaintexts.add(res.json.key);
+    assert.equal(res.json.spend, before.spend, 'the answer shows the carried spend');
+    assert.deepEqual(res.json.model_spend, before.model_spend);
+    const info = (await admin(`/key/info?key=${res.json.token}`)).json.info;
+    assert.equal(info.spend, before.spend);
+    assert.deepEqual(info.model_spend, before.model_spend);
+    assert.equal(info.max_budget, before.spend);
+    assert.equal(info.budget_reset_at, before.budget_reset_at, 'the budget period is kept');
+    assertEnvelope(await admin(`/key/info?key=${old.token}`), 404, 'invalid_request_error', 'not_found');
+    const spendKeys = await admin('/global/spend/keys?limit=1000');
+    assert.ok(spendKeys.json.some((e) => e.api_key === old.token), 'the ledger keeps the old rows');
+
+    // The old value is dead; the new one is still out of budget: a regenerate resets nothing.
+    assert.equal((await chat(old.key)).status, 401);
+    const refused = await chat(res.json.key);
+    assert.equal(refused.status, 400, refused.text);
+    assert.equal(refused.json.error.code, 'budget_exceeded');
+
+    // More budget: the new key's spend goes on from the carried total.
+    assert.equal((await admin('/key/update', { key: res.json.token, max_budget: 1 })).status, 200);
+    assert.equal((await chat(res.json.key)).status, 200);
+    const grown = await waitFor(async () => {
+      const r = (await admin(`/key/info?key=${res.json.token}`)).json.info;
+      return r.spend > before.spend ? r : null;
+    }, 'spend on the new key');
+    const newRows = (await admin(`/spend/logs?api_key=${res.json.token}`)).json;
+    assert.equal(newRows.length, 1);
+    assert.equal(Math.round(grown.spend * 1e9), sum + Math.round(newRows[0].spend * 1e9));
+    assert.equal(Math.round(grown.model_spend.priced * 1e9), Math.round(grown.spend * 1e9));
+  });
+
   test('expiry: a key with a short duration stops working', async () => {
     const k = (await generate({ duration: '1s' })).json;
     await sleep(2100);

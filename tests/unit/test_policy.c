@@ -971,6 +971,88 @@ static void test_shared_spend(void **state)
     sb_policy_free(p);
 }
 
+/* /key/regenerate: the key under a new hash starts from the old one's spend, pending and
+ * per-model counters, and the old one's rows, committed after it is gone, change nothing. */
+static void test_carry(void **state)
+{
+    (void)state;
+    struct sb_policy *p = sb_policy_new();
+    static const char rec[] = "{\"max_budget\":0.00003,\"team_id\":\"t\","
+                              "\"model_max_budget\":{\"m\":0.00001,\"p\":{\"budget_limit\":"
+                              "0.000004,\"time_period\":\"1d\"}}";
+    char old[65], new_h[65], json[256];
+    sb_policy_hash_key("sk-old", 6, old);
+    sb_policy_hash_key("sk-new", 6, new_h);
+    snprintf(json, sizeof json, "%s}", rec);
+    assert_int_equal(put_key(p, "sk-old", json), 0);
+    assert_int_equal(put(p, SB_ENT_TEAM, "t", "{}"), 0);
+    struct sb_admission a;
+    struct sb_admit_req r = req_for("sk-old", "m");
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(sb_policy_admit(p, &r, &a), 0);
+        sb_policy_settle(p, &a, 3000, 10, T0_MS);
+    }
+    r.model = "p";
+    assert_int_equal(sb_policy_admit(p, &r, &a), 0);
+    sb_policy_settle(p, &a, 4000, 10, T0_MS);
+    /* 1000 spent elsewhere, on m, is in the database. */
+    json_t *ms = parse("{\"m\":1000}");
+    sb_policy_sync_spend(p, SB_ENT_KEY, old, 1000, ms);
+    assert_int_equal(spend_nano(p, SB_ENT_KEY, old), 11000);
+
+    /* The new record comes with the database's carried total only. */
+    snprintf(json, sizeof json, "%s,\"spend\":0.000001}", rec);
+    json_t *j = parse(json);
+    assert_int_equal(sb_policy_upsert(p, SB_ENT_KEY, new_h, j, true), 0);
+    json_decref(j);
+    assert_int_equal(spend_nano(p, SB_ENT_KEY, new_h), 1000);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_KEY, new_h, NULL), 0);
+
+    assert_int_equal(sb_policy_carry(p, SB_ENT_KEY, old, new_h), 0);
+    sb_policy_remove(p, SB_ENT_KEY, old);
+    assert_int_equal(spend_nano(p, SB_ENT_KEY, new_h), 11000);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_KEY, new_h, NULL), 10000);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_KEY, new_h, "m"), 6000);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_KEY, new_h, "p"), 4000);
+    /* The team was not touched. */
+    assert_int_equal(sb_policy_pending(p, SB_ENT_TEAM, "t", NULL), 10000);
+
+    /* The old rows commit under the old hash: the new key's database total does not grow,
+     * and its pending stays, so the next sync still counts them. */
+    struct sb_spend_row row = spend_row(old, "t", "", "", "m", 6000);
+    sb_policy_applied(p, &row);
+    assert_int_equal(sb_policy_pending(p, SB_ENT_KEY, new_h, NULL), 10000);
+    sb_policy_sync_spend(p, SB_ENT_KEY, new_h, 1000, ms);
+    json_decref(ms);
+    assert_int_equal(spend_nano(p, SB_ENT_KEY, new_h), 11000);
+
+    /* The per-model counters came along: p (4000 of 4000 in this period) refuses, m (7000 of
+     * 10000) only pays for a lowered answer. */
+    r = req_for("sk-new", "p");
+    assert_int_equal(sb_policy_admit(p, &r, &a), 400);
+    assert_non_null(strstr(a.message, "Model=p"));
+    r.model = "m";
+    assert_int_equal(sb_policy_admit(p, &r, &a), 0);
+    assert_true(a.lowered);
+    assert_int_equal(a.max_output, 100);
+    sb_policy_release(p, &a);
+    /* The old key is gone; the key-level budget holds on the new one. */
+    r.key = "sk-old";
+    r.key_len = 6;
+    assert_int_equal(sb_policy_admit(p, &r, &a), 401);
+
+    /* Unknown ids, and an entity onto itself, change nothing. */
+    assert_int_equal(sb_policy_carry(p, SB_ENT_KEY, old, new_h), -1);
+    assert_int_equal(sb_policy_carry(p, SB_ENT_KEY, new_h, old), -1);
+    assert_int_equal(sb_policy_carry(p, SB_ENT_KEY, new_h, new_h), -1);
+    assert_int_equal(sb_policy_carry(p, SB_ENT_TEAM, new_h, "t"), -1);
+    assert_int_equal(sb_policy_carry(p, (enum sb_entity)9, new_h, "t"), -1);
+    assert_int_equal(sb_policy_carry(NULL, SB_ENT_KEY, new_h, old), -1);
+    assert_int_equal(spend_nano(p, SB_ENT_KEY, new_h), 11000);
+    assert_int_equal(sb_policy_reserved_total(p), 0);
+    sb_policy_free(p);
+}
+
 static void test_concurrent_budget(void **state)
 {
     (void)state;
@@ -1053,6 +1135,7 @@ int main(void)
         cmocka_unit_test(test_remove_while_held),
         cmocka_unit_test(test_budget_reset),
         cmocka_unit_test(test_shared_spend),
+        cmocka_unit_test(test_carry),
         cmocka_unit_test(test_concurrent_budget),
         cmocka_unit_test(test_concurrent_rpm),
     };

@@ -1234,6 +1234,96 @@ static void t_spend_read(struct sb_store *s)
                      SB_STORE_E_INVALID);
 }
 
+static int64_t model_nano(json_t *rec, const char *model)
+{
+    json_t *v = json_object_get(json_object_get(rec, "model_spend"), model);
+    assert_true(json_is_real(v));
+    return (int64_t)llround(json_real_value(v) * 1e9);
+}
+
+static void t_spend_carry(struct sb_store *s)
+{
+    static const char *KEY_C = "cccc000000000000000000000000000000000000000000000000000000000003";
+    put_ok(s, SB_ENT_KEY, KEY_A, "{\"team_id\":\"t\",\"budget_reset_at\":1700000000}");
+    put_ok(s, SB_ENT_KEY, KEY_B, "{}");
+    put_ok(s, SB_ENT_TEAM, "t", "{}");
+    put_ok(s, SB_ENT_TEAM, "t2", "{}");
+    struct sb_spend_row rows[] = {
+        row("c1", KEY_A, "t", "", "", "m1", 1000, 1),
+        row("c2", KEY_A, "t", "", "", "m2", 200, 2),
+        row("c3", KEY_A, "t", "", "", "", 30, 3), /* no model: the key's total only */
+        row("c4", KEY_B, "", "", "", "m1", 4, 4),
+    };
+    assert_int_equal(sb_store_spend_write(s, rows, 4, NULL), 0);
+
+    /* A missing source or target writes nothing. */
+    assert_int_equal(sb_store_spend_carry(s, SB_ENT_KEY, "missing", KEY_B), SB_STORE_E_NOT_FOUND);
+    assert_int_equal(sb_store_spend_carry(s, SB_ENT_KEY, KEY_A, KEY_C), SB_STORE_E_NOT_FOUND);
+    json_t *b = get_ok(s, SB_ENT_KEY, KEY_B);
+    assert_dollars(json_real_value(json_object_get(b, "spend")), 4);
+    assert_int_equal(json_object_size(json_object_get(b, "model_spend")), 1);
+    json_decref(b);
+    put_ok(s, SB_ENT_KEY, KEY_C, "{}"); /* no per-model rows were left behind for it */
+    json_t *c = get_ok(s, SB_ENT_KEY, KEY_C);
+    assert_dollars(json_real_value(json_object_get(c, "spend")), 0);
+    assert_int_equal(json_object_size(json_object_get(c, "model_spend")), 0);
+    json_decref(c);
+    assert_int_equal(sb_store_delete(s, SB_ENT_KEY, KEY_C), 0);
+
+    /* Added to what the target has; the source keeps its own. */
+    assert_int_equal(sb_store_spend_carry(s, SB_ENT_KEY, KEY_A, KEY_B), 0);
+    b = get_ok(s, SB_ENT_KEY, KEY_B);
+    assert_dollars(json_real_value(json_object_get(b, "spend")), 1234);
+    assert_int_equal(json_object_size(json_object_get(b, "model_spend")), 2);
+    assert_int_equal(model_nano(b, "m1"), 1004);
+    assert_int_equal(model_nano(b, "m2"), 200);
+    assert_null(json_object_get(b, "budget_reset_at"));
+    json_decref(b);
+    json_t *a = get_ok(s, SB_ENT_KEY, KEY_A);
+    assert_dollars(json_real_value(json_object_get(a, "spend")), 1230);
+    assert_int_equal(model_nano(a, "m1"), 1000);
+    assert_int_equal(json_integer_value(json_object_get(a, "budget_reset_at")), 1700000000);
+
+    /* What /key/regenerate does: the record under a new id, carry, delete the old one. The
+     * reset time goes with the record, the spend with the carry, and both outlive the old id
+     * and later spend on the new one adds to them. */
+    assert_int_equal(sb_store_put(s, SB_ENT_KEY, KEY_C, a, true), 0);
+    json_decref(a);
+    assert_int_equal(sb_store_spend_carry(s, SB_ENT_KEY, KEY_A, KEY_C), 0);
+    assert_int_equal(sb_store_delete(s, SB_ENT_KEY, KEY_A), 0);
+    struct sb_spend_row late[] = {row("c5", KEY_A, "t", "", "", "m1", 50000, 5),
+                                  row("c6", KEY_C, "t", "", "", "m2", 5, 6)};
+    assert_int_equal(sb_store_spend_write(s, late, 2, NULL), 0);
+    c = get_ok(s, SB_ENT_KEY, KEY_C);
+    assert_dollars(json_real_value(json_object_get(c, "spend")), 1235);
+    assert_int_equal(model_nano(c, "m1"), 1000);
+    assert_int_equal(model_nano(c, "m2"), 205);
+    assert_int_equal(json_integer_value(json_object_get(c, "budget_reset_at")), 1700000000);
+    assert_string_equal(str_member(c, "team_id"), "t");
+    json_decref(c);
+    const char *ids[] = {KEY_C};
+    json_t *read = NULL;
+    assert_int_equal(sb_store_spend_read(s, SB_ENT_KEY, ids, 1, &read), 0);
+    json_t *e = json_object_get(read, KEY_C);
+    assert_int_equal(json_integer_value(json_object_get(e, "spend_nano")), 1235);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(e, "model_spend_nano"), "m2")), 205);
+    json_decref(read);
+
+    /* Other kinds carry their total; a team has no per-model spend. */
+    assert_int_equal(sb_store_spend_carry(s, SB_ENT_TEAM, "t", "t2"), 0);
+    assert_dollars(spend_of(s, SB_ENT_TEAM, "t2"), 51235);
+    assert_dollars(spend_of(s, SB_ENT_TEAM, "t"), 51235);
+    assert_int_equal(sb_store_spend_carry(s, SB_ENT_USER, "u", "t2"), SB_STORE_E_NOT_FOUND);
+
+    /* Refused before the database. */
+    assert_int_equal(sb_store_spend_carry(s, SB_ENT_KEY, KEY_C, KEY_C), SB_STORE_E_INVALID);
+    assert_int_equal(sb_store_spend_carry(s, SB_ENT_KEY, "", KEY_C), SB_STORE_E_INVALID);
+    assert_int_equal(sb_store_spend_carry(s, SB_ENT_KEY, KEY_C, NULL), SB_STORE_E_INVALID);
+    assert_int_equal(sb_store_spend_carry(s, (enum sb_entity)9, KEY_B, KEY_C), SB_STORE_E_INVALID);
+    assert_dollars(spend_of(s, SB_ENT_KEY, KEY_C), 1235);
+}
+
 struct tcase {
     const char *name;
     void (*fn)(struct sb_store *s);
@@ -1266,6 +1356,7 @@ static const struct tcase cases[] = {
     CASE(t_change_prune),
     CASE(t_reset_spend_if),
     CASE(t_spend_read),
+    CASE(t_spend_carry),
 };
 #define N_CASES (sizeof(cases) / sizeof(cases[0]))
 
