@@ -50,7 +50,11 @@ enum sb_shared_outcome {
 typedef void (*sb_shared_cb)(void *ud, enum sb_shared_outcome outcome);
 
 struct sb_shared *sb_shared_new(uv_loop_t *loop, const struct sb_redis_url *url, int timeout_ms);
-/* Closes the connection (see sb_redis_close); pending calls end with SB_SHARED_LOCAL. */
+/* Sends the settlements queued in this loop pass, then closes the connection (see
+ * sb_redis_close): admissions still waiting end with SB_SHARED_LOCAL (or with Redis' answer,
+ * if it comes before the connection closes). The struct is freed once its handle has closed
+ * and every call has had its answer (the loop must keep running); nothing may be called on it
+ * after this. */
 void sb_shared_close(struct sb_shared *s);
 bool sb_shared_ready(const struct sb_shared *s);
 
@@ -69,9 +73,24 @@ void sb_shared_cancel(struct sb_shared_call *call);
 
 /* The request ended: cost (nano, 0 when released without usage) goes to the budgets' spend,
  * tokens to the TPM windows, the reservation and the in-flight slot are freed. No-op unless
- * t->active; clears it. */
+ * t->active; clears it. What the ticket holds is copied (it may be freed on return) and
+ * queued: the settlements of one pass of the loop go to Redis together, in one script call per
+ * 64, from a prepare handle (before the loop next waits for I/O). Without a connection, or when
+ * the call fails, they are dropped: the holdings expire with the connection's heartbeat. */
 void sb_shared_finish(struct sb_shared *s, struct sb_shared_ticket *t, int64_t cost_nano,
                       int64_t tokens);
+
+/* What one struct sb_shared sent and how it went (tests; a NOSCRIPT resend is not counted
+ * again). */
+struct sb_shared_stats {
+    uint64_t admit_calls;      /* admission script calls */
+    uint64_t settle_calls;     /* settlement script calls, each carrying 1..64 settlements */
+    uint64_t settlements_sent; /* the settlements in them */
+    uint64_t settled;          /* settlements Redis answered as applied */
+    uint64_t dropped;          /* settlements not sent, or whose call failed or timed out */
+};
+/* Zeros for NULL. */
+void sb_shared_get_stats(const struct sb_shared *s, struct sb_shared_stats *out);
 
 /* ---- the script's answer (exposed for tests and fuzzing) ---- */
 
