@@ -21,10 +21,13 @@
 #define SPEND_TTL      "86400000"
 #define NAME_PREFIX    "sb:"
 #define LEVEL_NAME_MAX sizeof(((struct sb_shared_level *)0)->name)
-#define ADMIT_ARGS     (3 + SB_SHARED_LEVELS + 3 + 6 * SB_SHARED_LEVELS)
-/* Settlements per script call: a pass that ends more requests sends several calls. Bounds
- * how long one script holds Redis (other commands wait while a script runs). */
-#define BATCH_MAX 64
+/* One request's part of an admission call: its keys, n, id, want, least, 6 per level. */
+#define ADMIT_ARGS (SB_SHARED_LEVELS + 4 + 6 * SB_SHARED_LEVELS)
+/* Requests and settlements per script call: a pass with more sends several calls. Bounds how
+ * long one script holds Redis (other commands wait while a script runs). */
+#define ADMIT_MAX       32
+#define ADMIT_CALL_ARGS (3 + ADMIT_MAX * ADMIT_ARGS)
+#define BATCH_MAX       64
 /* EVALSHA, sha, key count, the id; per settlement its keys, 5 numbers and a flag per key. */
 #define BATCH_ARGS      (4 + BATCH_MAX * (5 + 2 * SB_SHARED_LEVELS))
 #define BATCH_NAMES_MAX (BATCH_MAX * SB_SHARED_LEVELS * (sizeof NAME_PREFIX + LEVEL_NAME_MAX))
@@ -32,94 +35,108 @@
 #define SPARE_CALLS   32
 #define SPARE_BATCHES 4
 
-/* Admission. KEYS: one name per level. ARGV: connection id, reservation wanted, the smallest
- * reservation worth admitting (-1: none smaller), then per level: rpm, tpm, parallel limits,
- * max budget, this instance's spend, budget period. Reply: {0, reserved, reset_ms, rpm counts
- * per level..., tpm counts per level...} or {1 rpm | 2 tpm | 3 parallel | 4 budget, level,
- * reset_ms, count or spend}. */
+/* Admission of a batch of requests (the ones admitted in memory in one pass of the worker's
+ * loop), one after the other as if each were its own script: a request sees the counts of
+ * those before it. KEYS: every request's level names, one after the other. ARGV, per request:
+ * the number of levels n, the connection id, the reservation wanted, the smallest reservation
+ * worth admitting (-1: none smaller), then per level: rpm, tpm, parallel limits, max budget,
+ * this instance's spend, budget period. Reply: one verdict per request, {0, reserved,
+ * reset_ms, rpm counts per level..., tpm counts per level...} or {1 rpm | 2 tpm | 3 parallel |
+ * 4 budget, level, reset_ms, count or spend}. */
 static const char ADMIT_LUA[] =
-    "local id=ARGV[1]\n"
-    "local want=tonumber(ARGV[2])\n"
-    "local least=tonumber(ARGV[3])\n"
     "local t=redis.call('TIME')\n"
     "local now=tonumber(t[1])*1000+math.floor(tonumber(t[2])/1000)\n"
     "local minute=math.floor(now/60000)\n"
     "local reset=(minute+1)*60000-now\n"
     "local alive={}\n"
-    "local function live_sum(h)\n"
+    "local function live_sum(h,id)\n"
     "  local all=redis.call('HGETALL',h)\n"
     "  local s=0\n"
     "  for j=1,#all,2 do\n"
     "    local x=all[j]\n"
-    "    local v=alive[x]\n"
-    "    if v==nil then v=(x==id) or redis.call('EXISTS','sb:i:'..x)==1; alive[x]=v end\n"
+    "    local v=x==id or alive[x]\n"
+    "    if v==nil then v=redis.call('EXISTS','sb:i:'..x)==1; alive[x]=v end\n"
     "    if v then s=s+tonumber(all[j+1]) else redis.call('HDEL',h,x) end\n"
     "  end\n"
     "  return s\n"
     "end\n"
-    "local rc,tc={},{}\n"
-    "local remaining,tight,tspend=nil,0,0\n"
-    "for i=1,#KEYS do\n"
-    "  local b,o=KEYS[i],3+(i-1)*6\n"
-    "  local rpm,tpm,par,max=tonumber(ARGV[o+1]),tonumber(ARGV[o+2]),tonumber(ARGV[o+3]),"
+    "local function admit(k,a,n)\n"
+    "  local id=ARGV[a+1]\n"
+    "  local want=tonumber(ARGV[a+2])\n"
+    "  local least=tonumber(ARGV[a+3])\n"
+    "  local rc,tc={},{}\n"
+    "  local remaining,tight,tspend=nil,0,0\n"
+    "  for i=1,n do\n"
+    "    local b,o=KEYS[k+i],a+3+(i-1)*6\n"
+    "    local rpm,tpm,par,max=tonumber(ARGV[o+1]),tonumber(ARGV[o+2]),tonumber(ARGV[o+3]),"
     "tonumber(ARGV[o+4])\n"
-    "  rc[i]=-1; tc[i]=-1\n"
-    "  if rpm>=0 then\n"
-    "    local c=tonumber(redis.call('GET',b..':r:'..minute) or '0')\n"
-    "    if c>=rpm then return {1,i-1,reset,c} end\n"
-    "    rc[i]=c\n"
-    "  end\n"
-    "  if tpm>=0 then\n"
-    "    local c=tonumber(redis.call('GET',b..':t:'..minute) or '0')\n"
-    "    if c>=tpm then return {2,i-1,reset,c} end\n"
-    "    tc[i]=c\n"
-    "  end\n"
-    "  if par>=0 then\n"
-    "    local c=live_sum(b..':p')\n"
-    "    if c>=par then return {3,i-1,reset,c} end\n"
-    "  end\n"
-    "  if max>=0 then\n"
-    "    local bk=b..':b'\n"
-    "    local seed,per=tonumber(ARGV[o+5]),tonumber(ARGV[o+6])\n"
-    "    local cur=redis.call('HMGET',bk,'spend','per')\n"
-    "    local spend=nil\n"
-    "    if cur[1] then spend=tonumber(cur[1]) end\n"
-    "    if spend==nil or per>tonumber(cur[2] or '0') then\n"
-    "      spend=seed\n"
-    "      redis.call('HSET',bk,'spend',ARGV[o+5],'per',ARGV[o+6])\n"
-    "      redis.call('PEXPIRE',bk," SPEND_TTL ")\n"
+    "    rc[i]=-1; tc[i]=-1\n"
+    "    if rpm>=0 then\n"
+    "      local c=tonumber(redis.call('GET',b..':r:'..minute) or '0')\n"
+    "      if c>=rpm then return {1,i-1,reset,c} end\n"
+    "      rc[i]=c\n"
     "    end\n"
-    "    local r=max-spend-live_sum(b..':v')\n"
-    "    if remaining==nil or r<remaining then remaining,tight,tspend=r,i-1,spend end\n"
+    "    if tpm>=0 then\n"
+    "      local c=tonumber(redis.call('GET',b..':t:'..minute) or '0')\n"
+    "      if c>=tpm then return {2,i-1,reset,c} end\n"
+    "      tc[i]=c\n"
+    "    end\n"
+    "    if par>=0 then\n"
+    "      local c=live_sum(b..':p',id)\n"
+    "      if c>=par then return {3,i-1,reset,c} end\n"
+    "    end\n"
+    "    if max>=0 then\n"
+    "      local bk=b..':b'\n"
+    "      local seed,per=tonumber(ARGV[o+5]),tonumber(ARGV[o+6])\n"
+    "      local cur=redis.call('HMGET',bk,'spend','per')\n"
+    "      local spend=nil\n"
+    "      if cur[1] then spend=tonumber(cur[1]) end\n"
+    "      if spend==nil or per>tonumber(cur[2] or '0') then\n"
+    "        spend=seed\n"
+    "        redis.call('HSET',bk,'spend',ARGV[o+5],'per',ARGV[o+6])\n"
+    "        redis.call('PEXPIRE',bk," SPEND_TTL ")\n"
+    "      end\n"
+    "      local r=max-spend-live_sum(b..':v',id)\n"
+    "      if remaining==nil or r<remaining then remaining,tight,tspend=r,i-1,spend end\n"
+    "    end\n"
     "  end\n"
+    "  local reserve=want\n"
+    "  if remaining~=nil then\n"
+    "    if remaining<=0 or (remaining<want and (least<0 or remaining<least)) then\n"
+    "      return {4,tight,reset,tspend}\n"
+    "    end\n"
+    "    if remaining<want then reserve=remaining end\n"
+    "  end\n"
+    "  local out={0,reserve,reset}\n"
+    "  for i=1,n do\n"
+    "    local b,o=KEYS[k+i],a+3+(i-1)*6\n"
+    "    if tonumber(ARGV[o+1])>=0 then\n"
+    "      local w=b..':r:'..minute\n"
+    "      rc[i]=redis.call('INCR',w)\n"
+    "      if rc[i]==1 then redis.call('PEXPIRE',w," WINDOW_TTL ") end\n"
+    "    end\n"
+    "    if tonumber(ARGV[o+3])>=0 then\n"
+    "      redis.call('HINCRBY',b..':p',id,1)\n"
+    "      redis.call('PEXPIRE',b..':p'," HOLD_TTL ")\n"
+    "    end\n"
+    "    if tonumber(ARGV[o+4])>=0 and reserve>0 then\n"
+    "      redis.call('HINCRBY',b..':v',id,reserve)\n"
+    "      redis.call('PEXPIRE',b..':v'," HOLD_TTL ")\n"
+    "    end\n"
+    "    out[3+i]=rc[i]\n"
+    "    out[3+n+i]=tc[i]\n"
+    "  end\n"
+    "  return out\n"
     "end\n"
-    "local reserve=want\n"
-    "if remaining~=nil then\n"
-    "  if remaining<=0 or (remaining<want and (least<0 or remaining<least)) then\n"
-    "    return {4,tight,reset,tspend}\n"
-    "  end\n"
-    "  if remaining<want then reserve=remaining end\n"
+    "local verdicts={}\n"
+    "local k,a=0,1\n"
+    "while a<=#ARGV do\n"
+    "  local n=tonumber(ARGV[a])\n"
+    "  verdicts[#verdicts+1]=admit(k,a,n)\n"
+    "  k=k+n\n"
+    "  a=a+4+6*n\n"
     "end\n"
-    "local out={0,reserve,reset}\n"
-    "for i=1,#KEYS do\n"
-    "  local b,o=KEYS[i],3+(i-1)*6\n"
-    "  if tonumber(ARGV[o+1])>=0 then\n"
-    "    local k=b..':r:'..minute\n"
-    "    rc[i]=redis.call('INCR',k)\n"
-    "    if rc[i]==1 then redis.call('PEXPIRE',k," WINDOW_TTL ") end\n"
-    "  end\n"
-    "  if tonumber(ARGV[o+3])>=0 then\n"
-    "    redis.call('HINCRBY',b..':p',id,1)\n"
-    "    redis.call('PEXPIRE',b..':p'," HOLD_TTL ")\n"
-    "  end\n"
-    "  if tonumber(ARGV[o+4])>=0 and reserve>0 then\n"
-    "    redis.call('HINCRBY',b..':v',id,reserve)\n"
-    "    redis.call('PEXPIRE',b..':v'," HOLD_TTL ")\n"
-    "  end\n"
-    "  out[3+i]=rc[i]\n"
-    "  out[3+#KEYS+i]=tc[i]\n"
-    "end\n"
-    "return out\n";
+    "return verdicts\n";
 
 /* Settlement of a batch of requests (the ones that ended in one pass of the worker's loop).
  * KEYS: every settlement's level names, one after the other. ARGV: this connection's id, then
@@ -174,11 +191,10 @@ struct cmdline {
     size_t cap, used;
 };
 
-/* One admission in flight: its arguments (kept to resend as EVAL after NOSCRIPT). */
+/* One request's admission, from sb_shared_admit to its answer: its part of the call. */
 struct sb_shared_call {
     struct sb_shared *s;
     struct sb_shared_call *next; /* the free list */
-    bool resent;
     /* The owner's, until cancelled. */
     struct sb_admission *a;
     struct sb_shared_ticket *t;
@@ -189,6 +205,20 @@ struct sb_shared_call {
     const char *argv[ADMIT_ARGS];
     size_t lens[ADMIT_ARGS];
     char text[SB_SHARED_LEVELS * (sizeof NAME_PREFIX + LEVEL_NAME_MAX) + ADMIT_ARGS * 24];
+};
+
+/* Up to ADMIT_MAX admissions of one loop pass, sent as one script call (kept to resend as
+ * EVAL after NOSCRIPT). */
+struct admit_batch {
+    struct sb_shared *s;
+    struct admit_batch *next; /* the free list */
+    bool resent;
+    size_t count;
+    struct sb_shared_call *calls[ADMIT_MAX];
+    struct cmdline cmd;
+    const char *argv[ADMIT_CALL_ARGS];
+    size_t lens[ADMIT_CALL_ARGS];
+    char text[32];
 };
 
 /* What a ticket held, copied at sb_shared_finish (the ticket may be freed right after). */
@@ -218,12 +248,15 @@ struct batch {
 struct sb_shared {
     struct sb_redis *redis;
     char admit_sha[41], settle_sha[41];
-    uv_prepare_t flush; /* runs while `open` holds settlements */
+    uv_prepare_t flush; /* runs while a batch is open */
+    /* The admissions of this loop pass, not sent yet: full batches, then the one filling. */
+    struct admit_batch *admit_head, *admit_tail;
     struct batch *open; /* the settlements of this loop pass, not sent yet */
-    size_t in_flight;   /* admissions and batches sent and not answered */
+    size_t in_flight;   /* script calls sent and not answered */
     struct sb_shared_call *spare_calls;
+    struct admit_batch *spare_admits;
     struct batch *spare_batches;
-    size_t n_spare_calls, n_spare_batches;
+    size_t n_spare_calls, n_spare_admits, n_spare_batches;
     bool closing, flush_closed;
     /* The connection that has answered a settlement: the script is loaded there. Until one
      * has, settlements are sent as text (EVAL), not by hash: a batch sent right before a clean
@@ -307,7 +340,6 @@ static struct sb_shared_call *call_get(struct sb_shared *s)
     }
     c->s = s;
     c->next = NULL;
-    c->resent = false;
     cmd_init(&c->cmd, c->argv, c->lens, ADMIT_ARGS, c->text, sizeof c->text);
     return c;
 }
@@ -321,6 +353,36 @@ static void call_put(struct sb_shared *s, struct sb_shared_call *c)
     c->next = s->spare_calls;
     s->spare_calls = c;
     s->n_spare_calls++;
+}
+
+static struct admit_batch *admits_get(struct sb_shared *s)
+{
+    struct admit_batch *b = s->spare_admits;
+    if (b) {
+        s->spare_admits = b->next;
+        s->n_spare_admits--;
+    } else {
+        b = malloc(sizeof *b);
+        if (!b)
+            return NULL;
+    }
+    b->s = s;
+    b->next = NULL;
+    b->resent = false;
+    b->count = 0;
+    cmd_init(&b->cmd, b->argv, b->lens, ADMIT_CALL_ARGS, b->text, sizeof b->text);
+    return b;
+}
+
+static void admits_put(struct sb_shared *s, struct admit_batch *b)
+{
+    if (s->closing || s->n_spare_admits >= SPARE_BATCHES) {
+        free(b);
+        return;
+    }
+    b->next = s->spare_admits;
+    s->spare_admits = b;
+    s->n_spare_admits++;
 }
 
 static struct batch *batch_get(struct sb_shared *s)
@@ -372,6 +434,11 @@ static void maybe_free(struct sb_shared *s)
         struct sb_shared_call *c = s->spare_calls;
         s->spare_calls = c->next;
         free(c);
+    }
+    while (s->spare_admits) {
+        struct admit_batch *b = s->spare_admits;
+        s->spare_admits = b->next;
+        free(b);
     }
     while (s->spare_batches) {
         struct batch *b = s->spare_batches;
@@ -547,13 +614,32 @@ static void send_batch(struct sb_shared *s, struct batch *b)
     s->stats.settlements_sent += b->count;
 }
 
+static void send_admits(struct sb_shared *s, struct admit_batch *b);
+
 static void flush_open(struct sb_shared *s)
 {
-    struct batch *b = s->open;
-    if (!b)
-        return;
-    s->open = NULL;
     uv_prepare_stop(&s->flush);
+    struct admit_batch *a = s->admit_head;
+    s->admit_head = s->admit_tail = NULL;
+    while (a) {
+        struct admit_batch *next = a->next;
+        a->next = NULL;
+        send_admits(s, a);
+        a = next;
+    }
+    struct batch *b = s->open;
+    s->open = NULL;
+    if (b)
+        send_batch(s, b);
+}
+
+/* Sends the open settlements alone (a full batch), the open admissions staying queued. */
+static void flush_settlements(struct sb_shared *s)
+{
+    struct batch *b = s->open;
+    s->open = NULL;
+    if (!s->admit_head)
+        uv_prepare_stop(&s->flush);
     send_batch(s, b);
 }
 
@@ -603,7 +689,7 @@ static void settle(struct sb_shared *s, struct sb_shared_ticket *t, int64_t cost
                                 (l->max_budget >= 0 ? 4 : 0) | (l->tpm_limit >= 0 ? 8 : 0));
     }
     if (++b->count == BATCH_MAX)
-        flush_open(s);
+        flush_settlements(s);
 }
 
 /* ---------------------------------------------------------------- replies */
@@ -717,44 +803,114 @@ enum sb_shared_outcome sb_shared_apply(const struct sb_shared_verdict *v, struct
     return SB_SHARED_ADMITTED;
 }
 
-static void on_admitted(void *ud, const redisReply *reply)
+int sb_shared_parse_verdicts(const redisReply *reply, size_t count, const size_t *n,
+                             struct sb_shared_verdict *v, int *rc)
 {
-    struct sb_shared_call *c = ud;
-    struct sb_shared *s = c->s;
-    s->in_flight--;
-    if (noscript(reply)) {
-        if (resend(s, &c->cmd, &c->resent, ADMIT_LUA, on_admitted, c) == 0)
-            return;
-        reply = NULL;
-    }
-    struct sb_shared_verdict v;
-    int rc = sb_shared_parse_verdict(reply, c->mine.n, &v);
-    if (reply && rc != 0)
-        sb_warn("redis: unexpected answer to an admission (%s%.*s); admitted by this instance "
-                "alone",
-                reply->type == REDIS_REPLY_ERROR ? "error: " : "type ",
-                reply->type == REDIS_REPLY_ERROR ? (int)reply->len : 0,
-                reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != count)
+        return -1;
+    for (size_t i = 0; i < count; i++)
+        rc[i] = sb_shared_parse_verdict(reply->element[i], n[i], &v[i]);
+    return 0;
+}
+
+/* One request's answer: `v` when rc is 0, else it is admitted by this instance alone. */
+static void deliver(struct sb_shared *s, struct sb_shared_call *c, int rc,
+                    const struct sb_shared_verdict *v)
+{
     if (c->a == NULL) {
         /* The request is gone: give back what Redis admitted for it. */
-        if (rc == 0 && v.status == 0) {
-            c->mine.reserved = v.reserve;
+        if (rc == 0 && v->status == 0) {
+            c->mine.reserved = v->reserve;
             settle(s, &c->mine, 0, 0);
         }
         call_put(s, c);
-        maybe_free(s);
         return;
     }
     enum sb_shared_outcome o = SB_SHARED_LOCAL;
     if (rc == 0) {
         *c->t = c->mine;
-        o = sb_shared_apply(&v, c->a, c->t);
+        o = sb_shared_apply(v, c->a, c->t);
     }
     sb_shared_cb cb = c->cb;
     void *cud = c->ud;
     call_put(s, c);
     cb(cud, o);
+}
+
+static void warn_answer(const redisReply *reply)
+{
+    sb_warn("redis: unexpected answer to an admission (%s%.*s); admitted by this instance alone",
+            reply->type == REDIS_REPLY_ERROR ? "error: " : "type ",
+            reply->type == REDIS_REPLY_ERROR ? (int)reply->len : 0,
+            reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+}
+
+static void on_admitted(void *ud, const redisReply *reply)
+{
+    struct admit_batch *b = ud;
+    struct sb_shared *s = b->s;
+    s->in_flight--;
+    if (noscript(reply)) {
+        if (resend(s, &b->cmd, &b->resent, ADMIT_LUA, on_admitted, b) == 0)
+            return;
+        reply = NULL;
+    }
+    size_t n[ADMIT_MAX];
+    struct sb_shared_verdict v[ADMIT_MAX];
+    int rc[ADMIT_MAX];
+    for (size_t i = 0; i < b->count; i++) {
+        n[i] = b->calls[i]->mine.n;
+        rc[i] = -1;
+    }
+    if (sb_shared_parse_verdicts(reply, b->count, n, v, rc) != 0 && reply)
+        warn_answer(reply);
+    bool warned = false;
+    for (size_t i = 0; i < b->count; i++) {
+        if (rc[i] != 0 && reply && reply->type == REDIS_REPLY_ARRAY &&
+            reply->elements == b->count && !warned) {
+            warn_answer(reply->element[i] ? reply->element[i] : reply);
+            warned = true;
+        }
+        /* The owners' callbacks may not touch the batch: it is given back after the last. */
+        deliver(s, b->calls[i], rc[i], &v[i]);
+    }
+    admits_put(s, b);
     maybe_free(s);
+}
+
+/* Sends the admissions of `b` as one script call; without a connection (lost since they
+ * were queued) each is answered SB_SHARED_LOCAL now, from the loop. Takes b. */
+static void send_admits(struct sb_shared *s, struct admit_batch *b)
+{
+    if (b->count == 0) { /* its first call could not be allocated */
+        admits_put(s, b);
+        return;
+    }
+    struct cmdline *cl = &b->cmd;
+    size_t keys = 0;
+    for (size_t i = 0; i < b->count; i++)
+        keys += b->calls[i]->mine.n;
+    arg_n(cl, "EVALSHA", 7);
+    arg_n(cl, s->admit_sha, strlen(s->admit_sha));
+    arg(cl, "%zu", keys);
+    for (size_t i = 0; i < b->count; i++) {
+        const struct cmdline *c = &b->calls[i]->cmd;
+        for (size_t j = 0; j < b->calls[i]->mine.n; j++)
+            arg_n(cl, c->argv[j], c->lens[j]);
+    }
+    for (size_t i = 0; i < b->count; i++) {
+        const struct cmdline *c = &b->calls[i]->cmd;
+        for (int j = (int)b->calls[i]->mine.n; j < c->argc; j++)
+            arg_n(cl, c->argv[j], c->lens[j]);
+    }
+    if (send_cmd(s, cl, on_admitted, b) != 0) {
+        /* Counted in flight as if sent, so that the struct outlives the answers. */
+        s->in_flight++;
+        on_admitted(b, NULL);
+        return;
+    }
+    s->stats.admit_calls++;
+    s->stats.admissions_sent += b->count;
 }
 
 bool sb_shared_admit(struct sb_shared *s, struct sb_policy *p, struct sb_admission *a,
@@ -766,8 +922,22 @@ bool sb_shared_admit(struct sb_shared *s, struct sb_policy *p, struct sb_admissi
     if (!sb_shared_ready(s))
         return false;
     t->n = sb_policy_shared_levels(p, a, t->lv);
-    if (t->n == 0)
+    if (t->n == 0 || t->n > SB_SHARED_LEVELS)
         return false;
+    struct admit_batch *b = s->admit_tail;
+    if (!b || b->count == ADMIT_MAX) {
+        /* A full batch waits for the end of the pass too: every answer, even "no connection
+         * any more", comes from the loop, never from this call. */
+        b = admits_get(s);
+        if (!b)
+            return false;
+        if (s->admit_tail)
+            s->admit_tail->next = b;
+        else
+            s->admit_head = b;
+        s->admit_tail = b;
+        uv_prepare_start(&s->flush, on_flush);
+    }
     struct sb_shared_call *c = call_get(s);
     if (!c)
         return false;
@@ -782,11 +952,9 @@ bool sb_shared_admit(struct sb_shared *s, struct sb_policy *p, struct sb_admissi
     if (a->price_out > 0 && want > 0)
         least = clamp(a->in_cost_nano + (int64_t)ceil(MIN_OUTPUT * a->price_out));
     struct cmdline *cl = &c->cmd;
-    arg_n(cl, "EVALSHA", 7);
-    arg_n(cl, s->admit_sha, strlen(s->admit_sha));
-    arg(cl, "%zu", t->n);
     for (size_t i = 0; i < t->n; i++)
         arg(cl, NAME_PREFIX "%s", t->lv[i].name);
+    arg(cl, "%zu", t->n);
     arg(cl, "%s", t->conn);
     arg(cl, "%" PRId64, want);
     arg(cl, "%" PRId64, least);
@@ -799,11 +967,7 @@ bool sb_shared_admit(struct sb_shared *s, struct sb_policy *p, struct sb_admissi
         arg(cl, "%" PRId64, clamp(l->spend) < 0 ? 0 : clamp(l->spend));
         arg(cl, "%" PRId64, clamp(l->period));
     }
-    if (send_cmd(s, cl, on_admitted, c) != 0) {
-        call_put(s, c);
-        return false;
-    }
-    s->stats.admit_calls++;
+    b->calls[b->count++] = c;
     *call = c;
     return true;
 }

@@ -339,6 +339,62 @@ static void test_verdict_malformed(void **state)
     assert_int_equal(sb_shared_parse_verdict(INTS(&t, 0, INT64_MIN, 1000, 1, 2), 1, &v), -1);
 }
 
+/* The reply to a call of several admissions: one verdict per request, each read for its own
+ * number of levels; any other shape is no answer at all. */
+static void test_verdicts_batch(void **state)
+{
+    (void)state;
+    struct tree t[3];
+    redisReply top = {.type = REDIS_REPLY_ARRAY, .elements = 3};
+    redisReply *els[3];
+    top.element = els;
+    els[0] = (redisReply *)INTS(&t[0], 0, 4000, 1500, 7, -1);          /* admitted, 1 level */
+    els[1] = (redisReply *)INTS(&t[1], 1, 1, 2500, 5);                 /* RPM of level 1 */
+    els[2] = (redisReply *)INTS(&t[2], 0, 10, 1000, 1, 2, 3, 4, 5, 6); /* wrong for 2 levels */
+    size_t n[3] = {1, 2, 2};
+    struct sb_shared_verdict v[3];
+    int rc[3] = {7, 7, 7};
+    assert_int_equal(sb_shared_parse_verdicts(&top, 3, n, v, rc), 0);
+    assert_int_equal(rc[0], 0);
+    assert_int_equal(v[0].status, 0);
+    assert_int_equal(v[0].reserve, 4000);
+    assert_int_equal(v[0].rpm[0], 7);
+    assert_int_equal(v[0].tpm[0], -1);
+    assert_int_equal(rc[1], 0);
+    assert_int_equal(v[1].status, 1);
+    assert_int_equal(v[1].level, 1);
+    assert_int_equal(v[1].value, 5);
+    assert_int_equal(rc[2], -1);
+    /* Read for 3 levels, the third fits. */
+    n[2] = 3;
+    assert_int_equal(sb_shared_parse_verdicts(&top, 3, n, v, rc), 0);
+    assert_int_equal(rc[2], 0);
+    assert_int_equal(v[2].tpm[2], 6);
+
+    /* A NULL element, a nested non-array. */
+    redisReply nil = {.type = REDIS_REPLY_NIL};
+    els[1] = &nil;
+    assert_int_equal(sb_shared_parse_verdicts(&top, 3, n, v, rc), 0);
+    assert_int_equal(rc[1], -1);
+    els[1] = NULL;
+    assert_int_equal(sb_shared_parse_verdicts(&top, 3, n, v, rc), 0);
+    assert_int_equal(rc[1], -1);
+    assert_int_equal(rc[0], 0);
+
+    /* Not as many verdicts as requests, not an array, nothing. */
+    rc[0] = rc[1] = rc[2] = 7;
+    assert_int_equal(sb_shared_parse_verdicts(&top, 2, n, v, rc), -1);
+    assert_int_equal(sb_shared_parse_verdicts(&top, 4, n, v, rc), -1);
+    assert_int_equal(rc[0], 7);
+    redisReply err = {.type = REDIS_REPLY_ERROR, .str = (char *)"ERR x", .len = 5};
+    assert_int_equal(sb_shared_parse_verdicts(&err, 1, n, v, rc), -1);
+    assert_int_equal(sb_shared_parse_verdicts(NULL, 1, n, v, rc), -1);
+    /* A single verdict is not a batch of one. */
+    assert_int_equal(sb_shared_parse_verdicts(INTS(&t[0], 0, 4000, 1500, 7, -1), 1, n, v, rc), -1);
+    redisReply empty = {.type = REDIS_REPLY_ARRAY, .elements = 0};
+    assert_int_equal(sb_shared_parse_verdicts(&empty, 0, n, v, rc), 0);
+}
+
 /* ---------------------------------------------------------------- apply */
 
 static void level(struct sb_shared_level *l, char kind, const char *name, int64_t rpm, int64_t tpm,
@@ -1084,6 +1140,7 @@ static void admit_all(struct live *L, struct req *rs, size_t n)
     answered = 0;
     for (size_t i = 0; i < n; i++)
         admit_req(L, &rs[i], i % 3 == 2);
+    assert_int_equal(answered, 0); /* every answer comes from the loop, full batches' too */
     bool done = false;
     uint64_t end = now_ms() + 5000;
     while (!done) {
@@ -1153,7 +1210,8 @@ static void test_batch_settles_exactly(void **state)
     admit_all(L, rs, N_BURST);
     struct sb_shared_stats st;
     sb_shared_get_stats(L->s, &st);
-    assert_int_equal(st.admit_calls, N_BURST);
+    assert_int_equal(st.admit_calls, (N_BURST + 31) / 32);
+    assert_int_equal(st.admissions_sent, N_BURST);
     assert_int_equal(st.settle_calls, 0);
 
     char k1[80], k2[80];
@@ -1265,10 +1323,10 @@ static void test_batch_noscript(void **state)
         assert_int_equal(st.settled, 3 * (round + 1));
         assert_int_equal(cmd_int(L, "HGET %s %s", key, "spend"), before + 200);
         assert_int_equal(cmd_int(L, "HGET %s %s", "sb:t:team-b:b", "spend"), team + 100);
-        /* A fresh server, then after the flush: each admission is resent as text after its
-         * NOSCRIPT, and the settlement goes as text (the first on this connection) or is
+        /* A fresh server, then after the flush: the admissions' call is resent as text after
+         * its NOSCRIPT, and the settlement goes as text (the first on this connection) or is
          * resent so (after the flush). In between: every call by hash. */
-        assert_int_equal(eval_calls(L) - evals, round == 1 ? 0 : 4);
+        assert_int_equal(eval_calls(L) - evals, round == 1 ? 0 : 2);
     }
     snprintf(key, sizeof key, "sb:k:%s:p", L->hash1);
     assert_int_equal(cmd_int(L, "HLEN %s", key, NULL), 0);
@@ -1338,6 +1396,115 @@ static void test_batch_redis_down(void **state)
     run_for(L, 50);
 }
 
+/* Two instances (two policies, each admitting in memory up to its own RPM 40) send 60
+ * requests of one key in one pass: Redis admits exactly 40, in order (x-ratelimit values
+ * 39..0, each once), and refuses the other 20 with the in-memory admission's text. */
+static void test_batch_admissions_exact(void **state)
+{
+    struct live *L = *state;
+    if (!L)
+        skip();
+    connect_shared(L, 1000);
+    struct sb_policy *p2 = sb_policy_new();
+    char h[65];
+    sb_policy_hash_key("sk-batch-3", 10, h);
+    assert_int_equal(put(L->p, SB_ENT_KEY, h, "{\"rpm_limit\":40}"), 0);
+    assert_int_equal(put(p2, SB_ENT_KEY, h, "{\"rpm_limit\":40}"), 0);
+    static struct req rs[60];
+    answered = 0;
+    for (size_t i = 0; i < 60; i++) {
+        struct req *r = &rs[i];
+        memset(r, 0, sizeof *r);
+        struct sb_policy *p = i % 2 ? p2 : L->p;
+        struct sb_admit_req q = req_for("sk-batch-3", "gpt-4o", NULL);
+        q.now_ms = (int64_t)time(NULL) * 1000;
+        assert_int_equal(sb_policy_admit(p, &q, &r->a), 0);
+        assert_true(sb_shared_admit(L->s, p, &r->a, &r->t, on_req, r, &r->call));
+    }
+    assert_int_equal(answered, 0);
+    bool all = false;
+    uint64_t end = now_ms() + 5000;
+    while (!all) {
+        all = answered == 60;
+        if (now_ms() > end)
+            fail_msg("%d answers", answered);
+        if (!all)
+            uv_run(&L->loop, UV_RUN_ONCE);
+    }
+    struct sb_shared_stats st;
+    sb_shared_get_stats(L->s, &st);
+    assert_int_equal(st.admit_calls, 2);
+    bool seen[40] = {false};
+    int ok = 0, refused = 0;
+    for (size_t i = 0; i < 60; i++) {
+        struct req *r = &rs[i];
+        if (r->outcome == SB_SHARED_ADMITTED) {
+            ok++;
+            assert_true(r->t.active);
+            assert_int_equal(r->a.limit_requests, 40);
+            assert_true(r->a.remaining_requests >= 0 && r->a.remaining_requests < 40);
+            assert_false(seen[r->a.remaining_requests]);
+            seen[r->a.remaining_requests] = true;
+            /* In order: the first 40 of the pass are the ones admitted. */
+            assert_true(i < 40);
+            sb_shared_finish(L->s, &r->t, 0, 0);
+        } else {
+            refused++;
+            assert_int_equal(r->outcome, SB_SHARED_REFUSED);
+            assert_false(r->t.active);
+            assert_int_equal(r->a.status, 429);
+            assert_string_equal(r->a.message,
+                                "Rate limit reached for key. Limit of 40 requests per minute.");
+            assert_true(r->a.retry_after_s >= 1 && r->a.retry_after_s <= 60);
+        }
+        sb_policy_release(i % 2 ? p2 : L->p, &r->a);
+    }
+    assert_int_equal(ok, 40);
+    assert_int_equal(refused, 20);
+    settled_until(L, 40);
+    assert_int_equal(sb_policy_reserved_total(p2), 0);
+    sb_policy_free(p2);
+}
+
+/* Admissions queued while Redis is paused: their call times out and each request goes on
+ * with the in-memory admission alone, answered from the loop. */
+static void test_batch_admissions_timeout(void **state)
+{
+    struct live *L = *state;
+    if (!L)
+        skip();
+    connect_shared(L, 150);
+    kill(L->pid, SIGSTOP);
+    struct req rs[3];
+    answered = 0;
+    for (size_t i = 0; i < 3; i++)
+        admit_req(L, &rs[i], i == 2);
+    sb_shared_cancel(rs[1].call);
+    assert_int_equal(answered, 0);
+    uint64_t end = now_ms() + 3000;
+    while (answered < 2) {
+        if (now_ms() > end)
+            fail_msg("%d answers", answered);
+        uv_run(&L->loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(rs[0].outcome, SB_SHARED_LOCAL);
+    assert_int_equal(rs[2].outcome, SB_SHARED_LOCAL);
+    assert_false(rs[1].answered);
+    assert_false(rs[0].t.active);
+    assert_int_equal(rs[0].a.status, 0);
+    assert_false(sb_shared_ready(L->s));
+    /* Not connected: nothing to wait for. */
+    struct req late;
+    memset(&late, 0, sizeof late);
+    struct sb_admit_req q = req_for("sk-batch-1", "gpt-4o", NULL);
+    assert_int_equal(sb_policy_admit(L->p, &q, &late.a), 0);
+    assert_false(sb_shared_admit(L->s, L->p, &late.a, &late.t, on_req, &late, &late.call));
+    sb_policy_release(L->p, &late.a);
+    kill(L->pid, SIGCONT);
+    for (size_t i = 0; i < 3; i++)
+        sb_policy_release(L->p, &rs[i].a);
+}
+
 /* Closed with settlements still queued: they are sent before the connection closes; the
  * struct, its spare structs and its handle are freed once the answers are in. */
 static void test_batch_close_flushes(void **state)
@@ -1378,6 +1545,7 @@ int main(void)
         cmocka_unit_test(test_verdict_admitted),
         cmocka_unit_test(test_verdict_refused),
         cmocka_unit_test(test_verdict_malformed),
+        cmocka_unit_test(test_verdicts_batch),
         cmocka_unit_test(test_apply_refusals),
         cmocka_unit_test(test_apply_admitted_budget),
         cmocka_unit_test(test_apply_ratelimit_values),
@@ -1388,6 +1556,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_cancelled, live_setup, live_teardown),
         cmocka_unit_test_setup_teardown(test_batch_redis_down, live_setup, live_teardown),
         cmocka_unit_test_setup_teardown(test_batch_close_flushes, live_setup, live_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_admissions_exact, live_setup, live_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_admissions_timeout, live_setup, live_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
