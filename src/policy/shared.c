@@ -459,9 +459,11 @@ void sb_shared_close(struct sb_shared *s)
 {
     if (!s)
         return;
-    /* Settlements of this pass go out before the connection closes: the clean close keeps
-     * reading replies until its timeout, and the spend they carry would be lost otherwise. */
-    flush_open(s);
+    /* What this pass queued goes out before the connection closes: the clean close keeps
+     * reading replies until its timeout, and the spend settlements carry would be lost
+     * otherwise. Answering a queued admission now (no connection) may queue more. */
+    while (s->open || s->admit_head)
+        flush_open(s);
     s->closing = true;
     sb_redis_close(s->redis); /* may answer pending calls at once, with NULL */
     s->redis = NULL;
@@ -565,6 +567,10 @@ static void on_settled(void *ud, const redisReply *reply)
  * the one that held their slots is gone, and its holdings with it). Takes b. */
 static void send_batch(struct sb_shared *s, struct batch *b)
 {
+    if (b->count == 0) { /* its only settlement could not be queued */
+        batch_put(s, b);
+        return;
+    }
     if (s->closing || !sb_redis_ready(s->redis)) {
         s->stats.dropped += b->count;
         batch_put(s, b);
@@ -667,10 +673,13 @@ static void settle(struct sb_shared *s, struct sb_shared_ticket *t, int64_t cost
     struct settlement *e = &b->q[b->count];
     size_t at = b->names.len;
     for (size_t i = 0; i < t->n; i++) {
-        if (sb_buf_append_str(&b->names, NAME_PREFIX) != 0 ||
-            sb_buf_append(&b->names, t->lv[i].name, strnlen(t->lv[i].name, LEVEL_NAME_MAX) + 1) !=
-                0) {
-            b->names.len = at; /* out of memory: this settlement is lost, the batch stands */
+        size_t len = strnlen(t->lv[i].name, LEVEL_NAME_MAX);
+        /* A name without its NUL is not one; out of memory: this settlement is lost, the batch
+         * stands. */
+        if (len == LEVEL_NAME_MAX || sb_buf_append_str(&b->names, NAME_PREFIX) != 0 ||
+            sb_buf_append(&b->names, t->lv[i].name, len) != 0 ||
+            sb_buf_append_char(&b->names, '\0') != 0) {
+            b->names.len = at;
             s->stats.dropped++;
             return;
         }
