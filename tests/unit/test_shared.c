@@ -1466,6 +1466,113 @@ static void test_batch_admissions_exact(void **state)
     sb_policy_free(p2);
 }
 
+/* 30 requests of one key from two instances in one pass, each instance allowing them all in
+ * memory: `rec` for the key in both policies. Fills rs and returns how many Redis admitted. */
+static int burst_two(struct live *L, struct sb_policy *p2, const char *key, const char *rec,
+                     struct req *rs, size_t n)
+{
+    char h[65];
+    sb_policy_hash_key(key, strlen(key), h);
+    assert_int_equal(put(L->p, SB_ENT_KEY, h, rec), 0);
+    assert_int_equal(put(p2, SB_ENT_KEY, h, rec), 0);
+    answered = 0;
+    for (size_t i = 0; i < n; i++) {
+        memset(&rs[i], 0, sizeof rs[i]);
+        struct sb_admit_req q = req_for(key, "gpt-4o", NULL);
+        q.now_ms = (int64_t)time(NULL) * 1000;
+        assert_int_equal(sb_policy_admit(i % 2 ? p2 : L->p, &q, &rs[i].a), 0);
+        assert_true(sb_shared_admit(L->s, i % 2 ? p2 : L->p, &rs[i].a, &rs[i].t, on_req, &rs[i],
+                                    &rs[i].call));
+    }
+    uint64_t end = now_ms() + 5000;
+    while (answered < (int)n) {
+        if (now_ms() > end)
+            fail_msg("%d answers", answered);
+        uv_run(&L->loop, UV_RUN_ONCE);
+    }
+    int ok = 0;
+    for (size_t i = 0; i < n; i++)
+        ok += rs[i].outcome == SB_SHARED_ADMITTED;
+    return ok;
+}
+
+/* Within one call, parallel slots and budget reservations held by the requests before count
+ * for the next exactly as across calls; the holds written at the end of the call are what the
+ * admitted requests hold, and one settlement call gives them all back. */
+static void test_batch_admissions_holds(void **state)
+{
+    struct live *L = *state;
+    if (!L)
+        skip();
+    connect_shared(L, 1000);
+    struct sb_policy *p2 = sb_policy_new();
+    static struct req rs[30];
+    const char *id = NULL;
+    char h[65], key[128];
+
+    assert_int_equal(burst_two(L, p2, "sk-batch-par", "{\"max_parallel_requests\":25}", rs, 30),
+                     25);
+    for (size_t i = 25; i < 30; i++) {
+        assert_int_equal(rs[i].outcome, SB_SHARED_REFUSED);
+        assert_string_equal(rs[i].a.message, "Max parallel request limit reached for key. Hit "
+                                             "limit of 25 parallel requests.");
+    }
+    id = rs[0].t.conn;
+    sb_policy_hash_key("sk-batch-par", 12, h);
+    snprintf(key, sizeof key, "sb:k:%s:p", h);
+    assert_int_equal(cmd_int(L, "HGET %s %s", key, id), 25);
+    for (size_t i = 0; i < 30; i++) {
+        sb_shared_finish(L->s, &rs[i].t, 0, 0);
+        sb_policy_release(i % 2 ? p2 : L->p, &rs[i].a);
+    }
+    settled_until(L, 25);
+    assert_int_equal(cmd_int(L, "HLEN %s", key, NULL), 0);
+
+    /* $0.0001 pays for 20 reservations of 5000 nano: the 21st finds nothing left. */
+    assert_int_equal(
+        burst_two(L, p2, "sk-batch-budget", "{\"max_budget\":0.0001,\"spend\":0}", rs, 30), 20);
+    for (size_t i = 0; i < 30; i++) {
+        if (i < 20) {
+            assert_int_equal(rs[i].outcome, SB_SHARED_ADMITTED);
+            assert_int_equal(rs[i].t.reserved, 5000);
+            continue;
+        }
+        assert_int_equal(rs[i].outcome, SB_SHARED_REFUSED);
+        assert_int_equal(rs[i].a.status, 400);
+        assert_string_equal(rs[i].a.message,
+                            "Budget has been exceeded! Current cost: 0, Max budget: 0.0001");
+    }
+    sb_policy_hash_key("sk-batch-budget", 15, h);
+    snprintf(key, sizeof key, "sb:k:%s:v", h);
+    assert_int_equal(cmd_int(L, "HGET %s %s", key, id), 100000);
+    for (size_t i = 0; i < 30; i++) {
+        sb_shared_finish(L->s, &rs[i].t, 1000 + (int64_t)i, 0);
+        sb_policy_release(i % 2 ? p2 : L->p, &rs[i].a);
+    }
+    settled_until(L, 45);
+    assert_int_equal(cmd_int(L, "HLEN %s", key, NULL), 0);
+    snprintf(key, sizeof key, "sb:k:%s:b", h);
+    assert_int_equal(cmd_int(L, "HGET %s %s", key, "spend"), 20 * 1000 + 190);
+
+    /* Sums past 2^53 are written as integers, not in exponent form. */
+    assert_int_equal(burst_two(L, p2, "sk-batch-big", "{\"max_budget\":1e9,\"spend\":0}", rs, 4),
+                     4);
+    for (size_t i = 0; i < 4; i++) {
+        sb_shared_finish(L->s, &rs[i].t, INT64_C(9007199254740991), 0);
+        sb_policy_release(i % 2 ? p2 : L->p, &rs[i].a);
+    }
+    settled_until(L, 49);
+    struct sb_shared_stats st;
+    sb_shared_get_stats(L->s, &st);
+    assert_int_equal(st.settled, 49);
+    sb_policy_hash_key("sk-batch-big", 12, h);
+    snprintf(key, sizeof key, "sb:k:%s:b", h);
+    /* 4 * (2^53 - 1): exact as a double (a power of two times an exact one). */
+    assert_int_equal(cmd_int(L, "HGET %s %s", key, "spend"),
+                     INT64_C(4) * INT64_C(9007199254740991));
+    sb_policy_free(p2);
+}
+
 /* Admissions queued while Redis is paused: their call times out and each request goes on
  * with the in-memory admission alone, answered from the loop. */
 static void test_batch_admissions_timeout(void **state)
@@ -1557,6 +1664,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_redis_down, live_setup, live_teardown),
         cmocka_unit_test_setup_teardown(test_batch_close_flushes, live_setup, live_teardown),
         cmocka_unit_test_setup_teardown(test_batch_admissions_exact, live_setup, live_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_admissions_holds, live_setup, live_teardown),
         cmocka_unit_test_setup_teardown(test_batch_admissions_timeout, live_setup, live_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
