@@ -1,7 +1,8 @@
 /* Shared limits: the Redis URL from the configuration, and the admission script's reply as
  * Redis sends it. The first byte picks the mode: even, the rest is a URL; odd, the rest is RESP
- * fed to hiredis' reader, and every complete reply is read as a verdict for 0..5 levels and,
- * when it is one, applied to admissions and tickets of every kind of level. Nothing may crash,
+ * fed to hiredis' reader, and every complete reply is read as a verdict for 0..5 levels and as
+ * the reply to a call of several admissions (one verdict per element) and, when it is one,
+ * applied to admissions and tickets of every kind of level. Nothing may crash,
  * leak or overflow; an applied verdict keeps the admission's output limit from rising and its
  * x-ratelimit values in range. */
 #include "policy/shared.h"
@@ -133,6 +134,45 @@ static void apply_all(const redisReply *reply, unsigned salt)
     }
 }
 
+/* The reply to a call of several admissions: read as a batch of as many requests as it has
+ * elements (each with 0..5 levels, from the salt), and as one request more, which must fail. */
+static void apply_batch(const redisReply *reply, unsigned salt)
+{
+    enum { MAX = 64 };
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements > MAX)
+        return;
+    size_t count = reply->elements;
+    size_t n[MAX + 1];
+    struct sb_shared_verdict v[MAX + 1];
+    int rc[MAX + 1];
+    for (size_t i = 0; i <= count; i++) {
+        n[i] = (salt + i) % (SB_SHARED_LEVELS + 1);
+        rc[i] = 7;
+    }
+    if (sb_shared_parse_verdicts(reply, count + 1, n, v, rc) != -1 || rc[0] != 7)
+        abort();
+    if (sb_shared_parse_verdicts(reply, count, n, v, rc) != 0)
+        abort();
+    for (size_t i = 0; i < count; i++) {
+        if (rc[i] != 0) {
+            if (rc[i] != -1)
+                abort();
+            continue;
+        }
+        if (v[i].status < 0 || v[i].status > 4 ||
+            (v[i].status != 0 && (size_t)v[i].level >= n[i]) || v[i].reserve < 0 ||
+            v[i].reset_ms < 0)
+            abort();
+        struct sb_shared_ticket t;
+        struct sb_admission a, before;
+        make_ticket(&t, kinds[(salt + i) % sizeof kinds], n[i], salt + (unsigned)i);
+        make_admission(&a, salt * 7 + (unsigned)i);
+        before = a;
+        enum sb_shared_outcome o = sb_shared_apply(&v[i], &a, &t);
+        check_applied(&v[i], &before, &a, &t, o);
+    }
+}
+
 /* hiredis 0.14's reader allocates an array's element vector as soon as it reads the header
  * ("*427742775" asks for gigabytes) and has no limit to set. Redis is trusted and the
  * script's replies are short, so inputs that declare a large array anywhere are skipped. */
@@ -174,6 +214,7 @@ static void fuzz_reply(const uint8_t *data, size_t size, unsigned salt)
         if (redisReaderGetReply(r, &reply) != REDIS_OK || reply == NULL)
             break;
         apply_all(reply, salt);
+        apply_batch(reply, salt);
         freeReplyObject(reply);
     }
     redisReaderFree(r);

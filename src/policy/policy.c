@@ -98,6 +98,8 @@ struct sb_policy {
 };
 
 enum { LV_KEY, LV_TEAM, LV_USER, LV_CUSTOMER, LV_MODEL, LV_COUNT };
+/* Each level's kind as the shared counters and the refusal messages name it. */
+static const char level_kind[LV_COUNT] = {'k', 't', 'u', 'c', 'm'};
 
 /* What an admission holds until settle or release. */
 struct held {
@@ -1329,6 +1331,69 @@ static int refuse(struct sb_admission *a, int status, const char *type, const ch
     return status;
 }
 
+static const char *kind_word(char kind)
+{
+    switch (kind) {
+    case 'k':
+        return "key";
+    case 't':
+        return "team";
+    case 'u':
+        return "user";
+    case 'c':
+        return "end user";
+    default:
+        return "model";
+    }
+}
+
+int sb_policy_refuse_rpm(struct sb_admission *a, char kind, int64_t limit, int64_t retry_s)
+{
+    a->retry_after_s = retry_s > 0 ? retry_s : 1;
+    return refuse(a, 429, "rate_limit_error", "rate_limit_exceeded",
+                  "Rate limit reached for %s. Limit of %" PRId64 " requests per minute.",
+                  kind_word(kind), limit);
+}
+
+int sb_policy_refuse_tpm(struct sb_admission *a, char kind, int64_t limit, int64_t retry_s)
+{
+    a->retry_after_s = retry_s > 0 ? retry_s : 1;
+    return refuse(a, 429, "rate_limit_error", "rate_limit_exceeded",
+                  "Rate limit reached for %s. Limit of %" PRId64 " tokens per minute.",
+                  kind_word(kind), limit);
+}
+
+int sb_policy_refuse_parallel(struct sb_admission *a, char kind, int64_t limit)
+{
+    a->retry_after_s = 1;
+    return refuse(a, 429, "rate_limit_error", "rate_limit_exceeded",
+                  "Max parallel request limit reached for %s. Hit limit of %" PRId64
+                  " parallel requests.",
+                  kind_word(kind), limit);
+}
+
+static void fmt_dollars(char *out, size_t cap, int64_t nano)
+{
+    snprintf(out, cap, "%.9g", (double)nano / NANO);
+}
+
+int sb_policy_refuse_budget(struct sb_admission *a, char kind, const char *id, int64_t spend_nano,
+                            int64_t max_nano)
+{
+    const char *prefix = kind == 't'   ? "Team="
+                         : kind == 'u' ? "User="
+                         : kind == 'c' ? "End User="
+                         : kind == 'm' ? "Model="
+                                       : "";
+    bool named = kind != 'k';
+    char cur[48], max[48];
+    fmt_dollars(cur, sizeof(cur), spend_nano);
+    fmt_dollars(max, sizeof(max), max_nano);
+    return refuse(a, 400, "budget_exceeded", "budget_exceeded",
+                  "Budget has been exceeded! %s%s%sCurrent cost: %s, Max budget: %s", prefix,
+                  named && id != NULL ? id : "", named ? " " : "", cur, max);
+}
+
 /* Finds and checks the key: fills a or refuses. Called with the read lock held. */
 static struct ent *auth_locked(struct sb_policy *p, const char *key, size_t key_len,
                                const char *key_hash, int64_t now_ms, struct sb_admission *a)
@@ -1432,11 +1497,6 @@ bool sb_policy_model_allowed(struct sb_policy *p, const char *key_hash, const ch
     return ok;
 }
 
-static void fmt_dollars(char *out, size_t cap, int64_t nano)
-{
-    snprintf(out, cap, "%.9g", (double)nano / NANO);
-}
-
 static void held_free(struct held *h)
 {
     for (int i = 0; i <= LV_CUSTOMER; i++)
@@ -1457,7 +1517,6 @@ static void parallel_release(struct held *h)
 static int reserve_budget(struct sb_policy *p, const struct sb_admit_req *req, struct held *h,
                           struct sb_admission *a)
 {
-    static const char *const names[LV_COUNT] = {"", "Team=", "User=", "End User=", "Model="};
     int64_t now_s = req->now_ms / 1000;
     int64_t in_tokens = req->input_tokens > 0 ? req->input_tokens : 0;
     int64_t out_tokens = req->max_output >= 0 ? req->max_output : req->default_output;
@@ -1538,18 +1597,14 @@ static int reserve_budget(struct sb_policy *p, const struct sb_admit_req *req, s
 
 refused:;
     const struct money *m = h->lv[tight];
-    char cur[48], max[48];
-    fmt_dollars(cur, sizeof(cur), m->spend);
-    fmt_dollars(max, sizeof(max), m->max);
+    int64_t spend = m->spend, max = m->max;
     const char *who = "";
     if (tight == LV_TEAM || tight == LV_USER || tight == LV_CUSTOMER)
         who = h->e[tight]->id;
     else if (tight == LV_MODEL)
         who = h->mc->model;
     pthread_mutex_unlock(&p->money);
-    return refuse(a, 400, "budget_exceeded", "budget_exceeded",
-                  "Budget has been exceeded! %s%s%sCurrent cost: %s, Max budget: %s", names[tight],
-                  who, tight == LV_KEY ? "" : " ", cur, max);
+    return sb_policy_refuse_budget(a, level_kind[tight], who, spend, max);
 }
 
 int sb_policy_admit(struct sb_policy *p, const struct sb_admit_req *req, struct sb_admission *a)
@@ -1621,14 +1676,7 @@ int sb_policy_admit(struct sb_policy *p, const struct sb_admit_req *req, struct 
             for (int j = LV_KEY; j <= i; j++)
                 if (h->e[j] != NULL)
                     atomic_fetch_sub(&h->e[j]->inflight, 1);
-            a->retry_after_s = 1;
-            refuse(a, 429, "rate_limit_error", "rate_limit_exceeded",
-                   "Max parallel request limit reached for %s. Hit limit of %" PRId64
-                   " parallel requests.",
-                   i == LV_KEY    ? "key"
-                   : i == LV_TEAM ? "team"
-                                  : "user",
-                   e->par_limit);
+            sb_policy_refuse_parallel(a, level_kind[i], e->par_limit);
             held_free(h);
             goto out_unlock;
         }
@@ -1641,7 +1689,7 @@ int sb_policy_admit(struct sb_policy *p, const struct sb_admit_req *req, struct 
     int64_t retry = (until_end + 999) / 1000;
     _Atomic uint64_t *rw[4] = {0};
     int64_t rl[4] = {-1, -1, -1, -1};
-    const char *rname[4] = {"key", "team", "user", "model"};
+    static const char rkind[4] = {'k', 't', 'u', 'm'};
     for (int i = LV_KEY; i <= LV_USER; i++) {
         if (h->e[i] != NULL) {
             rw[i] = &h->e[i]->rpm;
@@ -1663,10 +1711,7 @@ int sb_policy_admit(struct sb_policy *p, const struct sb_admit_req *req, struct 
                 if (took[j])
                     rpm_undo(rw[j], counted[j]);
             parallel_release(h);
-            a->retry_after_s = retry > 0 ? retry : 1;
-            refuse(a, 429, "rate_limit_error", "rate_limit_exceeded",
-                   "Rate limit reached for %s. Limit of %" PRId64 " requests per minute.", rname[i],
-                   rl[i]);
+            sb_policy_refuse_rpm(a, rkind[i], rl[i], retry);
             held_free(h);
             goto out_unlock;
         }
@@ -1693,10 +1738,7 @@ int sb_policy_admit(struct sb_policy *p, const struct sb_admit_req *req, struct 
             if (took[j])
                 rpm_undo(rw[j], counted[j]);
         parallel_release(h);
-        a->retry_after_s = retry > 0 ? retry : 1;
-        refuse(a, 429, "rate_limit_error", "rate_limit_exceeded",
-               "Rate limit reached for %s. Limit of %" PRId64 " tokens per minute.", rname[i],
-               tl[i]);
+        sb_policy_refuse_tpm(a, rkind[i], tl[i], retry);
         held_free(h);
         goto out_unlock;
     }

@@ -186,6 +186,21 @@ void sb_policy_release(struct sb_policy *p, struct sb_admission *a);
  * lists (for /v1/models, which lists only what a key may call). */
 bool sb_policy_model_allowed(struct sb_policy *p, const char *key_hash, const char *model);
 
+/* ---- refusals: one text for the in-memory and the shared admission (src/policy/shared.h) ----
+ *
+ * Each fills status, type, code and message of `a` and returns the status. `kind` names the
+ * level as struct sb_shared_level does ('k' key, 't' team, 'u' user, 'c' end user, 'm' the
+ * key's model). The rate refusals also set retry_after_s: `retry_s` when positive, else 1
+ * (a window that ends now); a parallel-request refusal always says 1 (a slot frees whenever a
+ * request ends). */
+int sb_policy_refuse_rpm(struct sb_admission *a, char kind, int64_t limit, int64_t retry_s);
+int sb_policy_refuse_tpm(struct sb_admission *a, char kind, int64_t limit, int64_t retry_s);
+int sb_policy_refuse_parallel(struct sb_admission *a, char kind, int64_t limit);
+/* 400 budget_exceeded. `id`: the team, user, end user or model the message names (not used
+ * for a key); spend and budget in nano-dollars, written as dollars with 9 significant digits. */
+int sb_policy_refuse_budget(struct sb_admission *a, char kind, const char *id, int64_t spend_nano,
+                            int64_t max_nano);
+
 /* ---- what several instances share (src/policy/shared.h) ---- */
 
 #define SB_SHARED_LEVELS 5

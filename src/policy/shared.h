@@ -50,7 +50,11 @@ enum sb_shared_outcome {
 typedef void (*sb_shared_cb)(void *ud, enum sb_shared_outcome outcome);
 
 struct sb_shared *sb_shared_new(uv_loop_t *loop, const struct sb_redis_url *url, int timeout_ms);
-/* Closes the connection (see sb_redis_close); pending calls end with SB_SHARED_LOCAL. */
+/* Sends the settlements queued in this loop pass, then closes the connection (see
+ * sb_redis_close): admissions still waiting end with SB_SHARED_LOCAL (or with Redis' answer,
+ * if it comes before the connection closes). The struct is freed once its handle has closed
+ * and every call has had its answer (the loop must keep running); nothing may be called on it
+ * after this. */
 void sb_shared_close(struct sb_shared *s);
 bool sb_shared_ready(const struct sb_shared *s);
 
@@ -59,7 +63,10 @@ bool sb_shared_ready(const struct sb_shared *s);
  * connected): the in-memory admission stands and cb is not called. True: cb(ud, outcome)
  * comes later from the loop, having updated `a` (lowered output limit, x-ratelimit values
  * from the shared counts, or the refusal) and `t`; *call may be passed to sb_shared_cancel
- * until then. `a` and `t` must stay valid until cb or sb_shared_cancel. */
+ * until then. `a` and `t` must stay valid until cb or sb_shared_cancel. The admissions of one
+ * pass of the loop go to Redis together (one script call per 32, from the prepare handle that
+ * sends the settlements too), each checked and counted in turn as if alone; each has the
+ * deadline of that call. */
 bool sb_shared_admit(struct sb_shared *s, struct sb_policy *p, struct sb_admission *a,
                      struct sb_shared_ticket *t, sb_shared_cb cb, void *ud,
                      struct sb_shared_call **call);
@@ -69,9 +76,25 @@ void sb_shared_cancel(struct sb_shared_call *call);
 
 /* The request ended: cost (nano, 0 when released without usage) goes to the budgets' spend,
  * tokens to the TPM windows, the reservation and the in-flight slot are freed. No-op unless
- * t->active; clears it. */
+ * t->active; clears it. What the ticket holds is copied (it may be freed on return) and
+ * queued: the settlements of one pass of the loop go to Redis together, in one script call per
+ * 64, from a prepare handle (before the loop next waits for I/O). Without a connection, or when
+ * the call fails, they are dropped: the holdings expire with the connection's heartbeat. */
 void sb_shared_finish(struct sb_shared *s, struct sb_shared_ticket *t, int64_t cost_nano,
                       int64_t tokens);
+
+/* What one struct sb_shared sent and how it went (tests; a NOSCRIPT resend is not counted
+ * again). */
+struct sb_shared_stats {
+    uint64_t admit_calls;      /* admission script calls, each carrying 1..32 admissions */
+    uint64_t admissions_sent;  /* the admissions in them */
+    uint64_t settle_calls;     /* settlement script calls, each carrying 1..64 settlements */
+    uint64_t settlements_sent; /* the settlements in them */
+    uint64_t settled;          /* settlements Redis answered as applied */
+    uint64_t dropped;          /* settlements not sent, or whose call failed or timed out */
+};
+/* Zeros for NULL. */
+void sb_shared_get_stats(const struct sb_shared *s, struct sb_shared_stats *out);
 
 /* ---- the script's answer (exposed for tests and fuzzing) ---- */
 
@@ -83,8 +106,14 @@ struct sb_shared_verdict {
     int64_t rpm[SB_SHARED_LEVELS], tpm[SB_SHARED_LEVELS]; /* admitted: counts, -1 untracked */
 };
 
-/* Reads the admission script's reply for n levels. 0, or -1 when it is not one. */
+/* Reads one verdict of the admission script's reply, for n levels. 0, or -1 when it is not
+ * one. */
 int sb_shared_parse_verdict(const redisReply *reply, size_t n, struct sb_shared_verdict *v);
+/* Reads the reply to a call of `count` admissions (n[i] levels each): 0 when it is an array of
+ * exactly `count` elements, each then read into v[i] with rc[i] its sb_shared_parse_verdict
+ * result; -1 otherwise (v and rc untouched). */
+int sb_shared_parse_verdicts(const redisReply *reply, size_t count, const size_t *n,
+                             struct sb_shared_verdict *v, int *rc);
 
 /* Applies a verdict to the admission and the ticket; returns the outcome. */
 enum sb_shared_outcome sb_shared_apply(const struct sb_shared_verdict *v, struct sb_admission *a,

@@ -1116,6 +1116,115 @@ static void test_concurrent_rpm(void **state)
     sb_policy_free(r.p);
 }
 
+/* The refusal texts, from the builders the in-memory and the shared admission both use, and
+ * as an in-memory admission writes them. */
+static void test_refusal_messages(void **state)
+{
+    (void)state;
+    struct sb_admission a;
+    memset(&a, 0, sizeof a);
+
+    assert_int_equal(sb_policy_refuse_rpm(&a, 'k', 7, 12), 429);
+    assert_int_equal(a.status, 429);
+    assert_string_equal(a.type, "rate_limit_error");
+    assert_string_equal(a.code, "rate_limit_exceeded");
+    assert_string_equal(a.message, "Rate limit reached for key. Limit of 7 requests per minute.");
+    assert_int_equal(a.retry_after_s, 12);
+    sb_policy_refuse_rpm(&a, 'm', 3, 0); /* the window ends now: a second, never 0 */
+    assert_string_equal(a.message, "Rate limit reached for model. Limit of 3 requests per minute.");
+    assert_int_equal(a.retry_after_s, 1);
+    sb_policy_refuse_rpm(&a, 't', INT64_MAX, -5);
+    assert_string_equal(a.message, "Rate limit reached for team. Limit of 9223372036854775807 "
+                                   "requests per minute.");
+    assert_int_equal(a.retry_after_s, 1);
+
+    assert_int_equal(sb_policy_refuse_tpm(&a, 'u', 1000, 59), 429);
+    assert_string_equal(a.type, "rate_limit_error");
+    assert_string_equal(a.code, "rate_limit_exceeded");
+    assert_string_equal(a.message, "Rate limit reached for user. Limit of 1000 tokens per minute.");
+    assert_int_equal(a.retry_after_s, 59);
+
+    a.retry_after_s = 40;
+    assert_int_equal(sb_policy_refuse_parallel(&a, 'k', 2), 429);
+    assert_string_equal(a.code, "rate_limit_exceeded");
+    assert_string_equal(a.message, "Max parallel request limit reached for key. Hit limit of 2 "
+                                   "parallel requests.");
+    assert_int_equal(a.retry_after_s, 1);
+    sb_policy_refuse_parallel(&a, 'c', 4);
+    assert_string_equal(a.message, "Max parallel request limit reached for end user. Hit limit "
+                                   "of 4 parallel requests.");
+
+    a.retry_after_s = 33;
+    assert_int_equal(sb_policy_refuse_budget(&a, 'k', "ignored", 2600000000, 2500000000), 400);
+    assert_string_equal(a.type, "budget_exceeded");
+    assert_string_equal(a.code, "budget_exceeded");
+    assert_string_equal(a.message, "Budget has been exceeded! Current cost: 2.6, Max budget: 2.5");
+    assert_int_equal(a.retry_after_s, 33); /* not a rate refusal: left alone */
+    sb_policy_refuse_budget(&a, 't', "team-1", 12345678900, 10000000000);
+    assert_string_equal(a.message, "Budget has been exceeded! Team=team-1 Current cost: "
+                                   "12.3456789, Max budget: 10");
+    sb_policy_refuse_budget(&a, 'u', "user-1", 0, 12000);
+    assert_string_equal(
+        a.message, "Budget has been exceeded! User=user-1 Current cost: 0, Max budget: 1.2e-05");
+    sb_policy_refuse_budget(&a, 'c', "cust-9", 1234567, 1000000000);
+    assert_string_equal(a.message, "Budget has been exceeded! End User=cust-9 Current cost: "
+                                   "0.001234567, Max budget: 1");
+    sb_policy_refuse_budget(&a, 'm', "gpt-4o", 250000000, 250000000);
+    assert_string_equal(a.message, "Budget has been exceeded! Model=gpt-4o Current cost: 0.25, "
+                                   "Max budget: 0.25");
+    sb_policy_refuse_budget(&a, 't', NULL, 1, 1);
+    assert_string_equal(a.message, "Budget has been exceeded! Team= Current cost: 1e-09, Max "
+                                   "budget: 1e-09");
+    /* A name longer than the message is cut, not overrun. */
+    char big[600];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    sb_policy_refuse_budget(&a, 'm', big, 1, 2);
+    assert_int_equal(strlen(a.message), sizeof a.message - 1);
+    assert_non_null(strstr(a.message, "Model=xxx"));
+
+    /* The in-memory admission says the same. */
+    struct sb_policy *p = sb_policy_new();
+    assert_int_equal(put_key(p, "sk-r", "{\"rpm_limit\":1}"), 0);
+    assert_int_equal(put_key(p, "sk-t", "{\"tpm_limit\":5}"), 0);
+    assert_int_equal(put_key(p, "sk-p", "{\"max_parallel_requests\":1}"), 0);
+    assert_int_equal(put(p, SB_ENT_TEAM, "team-z", "{\"max_budget\":0.000001,\"spend\":0.000002}"),
+                     0);
+    assert_int_equal(put_key(p, "sk-b", "{\"team_id\":\"team-z\"}"), 0);
+    struct sb_admission ok, no;
+    struct sb_admit_req r = req_for("sk-r", "gpt-4o");
+    r.now_ms = T0_MS + 30000;
+    assert_int_equal(sb_policy_admit(p, &r, &ok), 0);
+    assert_int_equal(sb_policy_admit(p, &r, &no), 429);
+    assert_string_equal(no.message, "Rate limit reached for key. Limit of 1 requests per minute.");
+    assert_int_equal(no.retry_after_s, 30);
+    sb_policy_release(p, &ok);
+
+    r = req_for("sk-t", "gpt-4o");
+    assert_int_equal(sb_policy_admit(p, &r, &ok), 0);
+    sb_policy_settle(p, &ok, 10, 6, r.now_ms);
+    assert_int_equal(sb_policy_admit(p, &r, &no), 429);
+    assert_string_equal(no.message, "Rate limit reached for key. Limit of 5 tokens per minute.");
+    assert_int_equal(no.retry_after_s, 60);
+
+    r = req_for("sk-p", "gpt-4o");
+    assert_int_equal(sb_policy_admit(p, &r, &ok), 0);
+    assert_int_equal(sb_policy_admit(p, &r, &no), 429);
+    assert_string_equal(no.message, "Max parallel request limit reached for key. Hit limit of 1 "
+                                    "parallel requests.");
+    assert_int_equal(no.retry_after_s, 1);
+    sb_policy_release(p, &ok);
+
+    r = req_for("sk-b", "gpt-4o");
+    assert_int_equal(sb_policy_admit(p, &r, &no), 400);
+    assert_string_equal(no.type, "budget_exceeded");
+    assert_string_equal(no.code, "budget_exceeded");
+    assert_string_equal(no.message, "Budget has been exceeded! Team=team-z Current cost: 2e-06, "
+                                    "Max budget: 1e-06");
+    assert_int_equal(sb_policy_reserved_total(p), 0);
+    sb_policy_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1138,6 +1247,7 @@ int main(void)
         cmocka_unit_test(test_carry),
         cmocka_unit_test(test_concurrent_budget),
         cmocka_unit_test(test_concurrent_rpm),
+        cmocka_unit_test(test_refusal_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,10 +12,20 @@
 #include "policy/shared.h"
 #include "store/redis.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 /* 2026-11-21T10:00:00Z */
@@ -327,6 +337,62 @@ static void test_verdict_malformed(void **state)
     /* Negative reserve. */
     assert_int_equal(sb_shared_parse_verdict(INTS(&t, 0, -1, 1000, 1, 2), 1, &v), -1);
     assert_int_equal(sb_shared_parse_verdict(INTS(&t, 0, INT64_MIN, 1000, 1, 2), 1, &v), -1);
+}
+
+/* The reply to a call of several admissions: one verdict per request, each read for its own
+ * number of levels; any other shape is no answer at all. */
+static void test_verdicts_batch(void **state)
+{
+    (void)state;
+    struct tree t[3];
+    redisReply top = {.type = REDIS_REPLY_ARRAY, .elements = 3};
+    redisReply *els[3];
+    top.element = els;
+    els[0] = (redisReply *)INTS(&t[0], 0, 4000, 1500, 7, -1);          /* admitted, 1 level */
+    els[1] = (redisReply *)INTS(&t[1], 1, 1, 2500, 5);                 /* RPM of level 1 */
+    els[2] = (redisReply *)INTS(&t[2], 0, 10, 1000, 1, 2, 3, 4, 5, 6); /* wrong for 2 levels */
+    size_t n[3] = {1, 2, 2};
+    struct sb_shared_verdict v[3];
+    int rc[3] = {7, 7, 7};
+    assert_int_equal(sb_shared_parse_verdicts(&top, 3, n, v, rc), 0);
+    assert_int_equal(rc[0], 0);
+    assert_int_equal(v[0].status, 0);
+    assert_int_equal(v[0].reserve, 4000);
+    assert_int_equal(v[0].rpm[0], 7);
+    assert_int_equal(v[0].tpm[0], -1);
+    assert_int_equal(rc[1], 0);
+    assert_int_equal(v[1].status, 1);
+    assert_int_equal(v[1].level, 1);
+    assert_int_equal(v[1].value, 5);
+    assert_int_equal(rc[2], -1);
+    /* Read for 3 levels, the third fits. */
+    n[2] = 3;
+    assert_int_equal(sb_shared_parse_verdicts(&top, 3, n, v, rc), 0);
+    assert_int_equal(rc[2], 0);
+    assert_int_equal(v[2].tpm[2], 6);
+
+    /* A NULL element, a nested non-array. */
+    redisReply nil = {.type = REDIS_REPLY_NIL};
+    els[1] = &nil;
+    assert_int_equal(sb_shared_parse_verdicts(&top, 3, n, v, rc), 0);
+    assert_int_equal(rc[1], -1);
+    els[1] = NULL;
+    assert_int_equal(sb_shared_parse_verdicts(&top, 3, n, v, rc), 0);
+    assert_int_equal(rc[1], -1);
+    assert_int_equal(rc[0], 0);
+
+    /* Not as many verdicts as requests, not an array, nothing. */
+    rc[0] = rc[1] = rc[2] = 7;
+    assert_int_equal(sb_shared_parse_verdicts(&top, 2, n, v, rc), -1);
+    assert_int_equal(sb_shared_parse_verdicts(&top, 4, n, v, rc), -1);
+    assert_int_equal(rc[0], 7);
+    redisReply err = {.type = REDIS_REPLY_ERROR, .str = (char *)"ERR x", .len = 5};
+    assert_int_equal(sb_shared_parse_verdicts(&err, 1, n, v, rc), -1);
+    assert_int_equal(sb_shared_parse_verdicts(NULL, 1, n, v, rc), -1);
+    /* A single verdict is not a batch of one. */
+    assert_int_equal(sb_shared_parse_verdicts(INTS(&t[0], 0, 4000, 1500, 7, -1), 1, n, v, rc), -1);
+    redisReply empty = {.type = REDIS_REPLY_ARRAY, .elements = 0};
+    assert_int_equal(sb_shared_parse_verdicts(&empty, 0, n, v, rc), 0);
 }
 
 /* ---------------------------------------------------------------- apply */
@@ -830,6 +896,754 @@ static void test_admit_not_connected(void **state)
     sb_shared_close(NULL);
 }
 
+/* ---------------------------------------------------------------- a real Redis */
+
+/* A redis-server of our own on a free port (skipped when Debian's redis-server is not
+ * installed), a loop, a policy with two keys: one with a budget, RPM, TPM and a parallel
+ * limit; one in a team that has a budget (two levels per request). */
+struct live {
+    pid_t pid;
+    int port;
+    char dir[64];
+    redisContext *rc; /* synchronous: the test's own view of Redis */
+    uv_loop_t loop;
+    uv_timer_t tick;
+    struct sb_shared *s;
+    struct sb_policy *p;
+    char hash1[65], hash2[65];
+};
+
+static bool have_redis_server(void)
+{
+    const char *path = getenv("PATH");
+    char buf[512];
+    for (const char *at = path ? path : "/usr/bin"; at && *at;) {
+        const char *end = strchr(at, ':');
+        size_t n = end ? (size_t)(end - at) : strlen(at);
+        snprintf(buf, sizeof buf, "%.*s/redis-server", (int)n, at);
+        if (access(buf, X_OK) == 0)
+            return true;
+        at = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static redisReply *cmd(struct live *L, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(L->rc, fmt, ap);
+    va_end(ap);
+    assert_non_null(r);
+    return r;
+}
+
+static long long cmd_int(struct live *L, const char *fmt, const char *a1, const char *a2)
+{
+    redisReply *r = a2 ? cmd(L, fmt, a1, a2) : cmd(L, fmt, a1);
+    long long v = -1;
+    if (r->type == REDIS_REPLY_INTEGER)
+        v = r->integer;
+    else if (r->type == REDIS_REPLY_STRING)
+        v = strtoll(r->str, NULL, 10);
+    else if (r->type == REDIS_REPLY_NIL)
+        v = 0;
+    freeReplyObject(r);
+    return v;
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Runs the loop until *flag, or fails after `ms`. */
+static void run_until(struct live *L, const bool *flag, int ms, const char *what)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (!*flag) {
+        if (now_ms() > end)
+            fail_msg("timed out waiting for %s", what);
+        uv_run(&L->loop, UV_RUN_ONCE);
+    }
+}
+
+static void run_for(struct live *L, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (now_ms() < end)
+        uv_run(&L->loop, UV_RUN_ONCE);
+}
+
+static void connect_shared(struct live *L, int timeout_ms)
+{
+    struct sb_redis_url url;
+    char err[200], u[64];
+    snprintf(u, sizeof u, "redis://127.0.0.1:%d", L->port);
+    assert_int_equal(sb_redis_parse_url(u, &url, err, sizeof err), 0);
+    L->s = sb_shared_new(&L->loop, &url, timeout_ms);
+    assert_non_null(L->s);
+    uint64_t end = now_ms() + 5000;
+    while (!sb_shared_ready(L->s)) {
+        if (now_ms() > end)
+            fail_msg("no connection to the test's redis-server");
+        uv_run(&L->loop, UV_RUN_ONCE);
+    }
+}
+
+static int live_setup(void **state)
+{
+    if (!have_redis_server()) {
+        *state = NULL;
+        return 0;
+    }
+    struct live *L = calloc(1, sizeof *L);
+    assert_non_null(L);
+    L->port = free_port();
+    snprintf(L->dir, sizeof L->dir, "/tmp/sb-test-redis-XXXXXX");
+    assert_non_null(mkdtemp(L->dir));
+    char port[16];
+    snprintf(port, sizeof port, "%d", L->port);
+    L->pid = fork();
+    assert_true(L->pid >= 0);
+    if (L->pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) {
+            dup2(null, 1);
+            dup2(null, 2);
+        }
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", L->dir, (char *)NULL);
+        _exit(127);
+    }
+    uint64_t end = now_ms() + 10000;
+    for (;;) {
+        struct timeval tv = {1, 0};
+        L->rc = redisConnectWithTimeout("127.0.0.1", L->port, tv);
+        if (L->rc && !L->rc->err) {
+            redisReply *r = redisCommand(L->rc, "PING");
+            bool up = r && r->type == REDIS_REPLY_STATUS;
+            freeReplyObject(r);
+            if (up)
+                break;
+        }
+        if (L->rc)
+            redisFree(L->rc);
+        L->rc = NULL;
+        if (now_ms() > end)
+            fail_msg("redis-server did not start");
+        usleep(20000);
+    }
+    assert_int_equal(uv_loop_init(&L->loop), 0);
+    /* Wakes the loop often, so that run_until sees its deadline. */
+    uv_timer_init(&L->loop, &L->tick);
+    uv_timer_start(&L->tick, on_tick, 5, 5);
+
+    L->p = sb_policy_new();
+    sb_policy_hash_key("sk-batch-1", 10, L->hash1);
+    sb_policy_hash_key("sk-batch-2", 10, L->hash2);
+    assert_int_equal(put(L->p, SB_ENT_KEY, L->hash1,
+                         "{\"rpm_limit\":100000,\"tpm_limit\":100000000,"
+                         "\"max_parallel_requests\":10000,\"max_budget\":1000,\"spend\":0.25}"),
+                     0);
+    assert_int_equal(put(L->p, SB_ENT_TEAM, "team-b", "{\"max_budget\":1000,\"spend\":0.5}"), 0);
+    assert_int_equal(
+        put(L->p, SB_ENT_KEY, L->hash2, "{\"team_id\":\"team-b\",\"max_parallel_requests\":10000}"),
+        0);
+    *state = L;
+    return 0;
+}
+
+static void on_closed_tick(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static int live_teardown(void **state)
+{
+    struct live *L = *state;
+    if (!L)
+        return 0;
+    if (L->s)
+        sb_shared_close(L->s);
+    if (!uv_is_closing((uv_handle_t *)&L->tick))
+        uv_close((uv_handle_t *)&L->tick, on_closed_tick);
+    uv_run(&L->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&L->loop), 0);
+    if (L->rc)
+        redisFree(L->rc);
+    kill(L->pid, SIGCONT);
+    kill(L->pid, SIGKILL);
+    waitpid(L->pid, NULL, 0);
+    char path[128];
+    snprintf(path, sizeof path, "%s/dump.rdb", L->dir);
+    unlink(path);
+    rmdir(L->dir);
+    assert_int_equal(sb_policy_reserved_total(L->p), 0);
+    sb_policy_free(L->p);
+    free(L);
+    return 0;
+}
+
+/* One request as the proxy makes it: admitted in memory, then in Redis. */
+struct req {
+    struct live *L;
+    struct sb_admission a;
+    struct sb_shared_ticket t;
+    struct sb_shared_call *call;
+    enum sb_shared_outcome outcome;
+    bool answered;
+};
+
+static int answered;
+
+static void on_req(void *ud, enum sb_shared_outcome outcome)
+{
+    struct req *r = ud;
+    r->outcome = outcome;
+    r->answered = true;
+    answered++;
+}
+
+static void admit_req(struct live *L, struct req *r, bool second_key)
+{
+    memset(r, 0, sizeof *r);
+    r->L = L;
+    struct sb_admit_req q = req_for(second_key ? "sk-batch-2" : "sk-batch-1", "gpt-4o", NULL);
+    q.now_ms = (int64_t)time(NULL) * 1000;
+    assert_int_equal(sb_policy_admit(L->p, &q, &r->a), 0);
+    assert_true(sb_shared_admit(L->s, L->p, &r->a, &r->t, on_req, r, &r->call));
+    assert_non_null(r->call);
+}
+
+static void admit_all(struct live *L, struct req *rs, size_t n)
+{
+    answered = 0;
+    for (size_t i = 0; i < n; i++)
+        admit_req(L, &rs[i], i % 3 == 2);
+    assert_int_equal(answered, 0); /* every answer comes from the loop, full batches' too */
+    bool done = false;
+    uint64_t end = now_ms() + 5000;
+    while (!done) {
+        done = answered == (int)n;
+        if (now_ms() > end)
+            fail_msg("%d of %zu admissions answered", answered, n);
+        if (!done)
+            uv_run(&L->loop, UV_RUN_ONCE);
+    }
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(rs[i].outcome, SB_SHARED_ADMITTED);
+        assert_true(rs[i].t.active);
+        assert_int_equal(rs[i].t.reserved, 5000);
+    }
+}
+
+static long long hash_sum(struct live *L, const char *key)
+{
+    redisReply *r = cmd(L, "HVALS %s", key);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    long long sum = 0;
+    for (size_t i = 0; i < r->elements; i++)
+        sum += strtoll(r->element[i]->str, NULL, 10);
+    freeReplyObject(r);
+    return sum;
+}
+
+/* The tokens of every minute window of a level. */
+static long long window_sum(struct live *L, const char *level)
+{
+    redisReply *r = cmd(L, "KEYS sb:%s:t:*", level);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    long long sum = 0;
+    for (size_t i = 0; i < r->elements; i++)
+        sum += cmd_int(L, "GET %s", r->element[i]->str, NULL);
+    freeReplyObject(r);
+    return sum;
+}
+
+static void settled_until(struct live *L, uint64_t settled)
+{
+    uint64_t end = now_ms() + 5000;
+    struct sb_shared_stats st;
+    for (;;) {
+        sb_shared_get_stats(L->s, &st);
+        if (st.settled + st.dropped >= settled)
+            break;
+        if (now_ms() > end)
+            fail_msg("%llu of %llu settled", (unsigned long long)st.settled,
+                     (unsigned long long)settled);
+        uv_run(&L->loop, UV_RUN_ONCE);
+    }
+}
+
+#define N_BURST 150
+
+/* Requests that end in one loop pass are settled in ceil(n / 64) script calls, each exactly
+ * once: the shared spend grows by the billed sum, the TPM windows by the tokens, and no
+ * reservation or in-flight slot is left, at one level or two. */
+static void test_batch_settles_exactly(void **state)
+{
+    struct live *L = *state;
+    if (!L)
+        skip();
+    connect_shared(L, 1000);
+    static struct req rs[N_BURST];
+    admit_all(L, rs, N_BURST);
+    struct sb_shared_stats st;
+    sb_shared_get_stats(L->s, &st);
+    assert_int_equal(st.admit_calls, (N_BURST + 31) / 32);
+    assert_int_equal(st.admissions_sent, N_BURST);
+    assert_int_equal(st.settle_calls, 0);
+
+    char k1[80], k2[80];
+    snprintf(k1, sizeof k1, "sb:k:%s", L->hash1);
+    snprintf(k2, sizeof k2, "sb:k:%s", L->hash2);
+    size_t n1 = 0, n2 = 0;
+    for (size_t i = 0; i < N_BURST; i++)
+        *(i % 3 == 2 ? &n2 : &n1) += 1;
+    char key[128];
+    snprintf(key, sizeof key, "%s:p", k1);
+    assert_int_equal(hash_sum(L, key), (long long)n1);
+    snprintf(key, sizeof key, "%s:v", k1);
+    assert_int_equal(hash_sum(L, key), 5000LL * (long long)n1);
+    assert_int_equal(hash_sum(L, "sb:t:team-b:v"), 5000LL * (long long)n2);
+
+    /* Every request ends in this one pass; the tickets are wiped right after, as a freed
+     * request's would be. */
+    long long billed1 = 0, billed2 = 0, tokens1 = 0;
+    for (size_t i = 0; i < N_BURST; i++) {
+        int64_t cost = 1000 + (int64_t)i, tokens = 10 + (int64_t)(i % 7);
+        sb_shared_finish(L->s, &rs[i].t, cost, tokens);
+        assert_false(rs[i].t.active);
+        memset(&rs[i].t, 0x5a, sizeof rs[i].t);
+        rs[i].t.active = false;
+        if (i % 3 == 2) {
+            billed2 += cost;
+        } else {
+            billed1 += cost;
+            tokens1 += tokens;
+        }
+        sb_policy_settle(L->p, &rs[i].a, cost, tokens, (int64_t)time(NULL) * 1000);
+    }
+    /* Two full batches went at once; the rest waits for the end of the pass. */
+    sb_shared_get_stats(L->s, &st);
+    assert_int_equal(st.settle_calls, 2);
+    assert_int_equal(st.settlements_sent, 128);
+    settled_until(L, N_BURST);
+    sb_shared_get_stats(L->s, &st);
+    assert_int_equal(st.settle_calls, 3);
+    assert_int_equal(st.settlements_sent, N_BURST);
+    assert_int_equal(st.settled, N_BURST);
+    assert_int_equal(st.dropped, 0);
+
+    snprintf(key, sizeof key, "%s:b", k1);
+    assert_int_equal(cmd_int(L, "HGET %s %s", key, "spend"), 250000000LL + billed1);
+    assert_int_equal(cmd_int(L, "HGET %s %s", "sb:t:team-b:b", "spend"), 500000000LL + billed2);
+    snprintf(key, sizeof key, "k:%s", L->hash1);
+    assert_int_equal(window_sum(L, key), tokens1);
+    snprintf(key, sizeof key, "%s:p", k1);
+    assert_int_equal(cmd_int(L, "HLEN %s", key, NULL), 0);
+    snprintf(key, sizeof key, "%s:v", k1);
+    assert_int_equal(cmd_int(L, "HLEN %s", key, NULL), 0);
+    snprintf(key, sizeof key, "%s:p", k2);
+    assert_int_equal(cmd_int(L, "HLEN %s", key, NULL), 0);
+    assert_int_equal(cmd_int(L, "HLEN %s", "sb:t:team-b:v", NULL), 0);
+
+    /* A second pass reuses the structs of the first and settles as exactly. */
+    admit_all(L, rs, 5);
+    for (size_t i = 0; i < 5; i++) {
+        sb_shared_finish(L->s, &rs[i].t, 7, 1);
+        sb_policy_release(L->p, &rs[i].a);
+    }
+    settled_until(L, N_BURST + 5);
+    sb_shared_get_stats(L->s, &st);
+    assert_int_equal(st.settle_calls, 4);
+    assert_int_equal(st.settled, N_BURST + 5);
+    snprintf(key, sizeof key, "%s:b", k1);
+    assert_int_equal(cmd_int(L, "HGET %s %s", key, "spend"), 250000000LL + billed1 + 4 * 7);
+    snprintf(key, sizeof key, "%s:p", k1);
+    assert_int_equal(cmd_int(L, "HLEN %s", key, NULL), 0);
+}
+
+static long long eval_calls(struct live *L)
+{
+    redisReply *r = cmd(L, "INFO commandstats");
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    const char *at = strstr(r->str, "cmdstat_eval:calls=");
+    long long n = at ? strtoll(at + 19, NULL, 10) : 0;
+    freeReplyObject(r);
+    return n;
+}
+
+/* The first settlements on a connection carry the script's text; then its hash. After SCRIPT
+ * FLUSH both scripts are sent again as text, and a batch is still applied once. */
+static void test_batch_noscript(void **state)
+{
+    struct live *L = *state;
+    if (!L)
+        skip();
+    connect_shared(L, 1000);
+    struct req rs[3];
+    char key[128];
+    snprintf(key, sizeof key, "sb:k:%s:b", L->hash1);
+    struct sb_shared_stats st;
+    for (int round = 0; round < 3; round++) {
+        if (round == 2)
+            freeReplyObject(cmd(L, "SCRIPT FLUSH"));
+        long long evals = eval_calls(L);
+        admit_all(L, rs, 3);
+        long long before = cmd_int(L, "HGET %s %s", key, "spend");
+        long long team = cmd_int(L, "HGET %s %s", "sb:t:team-b:b", "spend");
+        for (size_t i = 0; i < 3; i++) {
+            sb_shared_finish(L->s, &rs[i].t, 100, 1);
+            sb_policy_settle(L->p, &rs[i].a, 100, 1, (int64_t)time(NULL) * 1000);
+        }
+        settled_until(L, 3 * (uint64_t)(round + 1));
+        sb_shared_get_stats(L->s, &st);
+        assert_int_equal(st.settle_calls, round + 1);
+        assert_int_equal(st.settled, 3 * (round + 1));
+        assert_int_equal(cmd_int(L, "HGET %s %s", key, "spend"), before + 200);
+        assert_int_equal(cmd_int(L, "HGET %s %s", "sb:t:team-b:b", "spend"), team + 100);
+        /* A fresh server, then after the flush: the admissions' call is resent as text after
+         * its NOSCRIPT, and the settlement goes as text (the first on this connection) or is
+         * resent so (after the flush). In between: every call by hash. */
+        assert_int_equal(eval_calls(L) - evals, round == 1 ? 0 : 2);
+    }
+    snprintf(key, sizeof key, "sb:k:%s:p", L->hash1);
+    assert_int_equal(cmd_int(L, "HLEN %s", key, NULL), 0);
+    snprintf(key, sizeof key, "sb:k:%s:v", L->hash1);
+    assert_int_equal(cmd_int(L, "HLEN %s", key, NULL), 0);
+    assert_int_equal(st.dropped, 0);
+}
+
+/* A request cancelled before its answer: the callback never comes, and what Redis admitted
+ * for it is settled (released) with the next batch. */
+static void test_batch_cancelled(void **state)
+{
+    struct live *L = *state;
+    if (!L)
+        skip();
+    connect_shared(L, 1000);
+    struct req rs[3];
+    answered = 0;
+    for (size_t i = 0; i < 3; i++)
+        admit_req(L, &rs[i], false);
+    sb_shared_cancel(rs[0].call);
+    sb_shared_cancel(rs[2].call);
+    run_until(L, &rs[1].answered, 5000, "the answer");
+    settled_until(L, 2);
+    assert_false(rs[0].answered);
+    assert_false(rs[2].answered);
+    assert_int_equal(answered, 1);
+    char key[128];
+    snprintf(key, sizeof key, "sb:k:%s:p", L->hash1);
+    assert_int_equal(hash_sum(L, key), 1); /* only the one still running */
+    sb_shared_finish(L->s, &rs[1].t, 0, 0);
+    settled_until(L, 3);
+    assert_int_equal(cmd_int(L, "HLEN %s", key, NULL), 0);
+    for (size_t i = 0; i < 3; i++)
+        sb_policy_release(L->p, &rs[i].a);
+}
+
+/* Redis paused: the batch's call times out and its settlements are dropped, as one failed
+ * settlement always was; without a connection they are dropped at once. */
+static void test_batch_redis_down(void **state)
+{
+    struct live *L = *state;
+    if (!L)
+        skip();
+    connect_shared(L, 150);
+    struct req rs[3];
+    admit_all(L, rs, 3);
+    kill(L->pid, SIGSTOP);
+    sb_shared_finish(L->s, &rs[0].t, 100, 1);
+    sb_shared_finish(L->s, &rs[1].t, 100, 1);
+    settled_until(L, 2);
+    struct sb_shared_stats st;
+    sb_shared_get_stats(L->s, &st);
+    assert_int_equal(st.settle_calls, 1);
+    assert_int_equal(st.settled, 0);
+    assert_int_equal(st.dropped, 2);
+    assert_false(sb_shared_ready(L->s)); /* the timeout dropped the connection */
+    sb_shared_finish(L->s, &rs[2].t, 100, 1);
+    assert_false(rs[2].t.active);
+    sb_shared_get_stats(L->s, &st);
+    assert_int_equal(st.dropped, 3);
+    assert_int_equal(st.settle_calls, 1);
+    kill(L->pid, SIGCONT);
+    for (size_t i = 0; i < 3; i++)
+        sb_policy_release(L->p, &rs[i].a);
+    /* Back: what the lost connection held is not this connection's to release. */
+    run_for(L, 50);
+}
+
+/* Two instances (two policies, each admitting in memory up to its own RPM 40) send 60
+ * requests of one key in one pass: Redis admits exactly 40, in order (x-ratelimit values
+ * 39..0, each once), and refuses the other 20 with the in-memory admission's text. */
+static void test_batch_admissions_exact(void **state)
+{
+    struct live *L = *state;
+    if (!L)
+        skip();
+    connect_shared(L, 1000);
+    struct sb_policy *p2 = sb_policy_new();
+    char h[65];
+    sb_policy_hash_key("sk-batch-3", 10, h);
+    assert_int_equal(put(L->p, SB_ENT_KEY, h, "{\"rpm_limit\":40}"), 0);
+    assert_int_equal(put(p2, SB_ENT_KEY, h, "{\"rpm_limit\":40}"), 0);
+    static struct req rs[60];
+    answered = 0;
+    for (size_t i = 0; i < 60; i++) {
+        struct req *r = &rs[i];
+        memset(r, 0, sizeof *r);
+        struct sb_policy *p = i % 2 ? p2 : L->p;
+        struct sb_admit_req q = req_for("sk-batch-3", "gpt-4o", NULL);
+        q.now_ms = (int64_t)time(NULL) * 1000;
+        assert_int_equal(sb_policy_admit(p, &q, &r->a), 0);
+        assert_true(sb_shared_admit(L->s, p, &r->a, &r->t, on_req, r, &r->call));
+    }
+    assert_int_equal(answered, 0);
+    bool all = false;
+    uint64_t end = now_ms() + 5000;
+    while (!all) {
+        all = answered == 60;
+        if (now_ms() > end)
+            fail_msg("%d answers", answered);
+        if (!all)
+            uv_run(&L->loop, UV_RUN_ONCE);
+    }
+    struct sb_shared_stats st;
+    sb_shared_get_stats(L->s, &st);
+    assert_int_equal(st.admit_calls, 2);
+    bool seen[40] = {false};
+    int ok = 0, refused = 0;
+    for (size_t i = 0; i < 60; i++) {
+        struct req *r = &rs[i];
+        if (r->outcome == SB_SHARED_ADMITTED) {
+            ok++;
+            assert_true(r->t.active);
+            assert_int_equal(r->a.limit_requests, 40);
+            assert_true(r->a.remaining_requests >= 0 && r->a.remaining_requests < 40);
+            assert_false(seen[r->a.remaining_requests]);
+            seen[r->a.remaining_requests] = true;
+            /* In order: the first 40 of the pass are the ones admitted. */
+            assert_true(i < 40);
+            sb_shared_finish(L->s, &r->t, 0, 0);
+        } else {
+            refused++;
+            assert_int_equal(r->outcome, SB_SHARED_REFUSED);
+            assert_false(r->t.active);
+            assert_int_equal(r->a.status, 429);
+            assert_string_equal(r->a.message,
+                                "Rate limit reached for key. Limit of 40 requests per minute.");
+            assert_true(r->a.retry_after_s >= 1 && r->a.retry_after_s <= 60);
+        }
+        sb_policy_release(i % 2 ? p2 : L->p, &r->a);
+    }
+    assert_int_equal(ok, 40);
+    assert_int_equal(refused, 20);
+    settled_until(L, 40);
+    assert_int_equal(sb_policy_reserved_total(p2), 0);
+    sb_policy_free(p2);
+}
+
+/* 30 requests of one key from two instances in one pass, each instance allowing them all in
+ * memory: `rec` for the key in both policies. Fills rs and returns how many Redis admitted. */
+static int burst_two(struct live *L, struct sb_policy *p2, const char *key, const char *rec,
+                     struct req *rs, size_t n)
+{
+    char h[65];
+    sb_policy_hash_key(key, strlen(key), h);
+    assert_int_equal(put(L->p, SB_ENT_KEY, h, rec), 0);
+    assert_int_equal(put(p2, SB_ENT_KEY, h, rec), 0);
+    answered = 0;
+    for (size_t i = 0; i < n; i++) {
+        memset(&rs[i], 0, sizeof rs[i]);
+        struct sb_admit_req q = req_for(key, "gpt-4o", NULL);
+        q.now_ms = (int64_t)time(NULL) * 1000;
+        assert_int_equal(sb_policy_admit(i % 2 ? p2 : L->p, &q, &rs[i].a), 0);
+        assert_true(sb_shared_admit(L->s, i % 2 ? p2 : L->p, &rs[i].a, &rs[i].t, on_req, &rs[i],
+                                    &rs[i].call));
+    }
+    uint64_t end = now_ms() + 5000;
+    while (answered < (int)n) {
+        if (now_ms() > end)
+            fail_msg("%d answers", answered);
+        uv_run(&L->loop, UV_RUN_ONCE);
+    }
+    int ok = 0;
+    for (size_t i = 0; i < n; i++)
+        ok += rs[i].outcome == SB_SHARED_ADMITTED;
+    return ok;
+}
+
+/* Within one call, parallel slots and budget reservations held by the requests before count
+ * for the next exactly as across calls; the holds written at the end of the call are what the
+ * admitted requests hold, and one settlement call gives them all back. */
+static void test_batch_admissions_holds(void **state)
+{
+    struct live *L = *state;
+    if (!L)
+        skip();
+    connect_shared(L, 1000);
+    struct sb_policy *p2 = sb_policy_new();
+    static struct req rs[30];
+    const char *id = NULL;
+    char h[65], key[128];
+
+    assert_int_equal(burst_two(L, p2, "sk-batch-par", "{\"max_parallel_requests\":25}", rs, 30),
+                     25);
+    for (size_t i = 25; i < 30; i++) {
+        assert_int_equal(rs[i].outcome, SB_SHARED_REFUSED);
+        assert_string_equal(rs[i].a.message, "Max parallel request limit reached for key. Hit "
+                                             "limit of 25 parallel requests.");
+    }
+    id = rs[0].t.conn;
+    sb_policy_hash_key("sk-batch-par", 12, h);
+    snprintf(key, sizeof key, "sb:k:%s:p", h);
+    assert_int_equal(cmd_int(L, "HGET %s %s", key, id), 25);
+    for (size_t i = 0; i < 30; i++) {
+        sb_shared_finish(L->s, &rs[i].t, 0, 0);
+        sb_policy_release(i % 2 ? p2 : L->p, &rs[i].a);
+    }
+    settled_until(L, 25);
+    assert_int_equal(cmd_int(L, "HLEN %s", key, NULL), 0);
+
+    /* $0.0001 pays for 20 reservations of 5000 nano: the 21st finds nothing left. */
+    assert_int_equal(
+        burst_two(L, p2, "sk-batch-budget", "{\"max_budget\":0.0001,\"spend\":0}", rs, 30), 20);
+    for (size_t i = 0; i < 30; i++) {
+        if (i < 20) {
+            assert_int_equal(rs[i].outcome, SB_SHARED_ADMITTED);
+            assert_int_equal(rs[i].t.reserved, 5000);
+            continue;
+        }
+        assert_int_equal(rs[i].outcome, SB_SHARED_REFUSED);
+        assert_int_equal(rs[i].a.status, 400);
+        assert_string_equal(rs[i].a.message,
+                            "Budget has been exceeded! Current cost: 0, Max budget: 0.0001");
+    }
+    sb_policy_hash_key("sk-batch-budget", 15, h);
+    snprintf(key, sizeof key, "sb:k:%s:v", h);
+    assert_int_equal(cmd_int(L, "HGET %s %s", key, id), 100000);
+    for (size_t i = 0; i < 30; i++) {
+        sb_shared_finish(L->s, &rs[i].t, 1000 + (int64_t)i, 0);
+        sb_policy_release(i % 2 ? p2 : L->p, &rs[i].a);
+    }
+    settled_until(L, 45);
+    assert_int_equal(cmd_int(L, "HLEN %s", key, NULL), 0);
+    snprintf(key, sizeof key, "sb:k:%s:b", h);
+    assert_int_equal(cmd_int(L, "HGET %s %s", key, "spend"), 20 * 1000 + 190);
+
+    /* Sums past 2^53 are written as integers, not in exponent form. */
+    assert_int_equal(burst_two(L, p2, "sk-batch-big", "{\"max_budget\":1e9,\"spend\":0}", rs, 4),
+                     4);
+    for (size_t i = 0; i < 4; i++) {
+        sb_shared_finish(L->s, &rs[i].t, INT64_C(9007199254740991), 0);
+        sb_policy_release(i % 2 ? p2 : L->p, &rs[i].a);
+    }
+    settled_until(L, 49);
+    struct sb_shared_stats st;
+    sb_shared_get_stats(L->s, &st);
+    assert_int_equal(st.settled, 49);
+    sb_policy_hash_key("sk-batch-big", 12, h);
+    snprintf(key, sizeof key, "sb:k:%s:b", h);
+    /* 4 * (2^53 - 1): exact as a double (a power of two times an exact one). */
+    assert_int_equal(cmd_int(L, "HGET %s %s", key, "spend"),
+                     INT64_C(4) * INT64_C(9007199254740991));
+    sb_policy_free(p2);
+}
+
+/* Admissions queued while Redis is paused: their call times out and each request goes on
+ * with the in-memory admission alone, answered from the loop. */
+static void test_batch_admissions_timeout(void **state)
+{
+    struct live *L = *state;
+    if (!L)
+        skip();
+    connect_shared(L, 150);
+    kill(L->pid, SIGSTOP);
+    struct req rs[3];
+    answered = 0;
+    for (size_t i = 0; i < 3; i++)
+        admit_req(L, &rs[i], i == 2);
+    sb_shared_cancel(rs[1].call);
+    assert_int_equal(answered, 0);
+    uint64_t end = now_ms() + 3000;
+    while (answered < 2) {
+        if (now_ms() > end)
+            fail_msg("%d answers", answered);
+        uv_run(&L->loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(rs[0].outcome, SB_SHARED_LOCAL);
+    assert_int_equal(rs[2].outcome, SB_SHARED_LOCAL);
+    assert_false(rs[1].answered);
+    assert_false(rs[0].t.active);
+    assert_int_equal(rs[0].a.status, 0);
+    assert_false(sb_shared_ready(L->s));
+    /* Not connected: nothing to wait for. */
+    struct req late;
+    memset(&late, 0, sizeof late);
+    struct sb_admit_req q = req_for("sk-batch-1", "gpt-4o", NULL);
+    assert_int_equal(sb_policy_admit(L->p, &q, &late.a), 0);
+    assert_false(sb_shared_admit(L->s, L->p, &late.a, &late.t, on_req, &late, &late.call));
+    sb_policy_release(L->p, &late.a);
+    kill(L->pid, SIGCONT);
+    for (size_t i = 0; i < 3; i++)
+        sb_policy_release(L->p, &rs[i].a);
+}
+
+/* Closed with settlements still queued: they are sent before the connection closes; the
+ * struct, its spare structs and its handle are freed once the answers are in. */
+static void test_batch_close_flushes(void **state)
+{
+    struct live *L = *state;
+    if (!L)
+        skip();
+    connect_shared(L, 1000);
+    struct req rs[70];
+    admit_all(L, rs, 70);
+    char key[128];
+    snprintf(key, sizeof key, "sb:k:%s:b", L->hash1);
+    long long before = cmd_int(L, "HGET %s %s", key, "spend");
+    long long billed = 0;
+    for (size_t i = 0; i < 70; i++) {
+        sb_shared_finish(L->s, &rs[i].t, 3, 1);
+        if (i % 3 != 2)
+            billed += 3;
+        sb_policy_settle(L->p, &rs[i].a, 3, 1, (int64_t)time(NULL) * 1000);
+    }
+    struct sb_shared_stats st;
+    sb_shared_get_stats(L->s, &st);
+    assert_int_equal(st.settle_calls, 1); /* 64 sent, 6 waiting for the end of the pass */
+    sb_shared_close(L->s);
+    L->s = NULL;
+    uv_close((uv_handle_t *)&L->tick, on_closed_tick);
+    uv_run(&L->loop, UV_RUN_DEFAULT);
+    assert_int_equal(cmd_int(L, "HGET %s %s", key, "spend"), before + billed);
+    snprintf(key, sizeof key, "sb:k:%s:p", L->hash1);
+    assert_int_equal(cmd_int(L, "HLEN %s", key, NULL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -838,11 +1652,20 @@ int main(void)
         cmocka_unit_test(test_verdict_admitted),
         cmocka_unit_test(test_verdict_refused),
         cmocka_unit_test(test_verdict_malformed),
+        cmocka_unit_test(test_verdicts_batch),
         cmocka_unit_test(test_apply_refusals),
         cmocka_unit_test(test_apply_admitted_budget),
         cmocka_unit_test(test_apply_ratelimit_values),
         cmocka_unit_test(test_policy_levels),
         cmocka_unit_test(test_admit_not_connected),
+        cmocka_unit_test_setup_teardown(test_batch_settles_exactly, live_setup, live_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_noscript, live_setup, live_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_cancelled, live_setup, live_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_redis_down, live_setup, live_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_close_flushes, live_setup, live_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_admissions_exact, live_setup, live_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_admissions_holds, live_setup, live_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_admissions_timeout, live_setup, live_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
