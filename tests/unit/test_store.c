@@ -1595,6 +1595,7 @@ static void test_file_reopen(void **state)
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
     sqlite3_finalize(st);
+    assert_int_equal(raw_int(db, "PRAGMA page_size"), 16384); /* a new file's */
     /* The plaintext of nothing: the ledger holds the hash given, nothing else. */
     assert_int_equal(raw_int(db,
                              "SELECT COUNT(*) FROM sb_keys WHERE token = "
