@@ -9,6 +9,7 @@
 #include "config/config.h"
 #include "core/buf.h"
 #include "core/error.h"
+#include "core/spares.h"
 #include "http/server.h"
 #include "ledger/ledger.h"
 #include "policy/policy.h"
@@ -91,8 +92,7 @@ struct sb_gw_worker {
     char ts_prefix[32]; /* "2026-11-21T19:05:40." */
     /* Finished requests' structs kept for the next ones (a few KiB each: glibc serves that
      * size from its bins, not its per-thread cache, at a cost per request). */
-    struct sb_api_req *spare;
-    size_t nspare;
+    struct sb_spares spare;
 };
 
 int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nworkers);
@@ -127,7 +127,7 @@ struct sb_proxy;
 /* Per-exchange state of the API layer (x->hdata); freed when the exchange ends. */
 struct sb_api_req {
     struct sb_gw_worker *gw_w;
-    struct sb_api_req *next_spare; /* in gw_w->spare */
+    struct sb_spare spare; /* kept in gw_w->spare once finished */
     struct sb_exchange *x;
     enum sb_dialect dialect; /* the client's: OpenAI, or Anthropic on /v1/messages */
     struct sb_request_record rec;

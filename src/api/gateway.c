@@ -372,11 +372,9 @@ void sb_gateway_worker_stop(struct sb_worker *w)
     sb_upstream_close(gw_w->up);
     sb_shared_close(gw_w->shared);
     sb_buf_free(&gw_w->access_log);
-    while (gw_w->spare) {
-        struct sb_api_req *r = gw_w->spare;
-        gw_w->spare = r->next_spare;
-        free(r);
-    }
+    struct sb_spare *l;
+    while ((l = sb_spares_take(&gw_w->spare)))
+        free(SB_SPARE_OF(l, struct sb_api_req, spare));
     sb_worker_set_flush_hook(w, NULL);
     sb_worker_set_before_flush_hook(w, NULL);
     sb_worker_set_data(w, NULL);
@@ -609,11 +607,10 @@ void sb_api_fail_hdr(struct sb_api_req *r, int status, const char *type, const c
 
 static struct sb_api_req *req_new(struct sb_gw_worker *gw_w)
 {
-    struct sb_api_req *r = gw_w->spare;
-    if (!r)
-        return calloc(1, sizeof *r);
-    gw_w->spare = r->next_spare;
-    gw_w->nspare--;
+    struct sb_spare *l = sb_spares_take(&gw_w->spare);
+    if (!l)
+        return calloc(1, sizeof(struct sb_api_req));
+    struct sb_api_req *r = SB_SPARE_OF(l, struct sb_api_req, spare);
     memset(r, 0, sizeof *r);
     return r;
 }
@@ -623,14 +620,8 @@ static void req_free(struct sb_api_req *r)
 #ifdef SB_NO_SPARES
     free(r);
 #else
-    struct sb_gw_worker *gw_w = r->gw_w;
-    if (gw_w->nspare >= SPARE_MAX) {
+    if (!sb_spares_keep(&r->gw_w->spare, &r->spare, SPARE_MAX))
         free(r);
-        return;
-    }
-    r->next_spare = gw_w->spare;
-    gw_w->spare = r;
-    gw_w->nspare++;
 #endif
 }
 

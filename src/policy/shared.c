@@ -3,6 +3,7 @@
 #include "policy/shared.h"
 
 #include "core/buf.h"
+#include "core/spares.h"
 #include "core/log.h"
 
 #include <openssl/evp.h>
@@ -243,7 +244,7 @@ struct cmdline {
 /* One request's admission, from sb_shared_admit to its answer: its part of the call. */
 struct sb_shared_call {
     struct sb_shared *s;
-    struct sb_shared_call *next; /* the free list */
+    struct sb_spare spare;
     /* The owner's, until cancelled. */
     struct sb_admission *a;
     struct sb_shared_ticket *t;
@@ -260,7 +261,8 @@ struct sb_shared_call {
  * EVAL after NOSCRIPT). */
 struct admit_batch {
     struct sb_shared *s;
-    struct admit_batch *next; /* the free list */
+    struct admit_batch *next; /* the admissions waiting to be sent */
+    struct sb_spare spare;
     bool resent;
     size_t count;
     struct sb_shared_call *calls[ADMIT_MAX];
@@ -282,7 +284,7 @@ struct settlement {
 /* Up to BATCH_MAX settlements, queued during a loop pass, then sent as one script call. */
 struct batch {
     struct sb_shared *s;
-    struct batch *next; /* the free list */
+    struct sb_spare spare;
     bool resent;
     char conn[33]; /* the connection it was sent on */
     size_t count;
@@ -302,10 +304,7 @@ struct sb_shared {
     struct admit_batch *admit_head, *admit_tail;
     struct batch *open; /* the settlements of this loop pass, not sent yet */
     size_t in_flight;   /* script calls sent and not answered */
-    struct sb_shared_call *spare_calls;
-    struct admit_batch *spare_admits;
-    struct batch *spare_batches;
-    size_t n_spare_calls, n_spare_admits, n_spare_batches;
+    struct sb_spares spare_calls, spare_admits, spare_batches;
     bool closing, flush_closed;
     /* The connection that has answered a settlement: the script is loaded there. Until one
      * has, settlements are sent as text (EVAL), not by hash: a batch sent right before a clean
@@ -378,43 +377,27 @@ static void cmd_init(struct cmdline *cl, const char **argv, size_t *lens, int ma
 
 static struct sb_shared_call *call_get(struct sb_shared *s)
 {
-    struct sb_shared_call *c = s->spare_calls;
-    if (c) {
-        s->spare_calls = c->next;
-        s->n_spare_calls--;
-    } else {
-        c = malloc(sizeof *c);
-        if (!c)
-            return NULL;
-    }
+    struct sb_spare *l = sb_spares_take(&s->spare_calls);
+    struct sb_shared_call *c = l ? SB_SPARE_OF(l, struct sb_shared_call, spare) : malloc(sizeof *c);
+    if (!c)
+        return NULL;
     c->s = s;
-    c->next = NULL;
     cmd_init(&c->cmd, c->argv, c->lens, ADMIT_ARGS, c->text, sizeof c->text);
     return c;
 }
 
 static void call_put(struct sb_shared *s, struct sb_shared_call *c)
 {
-    if (s->closing || s->n_spare_calls >= SPARE_CALLS) {
+    if (s->closing || !sb_spares_keep(&s->spare_calls, &c->spare, SPARE_CALLS))
         free(c);
-        return;
-    }
-    c->next = s->spare_calls;
-    s->spare_calls = c;
-    s->n_spare_calls++;
 }
 
 static struct admit_batch *admits_get(struct sb_shared *s)
 {
-    struct admit_batch *b = s->spare_admits;
-    if (b) {
-        s->spare_admits = b->next;
-        s->n_spare_admits--;
-    } else {
-        b = malloc(sizeof *b);
-        if (!b)
-            return NULL;
-    }
+    struct sb_spare *l = sb_spares_take(&s->spare_admits);
+    struct admit_batch *b = l ? SB_SPARE_OF(l, struct admit_batch, spare) : malloc(sizeof *b);
+    if (!b)
+        return NULL;
     b->s = s;
     b->next = NULL;
     b->resent = false;
@@ -425,29 +408,19 @@ static struct admit_batch *admits_get(struct sb_shared *s)
 
 static void admits_put(struct sb_shared *s, struct admit_batch *b)
 {
-    if (s->closing || s->n_spare_admits >= SPARE_BATCHES) {
+    if (s->closing || !sb_spares_keep(&s->spare_admits, &b->spare, SPARE_BATCHES))
         free(b);
-        return;
-    }
-    b->next = s->spare_admits;
-    s->spare_admits = b;
-    s->n_spare_admits++;
 }
 
 static struct batch *batch_get(struct sb_shared *s)
 {
-    struct batch *b = s->spare_batches;
-    if (b) {
-        s->spare_batches = b->next;
-        s->n_spare_batches--;
-    } else {
-        b = malloc(sizeof *b);
-        if (!b)
-            return NULL;
+    struct sb_spare *l = sb_spares_take(&s->spare_batches);
+    struct batch *b = l ? SB_SPARE_OF(l, struct batch, spare) : malloc(sizeof *b);
+    if (!b)
+        return NULL;
+    if (!l)
         sb_buf_init(&b->names, BATCH_NAMES_MAX);
-    }
     b->s = s;
-    b->next = NULL;
     b->resent = false;
     b->count = 0;
     sb_buf_reset(&b->names);
@@ -463,13 +436,8 @@ static void batch_free(struct batch *b)
 
 static void batch_put(struct sb_shared *s, struct batch *b)
 {
-    if (s->closing || s->n_spare_batches >= SPARE_BATCHES) {
+    if (s->closing || !sb_spares_keep(&s->spare_batches, &b->spare, SPARE_BATCHES))
         batch_free(b);
-        return;
-    }
-    b->next = s->spare_batches;
-    s->spare_batches = b;
-    s->n_spare_batches++;
 }
 
 /* Frees the struct once it is closed and nothing refers to it any more: its prepare handle
@@ -479,21 +447,13 @@ static void maybe_free(struct sb_shared *s)
 {
     if (!s->closing || !s->flush_closed || s->in_flight > 0)
         return;
-    while (s->spare_calls) {
-        struct sb_shared_call *c = s->spare_calls;
-        s->spare_calls = c->next;
-        free(c);
-    }
-    while (s->spare_admits) {
-        struct admit_batch *b = s->spare_admits;
-        s->spare_admits = b->next;
-        free(b);
-    }
-    while (s->spare_batches) {
-        struct batch *b = s->spare_batches;
-        s->spare_batches = b->next;
-        batch_free(b);
-    }
+    struct sb_spare *l;
+    while ((l = sb_spares_take(&s->spare_calls)))
+        free(SB_SPARE_OF(l, struct sb_shared_call, spare));
+    while ((l = sb_spares_take(&s->spare_admits)))
+        free(SB_SPARE_OF(l, struct admit_batch, spare));
+    while ((l = sb_spares_take(&s->spare_batches)))
+        batch_free(SB_SPARE_OF(l, struct batch, spare));
     free(s);
 }
 
