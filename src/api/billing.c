@@ -47,14 +47,6 @@ static int64_t now_ms(void)
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
-/* Cut at cap - 1 bytes, like the snprintf it replaces (nine of these run per request). */
-static void copy(char *dst, size_t cap, const char *s)
-{
-    size_t n = s ? strnlen(s, cap - 1) : 0;
-    memcpy(dst, s ? s : "", n);
-    dst[n] = '\0';
-}
-
 /* A model without a price is said once per deployment in the log (and on every response in a
  * header, by the proxy), never billed silently as zero. */
 static void warn_unpriced(struct sb_gateway *gw, const struct sb_deployment *d)
@@ -121,17 +113,17 @@ void sb_api_bill(struct sb_api_req *r, int status)
         return; /* nothing reached a provider: nothing to bill */
     struct sb_spend_row row;
     memset(&row, 0, sizeof row);
-    copy(row.request_id, sizeof row.request_id, r->ledger_id);
+    sb_str_copy(row.request_id, sizeof row.request_id, r->ledger_id);
     if (!r->master) {
-        copy(row.key_hash, sizeof row.key_hash, r->adm.key_hash);
-        copy(row.team_id, sizeof row.team_id, r->adm.team_id);
-        copy(row.user_id, sizeof row.user_id, r->adm.user_id);
+        sb_str_copy(row.key_hash, sizeof row.key_hash, r->adm.key_hash);
+        sb_str_copy(row.team_id, sizeof row.team_id, r->adm.team_id);
+        sb_str_copy(row.user_id, sizeof row.user_id, r->adm.user_id);
     }
-    copy(row.end_user, sizeof row.end_user, r->end_user);
-    copy(row.model, sizeof row.model,
-         rec->model >= 0 ? gw->cfg->model_names[rec->model] : d->model_name);
-    copy(row.deployment, sizeof row.deployment, d->litellm_model);
-    copy(row.provider, sizeof row.provider, d->provider_name);
+    sb_str_copy(row.end_user, sizeof row.end_user, r->end_user);
+    sb_str_copy(row.model, sizeof row.model,
+                rec->model >= 0 ? gw->cfg->model_names[rec->model] : d->model_name);
+    sb_str_copy(row.deployment, sizeof row.deployment, d->litellm_model);
+    sb_str_copy(row.provider, sizeof row.provider, d->provider_name);
     row.prompt_tokens = usage ? sb_usage_prompt(&u) : 0;
     row.completion_tokens = usage && u.output > 0 ? u.output : 0;
     row.cache_read_tokens = u.cache_read > 0 ? u.cache_read : 0;
@@ -143,7 +135,7 @@ void sb_api_bill(struct sb_api_req *r, int status)
     row.end_ms = end;
     row.start_ms = end - (int64_t)((uv_hrtime() - r->x->t_start_ns) / 1000000);
     row.status = status;
-    copy(row.route, sizeof row.route, sb_route_name(rec->route));
+    sb_str_copy(row.route, sizeof row.route, sb_route_name(rec->route));
     if (sb_ledger_record(gw->ledger, r->gw_w->index, &row) != 0)
         sb_error("request %s: the spend row could not be journaled", r->request_id);
 }

@@ -191,3 +191,11 @@ void sb_buf_swap(struct sb_buf *a, struct sb_buf *b)
     *a = *b;
     *b = t;
 }
+
+void sb_str_copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = src != NULL ? strnlen(src, cap - 1) : 0;
+    if (n > 0)
+        memcpy(dst, src, n);
+    dst[n] = '\0';
+}

@@ -43,4 +43,8 @@ void sb_buf_consume(struct sb_buf *b, size_t n);
 char *sb_buf_take(struct sb_buf *b, size_t *len);
 void sb_buf_swap(struct sb_buf *a, struct sb_buf *b);
 
+/* Copies the C string `src` (NULL: empty) into dst[cap] (cap >= 1), cut at cap - 1 bytes,
+ * always NUL-terminated: snprintf(dst, cap, "%s", src) without the format machinery. */
+void sb_str_copy(char *dst, size_t cap, const char *src);
+
 #endif

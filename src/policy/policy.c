@@ -2,6 +2,8 @@
  * the data structures, the lock order and why budgets hold under concurrency. */
 #include "policy/policy.h"
 
+#include "core/buf.h"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
@@ -119,14 +121,6 @@ static char *xstrdup(const char *s)
     if (d != NULL)
         memcpy(d, s, n);
     return d;
-}
-
-static void copy_str(char *dst, size_t cap, const char *src)
-{
-    size_t n = src != NULL ? strnlen(src, cap - 1) : 0;
-    if (n > 0)
-        memcpy(dst, src, n);
-    dst[n] = '\0';
 }
 
 static uint64_t fnv1a(const char *s)
@@ -1425,8 +1419,8 @@ static struct ent *auth_locked(struct sb_policy *p, const char *key, size_t key_
                json_is_string(ex) ? json_string_value(ex) : "");
         return NULL;
     }
-    copy_str(a->team_id, sizeof(a->team_id), k->team_id);
-    copy_str(a->user_id, sizeof(a->user_id), k->user_id);
+    sb_str_copy(a->team_id, sizeof(a->team_id), k->team_id);
+    sb_str_copy(a->user_id, sizeof(a->user_id), k->user_id);
     a->admin = k->admin;
     if (!a->admin && k->user_id != NULL) {
         const struct ent *u = table_find(&p->t[SB_ENT_USER], SB_ENT_USER, k->user_id);
@@ -1624,7 +1618,7 @@ int sb_policy_admit(struct sb_policy *p, const struct sb_admit_req *req, struct 
     struct ent *u = k->user_id ? table_find(&p->t[SB_ENT_USER], SB_ENT_USER, k->user_id) : NULL;
     struct ent *c = NULL;
     if (req->end_user != NULL && *req->end_user != '\0') {
-        copy_str(a->end_user, sizeof(a->end_user), req->end_user);
+        sb_str_copy(a->end_user, sizeof(a->end_user), req->end_user);
         c = table_find(&p->t[SB_ENT_CUSTOMER], SB_ENT_CUSTOMER, req->end_user);
     }
     if (t != NULL && t->blocked) {

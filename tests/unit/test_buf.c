@@ -120,12 +120,28 @@ static void test_error_envelope(void **state)
     sb_buf_free(&b);
 }
 
+static void test_str_copy(void **state)
+{
+    (void)state;
+    char d[5];
+    sb_str_copy(d, sizeof d, "abc");
+    assert_string_equal(d, "abc");
+    sb_str_copy(d, sizeof d, "abcdefgh"); /* cut, still terminated */
+    assert_string_equal(d, "abcd");
+    sb_str_copy(d, sizeof d, NULL);
+    assert_string_equal(d, "");
+    char one[1] = {'x'};
+    sb_str_copy(one, sizeof one, "long");
+    assert_int_equal(one[0], '\0');
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cap_is_hard),  cmocka_unit_test(test_consume_take_swap),
         cmocka_unit_test(test_numbers),      cmocka_unit_test(test_json_string),
         cmocka_unit_test(test_printf_grows), cmocka_unit_test(test_error_envelope),
+        cmocka_unit_test(test_str_copy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
