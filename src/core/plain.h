@@ -9,7 +9,8 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Nonzero when a byte of v is zero (exact: no false positives for "some byte is"). */
+/* Nonzero when a byte of v is zero (exact as a yes/no answer; the flagged bit positions may
+ * include false ones above a true zero, never below the first). */
 static inline uint64_t sb_plain_has_zero(uint64_t v)
 {
     return (v - 0x0101010101010101ull) & ~v & 0x8080808080808080ull;

@@ -1,6 +1,7 @@
 #include "json/scan.h"
 
 #include "core/hex.h"
+#include "core/plain.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -9,19 +10,12 @@
 #define ONES  0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
 
-/* Nonzero if some byte of w is zero (exact as a yes/no answer; the flagged bit positions
- * may include false ones above a true zero, which only sends us to the slow path). */
-static inline uint64_t has_zero_byte(uint64_t w)
-{
-    return (w - ONES) & ~w & HIGHS;
-}
-
 /* Nonzero if the 8 bytes may hold a byte a string scan must look at: '"', '\\', a control
  * character (< 0x20) or a non-ASCII byte. */
 static inline uint64_t string_special(uint64_t w)
 {
-    return (w & HIGHS) | has_zero_byte(w ^ (ONES * '"')) | has_zero_byte(w ^ (ONES * '\\')) |
-           ((w - ONES * 0x20) & ~w & HIGHS);
+    return (w & HIGHS) | sb_plain_has_zero(w ^ (ONES * '"')) |
+           sb_plain_has_zero(w ^ (ONES * '\\')) | ((w - ONES * 0x20) & ~w & HIGHS);
 }
 
 /* 8 bytes as a little-endian word, so the lowest byte is the first in memory. */
@@ -391,7 +385,7 @@ static size_t skip_string(const unsigned char *p, size_t i, size_t end, bool *es
     for (;;) {
         while (end - i >= 8) {
             uint64_t w = load_le64(p + i);
-            uint64_t m = has_zero_byte(w ^ (ONES * '"')) | has_zero_byte(w ^ (ONES * '\\'));
+            uint64_t m = sb_plain_has_zero(w ^ (ONES * '"')) | sb_plain_has_zero(w ^ (ONES * '\\'));
             if (m) {
                 i += first_flagged(m);
                 break;
@@ -461,8 +455,8 @@ static int skip_value(const unsigned char *p, size_t i, size_t end, struct sb_js
                 uint64_t w;
                 memcpy(&w, p + j, 8);
                 uint64_t f = w | (ONES * 0x20);
-                if (has_zero_byte(w ^ (ONES * '"')) | has_zero_byte(f ^ (ONES * '{')) |
-                    has_zero_byte(f ^ (ONES * '}')))
+                if (sb_plain_has_zero(w ^ (ONES * '"')) | sb_plain_has_zero(f ^ (ONES * '{')) |
+                    sb_plain_has_zero(f ^ (ONES * '}')))
                     break;
                 j += 8;
             }
