@@ -66,8 +66,9 @@ struct worker {
     char *hold;
     size_t hold_len;
     bool holding;
-    bool failing;              /* the last write failed: said once, until one succeeds */
-    atomic_bool write_failing; /* the same, for sb_ledger_full on any thread */
+    /* The last write failed (said once, until one succeeds); sb_ledger_full reads it on any
+     * thread. */
+    atomic_bool failing;
     /* Shared: written by the worker, read by the store thread and by sb_ledger_full. */
     _Atomic uint64_t cur_seg; /* the segment the worker writes; raised only after its last
                                  write to the previous one, so a lower one is complete */
@@ -544,7 +545,7 @@ static int open_segment(struct sb_ledger *l, int worker, struct worker *w)
         return -1;
     w->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (w->fd < 0) {
-        if (!w->failing) /* said once, not on every loop pass until it works */
+        if (!atomic_load(&w->failing)) /* said once, not on every loop pass until it works */
             sb_error("ledger: cannot open journal %s: %s; spend rows held, new requests "
                      "refused until it works",
                      path, strerror(errno));
@@ -571,8 +572,7 @@ static int write_held(struct sb_ledger *l, int worker, struct worker *w)
     if (w->hold_len == 0)
         return 0;
     if (w->fd < 0 && open_segment(l, worker, w) != 0) {
-        w->failing = true;
-        atomic_store(&w->write_failing, true);
+        atomic_store(&w->failing, true);
         return -1;
     }
     size_t n = w->hold_len;
@@ -581,12 +581,11 @@ static int write_held(struct sb_ledger *l, int worker, struct worker *w)
         r = write(w->fd, w->hold, n);
     } while (r < 0 && errno == EINTR);
     if (r != (ssize_t)n) {
-        if (!w->failing)
+        if (!atomic_load(&w->failing))
             sb_error("ledger: journal write failed for worker %d: %s; %zu bytes of spend rows "
                      "held, new requests refused until it works",
                      worker, r < 0 ? strerror(errno) : "short write", n);
-        w->failing = true;
-        atomic_store(&w->write_failing, true);
+        atomic_store(&w->failing, true);
         /* A partial line would glue itself to the next one: cut it off, or if that fails,
          * leave it as the truncated tail of a closed segment (the reader skips it). */
         if (r > 0 && ftruncate(w->fd, (off_t)w->seg_bytes) != 0) {
@@ -595,10 +594,9 @@ static int write_held(struct sb_ledger *l, int worker, struct worker *w)
         }
         return -1;
     }
-    if (w->failing)
+    if (atomic_load(&w->failing))
         sb_info("ledger: journal of worker %d writable again", worker);
-    w->failing = false;
-    atomic_store(&w->write_failing, false);
+    atomic_store(&w->failing, false);
     w->hold_len = 0;
     w->seg_bytes += n;
     atomic_fetch_add_explicit(&w->written, n, memory_order_release);
@@ -643,7 +641,7 @@ bool sb_ledger_full(const struct sb_ledger *l)
 {
     uint64_t total = 0;
     for (int i = 0; i < l->nworkers; i++) {
-        if (atomic_load(&l->w[i].write_failing))
+        if (atomic_load(&l->w[i].failing))
             return true;
         total += unapplied(&l->w[i]);
     }

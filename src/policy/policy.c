@@ -1397,7 +1397,7 @@ static struct ent *auth_locked(struct sb_policy *p, const char *key, size_t key_
                "Authentication Error, No api key passed in.");
         return NULL;
     }
-    if (key_hash != NULL && strlen(key_hash) == 64)
+    if (key_hash != NULL) /* sb_policy_admit checked its length (64) */
         memcpy(a->key_hash, key_hash, 65);
     else
         sb_policy_hash_key(key, key_len, a->key_hash);
