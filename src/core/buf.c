@@ -31,6 +31,15 @@ void sb_buf_reset(struct sb_buf *b)
         b->data[0] = '\0';
 }
 
+void sb_buf_recycle(struct sb_buf *b, size_t max, size_t keep)
+{
+    if (b->cap > keep || b->cap > max + 1)
+        sb_buf_free(b);
+    else
+        sb_buf_reset(b);
+    b->max = max;
+}
+
 int sb_buf_reserve(struct sb_buf *b, size_t extra)
 {
     if (extra > b->max || b->len > b->max - extra)
@@ -51,7 +60,7 @@ int sb_buf_reserve(struct sb_buf *b, size_t extra)
     return 0;
 }
 
-int sb_buf_append(struct sb_buf *b, const void *p, size_t n)
+int sb_buf_append_slow(struct sb_buf *b, const void *p, size_t n)
 {
     int rc = sb_buf_reserve(b, n);
     if (rc)
@@ -63,36 +72,44 @@ int sb_buf_append(struct sb_buf *b, const void *p, size_t n)
     return 0;
 }
 
-int sb_buf_append_str(struct sb_buf *b, const char *s)
+/* v in decimal, ending at end: two digits per division. Returns where the digits start. */
+static char *format_u64(char *end, uint64_t v)
 {
-    return sb_buf_append(b, s, strlen(s));
-}
-
-int sb_buf_append_char(struct sb_buf *b, char c)
-{
-    return sb_buf_append(b, &c, 1);
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+                                "25262728293031323334353637383940414243444546474849"
+                                "50515253545556575859606162636465666768697071727374"
+                                "75767778798081828384858687888990919293949596979899";
+    char *p = end;
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        p -= 2;
+        memcpy(p, pairs + 2 * r, 2);
+    }
+    if (v >= 10) {
+        p -= 2;
+        memcpy(p, pairs + 2 * v, 2);
+    } else {
+        *--p = (char)('0' + v);
+    }
+    return p;
 }
 
 int sb_buf_append_u64(struct sb_buf *b, uint64_t v)
 {
-    char tmp[24];
-    size_t i = sizeof tmp;
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    return sb_buf_append(b, tmp + i, sizeof tmp - i);
+    char tmp[20]; /* UINT64_MAX has 20 digits */
+    char *p = format_u64(tmp + sizeof tmp, v);
+    return sb_buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
 }
 
 int sb_buf_append_i64(struct sb_buf *b, int64_t v)
 {
-    if (v < 0) {
-        int rc = sb_buf_append_char(b, '-');
-        if (rc)
-            return rc;
-        return sb_buf_append_u64(b, (uint64_t)0 - (uint64_t)v);
-    }
-    return sb_buf_append_u64(b, (uint64_t)v);
+    char tmp[21];
+    char *end = tmp + sizeof tmp;
+    char *p = format_u64(end, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
+    if (v < 0)
+        *--p = '-';
+    return sb_buf_append(b, p, (size_t)(end - p));
 }
 
 int sb_buf_append_json_str(struct sb_buf *b, const char *s, size_t n)

@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct sb_buf {
     char *data;
@@ -24,11 +25,40 @@ void sb_buf_init(struct sb_buf *b, size_t max);
 void sb_buf_free(struct sb_buf *b);
 /* Empties the buffer but keeps its allocation. */
 void sb_buf_reset(struct sb_buf *b);
+/* Empties the buffer for reuse with the maximum `max`. Its memory stays when that is at most
+ * `keep` bytes and within the new maximum, and is freed otherwise, so a buffer kept between
+ * uses holds at most `keep` bytes and its room never passes its maximum. */
+void sb_buf_recycle(struct sb_buf *b, size_t max, size_t keep);
 /* Ensures room for `extra` more bytes (plus the NUL). */
 int sb_buf_reserve(struct sb_buf *b, size_t extra);
-int sb_buf_append(struct sb_buf *b, const void *p, size_t n);
-int sb_buf_append_str(struct sb_buf *b, const char *s);
-int sb_buf_append_char(struct sb_buf *b, char c);
+/* sb_buf_append past the room already reserved: grows the buffer, or fails. */
+int sb_buf_append_slow(struct sb_buf *b, const void *p, size_t n);
+
+/* Appends are inline: the data path makes about a hundred per request, nearly all into room
+ * already there, and a literal's length is then known where it is written. cap never passes
+ * max + 1, so room for the bytes and the NUL within cap is within the maximum too. */
+static inline int sb_buf_append(struct sb_buf *b, const void *p, size_t n)
+{
+    if (n < b->cap - b->len) {
+        if (n) /* p may be NULL when n is 0 */
+            memcpy(b->data + b->len, p, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+        return 0;
+    }
+    return sb_buf_append_slow(b, p, n);
+}
+
+static inline int sb_buf_append_str(struct sb_buf *b, const char *s)
+{
+    return sb_buf_append(b, s, strlen(s));
+}
+
+static inline int sb_buf_append_char(struct sb_buf *b, char c)
+{
+    return sb_buf_append(b, &c, 1);
+}
+
 int sb_buf_append_u64(struct sb_buf *b, uint64_t v);
 int sb_buf_append_i64(struct sb_buf *b, int64_t v);
 /* Appends `n` bytes as a JSON string literal, quotes included. Invalid UTF-8 is passed

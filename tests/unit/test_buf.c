@@ -10,6 +10,8 @@
 #include "core/error.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +66,63 @@ static void test_numbers(void **state)
     sb_buf_append_char(&b, ' ');
     sb_buf_append_i64(&b, -42);
     assert_string_equal(b.data, "0 18446744073709551615 -9223372036854775808 -42");
+    sb_buf_free(&b);
+}
+
+/* Every digit count and both sides of each power of ten, against printf. */
+static void test_numbers_match_printf(void **state)
+{
+    (void)state;
+    struct sb_buf b;
+    sb_buf_init(&b, 64);
+    uint64_t p = 1;
+    for (int digits = 1; digits <= 20; digits++) {
+        uint64_t vals[] = {p - 1, p, p + 1, p * 5 + 7, p + p / 3};
+        for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+            char want[32];
+            sb_buf_reset(&b);
+            assert_int_equal(sb_buf_append_u64(&b, vals[i]), 0);
+            snprintf(want, sizeof want, "%" PRIu64, vals[i]);
+            assert_string_equal(b.data, want);
+            int64_t s = (int64_t)(vals[i] & INT64_MAX);
+            sb_buf_reset(&b);
+            assert_int_equal(sb_buf_append_i64(&b, -s), 0);
+            snprintf(want, sizeof want, "%" PRId64, -s);
+            assert_string_equal(b.data, want);
+        }
+        if (digits < 20)
+            p *= 10;
+    }
+    sb_buf_free(&b);
+}
+
+/* Appends that exactly fill the room, then one byte more: the maximum holds both ways. */
+static void test_append_at_capacity(void **state)
+{
+    (void)state;
+    struct sb_buf b;
+    sb_buf_init(&b, 300);
+    assert_int_equal(sb_buf_append(&b, "x", 1), 0); /* first allocation: 256 bytes */
+    size_t room = b.cap - b.len - 1;
+    char fill[512];
+    memset(fill, 'y', sizeof fill);
+    assert_int_equal(sb_buf_append(&b, fill, room), 0);
+    assert_int_equal(b.len, b.cap - 1);
+    assert_int_equal(b.data[b.len], '\0');
+    assert_int_equal(sb_buf_append_char(&b, 'z'), 0); /* grows, to the maximum */
+    assert_int_equal(b.cap, 301);
+    assert_int_equal(sb_buf_append(&b, fill, 300 - b.len), 0);
+    assert_int_equal(b.len, 300);
+    assert_int_equal(sb_buf_append_char(&b, 'z'), -E2BIG);
+    assert_int_equal(sb_buf_append(&b, fill, 0), 0);
+    assert_int_equal(b.len, 300);
+    assert_int_equal(b.data[300], '\0');
+
+    char room2[8];
+    struct sb_buf s = {.data = room2, .len = 0, .cap = sizeof room2, .max = sizeof room2 - 1};
+    assert_int_equal(sb_buf_append_str(&s, "1234567"), 0);
+    assert_int_equal(sb_buf_append_char(&s, '8'), -E2BIG); /* never reallocates the array */
+    assert_string_equal(room2, "1234567");
     sb_buf_free(&b);
 }
 
@@ -138,9 +197,14 @@ static void test_str_copy(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cap_is_hard),  cmocka_unit_test(test_consume_take_swap),
-        cmocka_unit_test(test_numbers),      cmocka_unit_test(test_json_string),
-        cmocka_unit_test(test_printf_grows), cmocka_unit_test(test_error_envelope),
+        cmocka_unit_test(test_cap_is_hard),
+        cmocka_unit_test(test_consume_take_swap),
+        cmocka_unit_test(test_numbers),
+        cmocka_unit_test(test_numbers_match_printf),
+        cmocka_unit_test(test_append_at_capacity),
+        cmocka_unit_test(test_json_string),
+        cmocka_unit_test(test_printf_grows),
+        cmocka_unit_test(test_error_envelope),
         cmocka_unit_test(test_str_copy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
