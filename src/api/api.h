@@ -93,6 +93,7 @@ struct sb_gw_worker {
     /* Finished requests' structs kept for the next ones (a few KiB each: glibc serves that
      * size from its bins, not its per-thread cache, at a cost per request). */
     struct sb_spares spare;
+    struct sb_spares proxy_spare; /* finished proxies, with their buffers (proxy.c) */
 };
 
 int sb_gateway_init(struct sb_gateway *gw, const struct sb_config *cfg, int nworkers);
@@ -153,6 +154,8 @@ struct sb_api_req {
 void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep);
 /* Stops the proxied call (client gone) and frees its state. */
 void sb_proxy_abort(struct sb_api_req *r);
+/* Frees the proxies a worker kept for reuse (at the worker's stop). */
+void sb_proxy_spares_free(struct sb_gw_worker *gw_w);
 
 /* The admin API (src/api/admin.c): the /key/..., /team/..., /user/..., /customer/...,
  * /spend/logs, /global/spend/... and /model/info routes. Returns false when the path is not one of

@@ -372,9 +372,10 @@ void sb_gateway_worker_stop(struct sb_worker *w)
     sb_upstream_close(gw_w->up);
     sb_shared_close(gw_w->shared);
     sb_buf_free(&gw_w->access_log);
-    struct sb_spare *l;
-    while ((l = sb_spares_take(&gw_w->spare)))
-        free(SB_SPARE_OF(l, struct sb_api_req, spare));
+    struct sb_api_req *r;
+    while ((r = SB_SPARES_TAKE(&gw_w->spare, struct sb_api_req, spare)))
+        free(r);
+    sb_proxy_spares_free(gw_w);
     sb_worker_set_flush_hook(w, NULL);
     sb_worker_set_before_flush_hook(w, NULL);
     sb_worker_set_data(w, NULL);
@@ -594,35 +595,22 @@ void sb_api_fail_hdr(struct sb_api_req *r, int status, const char *type, const c
     fail_with(r, &e, hdr, hdr_len);
 }
 
-/* At most this many spare request structs per worker. None under AddressSanitizer, so a use
- * after the end of a request is still caught there. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SB_NO_SPARES 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SB_NO_SPARES 1
-#endif
-#endif
+/* At most this many spare request structs per worker. */
 #define SPARE_MAX 64
 
 static struct sb_api_req *req_new(struct sb_gw_worker *gw_w)
 {
-    struct sb_spare *l = sb_spares_take(&gw_w->spare);
-    if (!l)
+    struct sb_api_req *r = SB_SPARES_TAKE(&gw_w->spare, struct sb_api_req, spare);
+    if (!r)
         return calloc(1, sizeof(struct sb_api_req));
-    struct sb_api_req *r = SB_SPARE_OF(l, struct sb_api_req, spare);
     memset(r, 0, sizeof *r);
     return r;
 }
 
 static void req_free(struct sb_api_req *r)
 {
-#ifdef SB_NO_SPARES
-    free(r);
-#else
-    if (!sb_spares_keep(&r->gw_w->spare, &r->spare, SPARE_MAX))
+    if (!SB_SPARES_KEEP(&r->gw_w->spare, r, spare, SPARE_MAX))
         free(r);
-#endif
 }
 
 static void on_end(struct sb_exchange *x, bool aborted)

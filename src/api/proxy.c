@@ -116,9 +116,10 @@ struct sb_proxy {
     bool cerr_set;
     struct curl_slist sig_nodes[4];
     /* Scratch space, last and not zeroed at allocation: written before it is read. */
-    char sig_lines[4][1024];
     char tags[8][65];
-    int fdeps[64]; /* a group restricted to the request's tags (routing_group) */
+    char sig_lines[4][1024];
+    struct sb_spare spare; /* while kept for reuse (proxy_new) */
+    int fdeps[64];         /* a group restricted to the request's tags (routing_group) */
     double fweights[64];
     int forder[64];
     int64_t frpm[64], ftpm[64];
@@ -191,24 +192,88 @@ static void xlate_reset_stream(struct sb_proxy *p)
     p->enc = NULL;
 }
 
+/* A finished proxy's buffers keep their memory for the next request (the next request's
+ * bodies are about the same size, and growing them again from empty costs several reallocs
+ * each), unless they grew past this. */
+#define KEEP_BUF_CAP    ((size_t)64 << 10)
+#define PROXY_SPARE_MAX 64
+
+/* The buffers a kept proxy holds on to. */
+#define PROXY_BUFS(p)                                                                              \
+    {                                                                                              \
+        &(p)->url, &(p)->body, &(p)->resp, &(p)->ev, &(p)->model_json                              \
+    }
+
+static struct sb_proxy *proxy_new(struct sb_gw_worker *gw_w, const struct sb_server_config *sc)
+{
+    struct sb_proxy *p = SB_SPARES_TAKE(&gw_w->proxy_spare, struct sb_proxy, spare);
+    if (p) {
+        struct sb_buf *bufs[] = PROXY_BUFS(p), kept[sizeof bufs / sizeof bufs[0]];
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+            sb_spares_show_buf(bufs[i]);
+            kept[i] = *bufs[i];
+        }
+        memset(p, 0, offsetof(struct sb_proxy, tags));
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            *bufs[i] = kept[i];
+    } else {
+        p = malloc(sizeof *p);
+        if (!p)
+            return NULL;
+        memset(p, 0, offsetof(struct sb_proxy, tags));
+    }
+    /* The maximums come from the configuration every time (kept buffers keep their memory
+     * only, which is at most KEEP_BUF_CAP and never more than the maximum it had). */
+    sb_buf_recycle(&p->model_json, 1024, KEEP_BUF_CAP);
+    sb_buf_recycle(&p->url, 16384, KEEP_BUF_CAP);
+    sb_buf_recycle(&p->body, (size_t)sc->max_request_bytes + 4096, KEEP_BUF_CAP);
+    sb_buf_recycle(&p->resp, (size_t)sc->max_response_bytes, KEEP_BUF_CAP);
+    sb_buf_recycle(&p->ev, (size_t)sc->max_event_bytes + 4096, KEEP_BUF_CAP);
+    return p;
+}
+
+static void proxy_release(struct sb_proxy *p)
+{
+    struct sb_buf *bufs[] = PROXY_BUFS(p);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        sb_buf_free(bufs[i]);
+    free(p);
+}
+
 static void proxy_free(struct sb_proxy *p)
 {
+    struct sb_gw_worker *gw_w = p->r->gw_w;
     xlate_reset_stream(p);
     sb_canon_req_free(&p->canon);
     sb_embed_req_free(&p->ereq);
     sb_embed_resp_free(&p->eresp);
     sb_canon_resp_free(&p->cresp);
-    sb_buf_free(&p->model_json);
     if (p->backoff) {
         uv_timer_stop(p->backoff);
         uv_close((uv_handle_t *)p->backoff, free_handle);
     }
-    sb_buf_free(&p->url);
-    sb_buf_free(&p->body);
-    sb_buf_free(&p->resp);
-    sb_buf_free(&p->ev);
     sb_sse_parser_free(&p->sse);
-    free(p);
+    if (gw_w->proxy_spare.n < PROXY_SPARE_MAX) {
+        struct sb_buf *bufs[] = PROXY_BUFS(p);
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+            sb_buf_recycle(bufs[i], bufs[i]->max, KEEP_BUF_CAP);
+            sb_spares_hide_buf(bufs[i]);
+        }
+        SB_SPARES_KEEP(&gw_w->proxy_spare, p, spare, PROXY_SPARE_MAX);
+        return;
+    }
+    proxy_release(p);
+}
+
+void sb_proxy_spares_free(struct sb_gw_worker *gw_w)
+{
+    struct sb_proxy *p;
+    while ((p = SB_SPARES_TAKE(&gw_w->proxy_spare, struct sb_proxy, spare))) {
+        struct sb_buf *bufs[] = PROXY_BUFS(p);
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            sb_spares_show_buf(bufs[i]);
+        proxy_release(p);
+    }
 }
 
 static void detach(struct sb_proxy *p)
@@ -1738,12 +1803,12 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
 
     /* The scratch space at the end (several KiB) is written before it is read: only the
      * fields before it are zeroed, on every request. */
-    struct sb_proxy *p = malloc(sizeof *p);
+    const struct sb_server_config *sc = &gw->cfg->server;
+    struct sb_proxy *p = proxy_new(r->gw_w, sc);
     if (!p) {
         sb_api_fail(r, 500, "api_error", "internal_error", NULL, "Out of memory.");
         return;
     }
-    memset(p, 0, offsetof(struct sb_proxy, tags));
     p->r = r;
     p->x = x;
     p->stream = stream;
@@ -1755,12 +1820,6 @@ void sb_proxy_handle(struct sb_api_req *r, enum sb_endpoint ep)
     p->client_max = -1;
     p->retry_override = hdr_retries;
     memcpy(p->wild, wild, sizeof wild);
-    sb_buf_init(&p->model_json, 1024);
-    const struct sb_server_config *sc = &gw->cfg->server;
-    sb_buf_init(&p->url, 16384);
-    sb_buf_init(&p->body, (size_t)sc->max_request_bytes + 4096);
-    sb_buf_init(&p->resp, (size_t)sc->max_response_bytes);
-    sb_buf_init(&p->ev, (size_t)sc->max_event_bytes + 4096);
     sb_sse_parser_init(&p->sse, (size_t)sc->max_event_bytes);
     r->proxy = p;
 

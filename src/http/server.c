@@ -78,6 +78,7 @@ struct sb_worker {
     bool draining;
     bool stopped;
     bool listener_open;
+    struct sb_spares spare; /* finished exchanges kept for reuse */
     /* Every read lands here first; connections copy only what they must keep, so an idle
      * keep-alive connection holds no buffer at all. */
     char rbuf[65536];
@@ -106,11 +107,79 @@ static void mark_dirty(struct sb_conn *c)
     c->w->dirty = c;
 }
 
-static void exchange_free(struct sb_exchange *x)
+/* Finished exchanges kept per worker for reuse, with the memory of their head and body when
+ * that is small: a request would otherwise cost three allocations of a few KiB each, which
+ * glibc serves from its bins at a cost. */
+#define EXCHANGE_SPARE_MAX 64
+#define EXCHANGE_KEEP_CAP  ((size_t)16 << 10)
+
+static void exchange_release(struct sb_exchange *x)
 {
     free(x->head);
     sb_buf_free(&x->body);
     free(x);
+}
+
+static void exchange_free(struct sb_exchange *x)
+{
+    struct sb_worker *w = x->worker;
+    if (w->spare.n < EXCHANGE_SPARE_MAX) {
+        if (x->head_cap > EXCHANGE_KEEP_CAP) {
+            free(x->head);
+            x->head = NULL;
+            x->head_cap = 0;
+        }
+        if (x->head)
+            SB_SPARES_POISON(x->head, x->head_cap);
+        sb_buf_recycle(&x->body, x->body.max, EXCHANGE_KEEP_CAP);
+        sb_spares_hide_buf(&x->body);
+        SB_SPARES_KEEP(&w->spare, x, spare, EXCHANGE_SPARE_MAX);
+        return;
+    }
+    exchange_release(x);
+}
+
+/* A kept exchange's memory, usable again. */
+static void exchange_show(struct sb_exchange *x)
+{
+    if (x->head)
+        SB_SPARES_UNPOISON(x->head, x->head_cap);
+    sb_spares_show_buf(&x->body);
+}
+
+/* An exchange with room for a head of head_len bytes: everything but the request (which the
+ * caller copies from the parse, and only its used header slots) zeroed. */
+static struct sb_exchange *exchange_new(struct sb_worker *w, size_t head_len, size_t max_body)
+{
+    char *head = NULL;
+    size_t head_cap = 0;
+    struct sb_buf body = {0};
+    struct sb_exchange *x = SB_SPARES_TAKE(&w->spare, struct sb_exchange, spare);
+    if (x) {
+        exchange_show(x);
+        head = x->head;
+        head_cap = x->head_cap;
+        body = x->body;
+    } else if (!(x = malloc(sizeof *x))) {
+        return NULL;
+    }
+    if (head_cap < head_len) {
+        free(head);
+        head_cap = head_len;
+        if (!(head = malloc(head_cap))) {
+            sb_buf_free(&body);
+            free(x);
+            return NULL;
+        }
+    }
+    size_t req_end = offsetof(struct sb_exchange, req) + sizeof x->req;
+    memset(x, 0, offsetof(struct sb_exchange, req));
+    memset((char *)x + req_end, 0, sizeof *x - req_end);
+    x->head = head;
+    x->head_cap = head_cap;
+    x->body = body;
+    sb_buf_recycle(&x->body, max_body, EXCHANGE_KEEP_CAP);
+    return x;
 }
 
 /* Ends the exchange through its handler, exactly once. */
@@ -447,18 +516,12 @@ static void rebase(struct sb_http_str *str, const char *from, size_t len, const 
 static void start_exchange(struct sb_conn *c, const struct sb_http_request *req, size_t head_len)
 {
     const struct sb_server_opts *o = &c->w->srv->o;
-    /* Only the fields before the request are zeroed: the request itself (3 KiB of header
-     * slots) is copied from the parse, and only its used header slots. */
-    struct sb_exchange *x = malloc(sizeof *x);
-    char *head = x ? malloc(head_len) : NULL;
-    if (!head) {
-        free(x);
+    struct sb_exchange *x = exchange_new(c->w, head_len, o->max_body_bytes);
+    if (!x) {
         respond_protocol_error(c, 500, "internal_error", "Out of memory.");
         return;
     }
-    size_t req_end = offsetof(struct sb_exchange, req) + sizeof x->req;
-    memset(x, 0, offsetof(struct sb_exchange, req));
-    memset((char *)x + req_end, 0, sizeof *x - req_end);
+    char *head = x->head;
     memcpy(head, c->in.data, head_len);
     memcpy(&x->req, req, offsetof(struct sb_http_request, headers));
     memcpy(x->req.headers, req->headers, req->nheaders * sizeof req->headers[0]);
@@ -478,12 +541,10 @@ static void start_exchange(struct sb_conn *c, const struct sb_http_request *req,
         rebase(&x->req.headers[i].name, from, head_len, head);
         rebase(&x->req.headers[i].value, from, head_len, head);
     }
-    x->head = head;
     x->conn = c;
     x->worker = c->w;
     x->t_start_ns = uv_hrtime();
     x->bytes_in = head_len;
-    sb_buf_init(&x->body, o->max_body_bytes);
     c->x = x;
     sb_buf_consume(&c->in, head_len);
     if (!x->req.keep_alive)
@@ -860,6 +921,11 @@ static void worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Close anything a stop callback left open, then let the close callbacks run. */
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    struct sb_exchange *x;
+    while ((x = SB_SPARES_TAKE(&w->spare, struct sb_exchange, spare))) {
+        exchange_show(x);
+        exchange_release(x);
+    }
     if (uv_loop_close(&w->loop) != 0)
         sb_warn("worker %d: loop closed with open handles", w->index);
 }

@@ -14,6 +14,7 @@
 #define SB_HTTP_SERVER_H
 
 #include "core/buf.h"
+#include "core/spares.h"
 #include "core/error.h"
 #include "http/parser.h"
 
@@ -47,6 +48,9 @@ struct sb_exchange {
     sb_exchange_end_cb on_end;
     sb_exchange_cb on_drain; /* output fell below the low-water mark after being above it */
     bool want_drain;
+    /* The server's own. */
+    size_t head_cap;       /* bytes allocated at `head` */
+    struct sb_spare spare; /* while kept for reuse */
 };
 
 struct sb_server_opts {

@@ -377,8 +377,9 @@ static void cmd_init(struct cmdline *cl, const char **argv, size_t *lens, int ma
 
 static struct sb_shared_call *call_get(struct sb_shared *s)
 {
-    struct sb_spare *l = sb_spares_take(&s->spare_calls);
-    struct sb_shared_call *c = l ? SB_SPARE_OF(l, struct sb_shared_call, spare) : malloc(sizeof *c);
+    struct sb_shared_call *c = SB_SPARES_TAKE(&s->spare_calls, struct sb_shared_call, spare);
+    if (!c)
+        c = malloc(sizeof *c);
     if (!c)
         return NULL;
     c->s = s;
@@ -388,14 +389,15 @@ static struct sb_shared_call *call_get(struct sb_shared *s)
 
 static void call_put(struct sb_shared *s, struct sb_shared_call *c)
 {
-    if (s->closing || !sb_spares_keep(&s->spare_calls, &c->spare, SPARE_CALLS))
+    if (s->closing || !SB_SPARES_KEEP(&s->spare_calls, c, spare, SPARE_CALLS))
         free(c);
 }
 
 static struct admit_batch *admits_get(struct sb_shared *s)
 {
-    struct sb_spare *l = sb_spares_take(&s->spare_admits);
-    struct admit_batch *b = l ? SB_SPARE_OF(l, struct admit_batch, spare) : malloc(sizeof *b);
+    struct admit_batch *b = SB_SPARES_TAKE(&s->spare_admits, struct admit_batch, spare);
+    if (!b)
+        b = malloc(sizeof *b);
     if (!b)
         return NULL;
     b->s = s;
@@ -408,18 +410,21 @@ static struct admit_batch *admits_get(struct sb_shared *s)
 
 static void admits_put(struct sb_shared *s, struct admit_batch *b)
 {
-    if (s->closing || !sb_spares_keep(&s->spare_admits, &b->spare, SPARE_BATCHES))
+    if (s->closing || !SB_SPARES_KEEP(&s->spare_admits, b, spare, SPARE_BATCHES))
         free(b);
 }
 
 static struct batch *batch_get(struct sb_shared *s)
 {
-    struct sb_spare *l = sb_spares_take(&s->spare_batches);
-    struct batch *b = l ? SB_SPARE_OF(l, struct batch, spare) : malloc(sizeof *b);
-    if (!b)
-        return NULL;
-    if (!l)
+    struct batch *b = SB_SPARES_TAKE(&s->spare_batches, struct batch, spare);
+    if (b) {
+        sb_spares_show_buf(&b->names);
+    } else {
+        b = malloc(sizeof *b);
+        if (!b)
+            return NULL;
         sb_buf_init(&b->names, BATCH_NAMES_MAX);
+    }
     b->s = s;
     b->resent = false;
     b->count = 0;
@@ -436,8 +441,16 @@ static void batch_free(struct batch *b)
 
 static void batch_put(struct sb_shared *s, struct batch *b)
 {
-    if (s->closing || !sb_spares_keep(&s->spare_batches, &b->spare, SPARE_BATCHES))
+    if (s->closing) {
         batch_free(b);
+        return;
+    }
+    sb_buf_reset(&b->names);
+    sb_spares_hide_buf(&b->names);
+    if (!SB_SPARES_KEEP(&s->spare_batches, b, spare, SPARE_BATCHES)) {
+        sb_spares_show_buf(&b->names);
+        batch_free(b);
+    }
 }
 
 /* Frees the struct once it is closed and nothing refers to it any more: its prepare handle
@@ -447,13 +460,17 @@ static void maybe_free(struct sb_shared *s)
 {
     if (!s->closing || !s->flush_closed || s->in_flight > 0)
         return;
-    struct sb_spare *l;
-    while ((l = sb_spares_take(&s->spare_calls)))
-        free(SB_SPARE_OF(l, struct sb_shared_call, spare));
-    while ((l = sb_spares_take(&s->spare_admits)))
-        free(SB_SPARE_OF(l, struct admit_batch, spare));
-    while ((l = sb_spares_take(&s->spare_batches)))
-        batch_free(SB_SPARE_OF(l, struct batch, spare));
+    struct sb_shared_call *c;
+    while ((c = SB_SPARES_TAKE(&s->spare_calls, struct sb_shared_call, spare)))
+        free(c);
+    struct admit_batch *ab;
+    while ((ab = SB_SPARES_TAKE(&s->spare_admits, struct admit_batch, spare)))
+        free(ab);
+    struct batch *b;
+    while ((b = SB_SPARES_TAKE(&s->spare_batches, struct batch, spare))) {
+        sb_spares_show_buf(&b->names);
+        batch_free(b);
+    }
     free(s);
 }
 

@@ -15,6 +15,7 @@
 #include "upstream/upstream_int.h"
 
 #include "core/log.h"
+#include "core/spares.h"
 #include "http/response.h"
 
 #include <arpa/inet.h>
@@ -27,6 +28,8 @@
 #define H1_MAX_HELD   (2u << 20)
 #define H1_READ_CHUNK 65536
 #define H1_MAX_AUTH   300
+#define H1_SPARE_MAX  64          /* finished transfers kept for reuse, per loop */
+#define H1_KEEP_CAP   (16u << 10) /* ... with buffers of at most this many bytes each */
 
 struct h1_conn;
 
@@ -62,6 +65,9 @@ struct h1_state {
     struct h1_conn *conns;
     uv_timer_t defer; /* delivers failures found inside sb_h1_start, never synchronously */
     struct sb_transfer *deferred;
+    /* Finished transfers (struct h1_pair) kept with their buffers' memory: a request's four
+     * buffers and two structs cost a dozen allocations when made anew. */
+    struct sb_spares spare;
     char rbuf[H1_READ_CHUNK];
 };
 
@@ -87,6 +93,18 @@ struct h1_xfer {
     int defer_result;
     const char *defer_detail;
 };
+
+/* A native transfer and its state, allocated together. */
+struct h1_pair {
+    struct sb_transfer t;
+    struct h1_xfer x;
+    struct sb_spare spare; /* while kept for reuse */
+};
+
+#define H1_BUFS(x)                                                                                 \
+    {                                                                                              \
+        &(x)->req, &(x)->head, &(x)->held, &(x)->dec                                               \
+    }
 
 /* ---------------------------------------------------------------- URLs */
 
@@ -224,15 +242,59 @@ static void stop_reading(struct h1_conn *c)
 
 /* ---------------------------------------------------------------- ending transfers */
 
+static struct h1_pair *pair_of(struct sb_transfer *t)
+{
+    return (struct h1_pair *)(void *)((char *)t - offsetof(struct h1_pair, t));
+}
+
+static void pair_free(struct h1_pair *pr)
+{
+    struct sb_buf *bufs[] = H1_BUFS(&pr->x);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        sb_buf_free(bufs[i]);
+    free(pr);
+}
+
 static void xfer_free(struct sb_transfer *t)
 {
-    struct h1_xfer *x = t->h1;
-    sb_buf_free(&x->req);
-    sb_buf_free(&x->head);
-    sb_buf_free(&x->held);
-    sb_buf_free(&x->dec);
-    free(x);
-    free(t);
+    struct h1_pair *pr = pair_of(t);
+    struct sb_spares *sp = &t->u->h1->spare;
+    if (sp->n < H1_SPARE_MAX) {
+        struct sb_buf *bufs[] = H1_BUFS(&pr->x);
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+            sb_buf_recycle(bufs[i], bufs[i]->max, H1_KEEP_CAP);
+            sb_spares_hide_buf(bufs[i]);
+        }
+        SB_SPARES_KEEP(sp, pr, spare, H1_SPARE_MAX);
+        return;
+    }
+    pair_free(pr);
+}
+
+/* A zeroed transfer, with the memory of a kept one's buffers when there is one. */
+static struct sb_transfer *xfer_new(struct sb_upstream *u, size_t req_max)
+{
+    struct h1_pair *pr = SB_SPARES_TAKE(&u->h1->spare, struct h1_pair, spare);
+    if (pr) {
+        struct sb_buf *bufs[] = H1_BUFS(&pr->x), kept[sizeof bufs / sizeof bufs[0]];
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+            sb_spares_show_buf(bufs[i]);
+            kept[i] = *bufs[i];
+        }
+        memset(pr, 0, sizeof *pr);
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            *bufs[i] = kept[i];
+    } else {
+        pr = calloc(1, sizeof *pr);
+        if (!pr)
+            return NULL;
+    }
+    sb_buf_recycle(&pr->x.req, req_max, H1_KEEP_CAP);
+    sb_buf_recycle(&pr->x.head, H1_MAX_HEAD, H1_KEEP_CAP);
+    sb_buf_recycle(&pr->x.held, H1_MAX_HELD, H1_KEEP_CAP);
+    sb_buf_recycle(&pr->x.dec, H1_MAX_HELD, H1_KEEP_CAP);
+    pr->t.h1 = &pr->x;
+    return &pr->t;
 }
 
 static void detach_conn(struct sb_transfer *t, bool reusable)
@@ -611,7 +673,9 @@ static struct h1_pool *get_pool(struct sb_upstream *u, const struct sockaddr_sto
 static int build_request(struct h1_xfer *x, const struct sb_transfer_opts *o, const char *path)
 {
     struct sb_buf *b = &x->req;
-    int rc = sb_buf_append_str(b, o->body ? "POST " : "GET ");
+    /* One allocation for the usual request: the head is a few hundred bytes. */
+    int rc = sb_buf_reserve(b, o->body_len + 1024);
+    rc = rc ? rc : sb_buf_append_str(b, o->body ? "POST " : "GET ");
     rc = rc ? rc : sb_buf_append_str(b, path);
     rc = rc ? rc : sb_buf_append_str(b, " HTTP/1.1\r\nHost: ");
     rc = rc ? rc : sb_buf_append_str(b, x->pool->authority);
@@ -642,23 +706,15 @@ struct sb_transfer *sb_h1_start(struct sb_upstream *u, const struct sb_transfer_
     const char *path;
     if (!parse_url(o->url, &addr, authority, &path))
         return NULL;
-    struct sb_transfer *t = calloc(1, sizeof *t);
-    struct h1_xfer *x = t ? calloc(1, sizeof *x) : NULL;
-    struct h1_pool *pool = x ? get_pool(u, &addr, authority) : NULL;
-    if (!pool) {
-        free(x);
-        free(t);
+    struct h1_pool *pool = get_pool(u, &addr, authority);
+    struct sb_transfer *t = pool ? xfer_new(u, o->body_len + (64u << 10)) : NULL;
+    if (!t)
         return NULL;
-    }
+    struct h1_xfer *x = t->h1;
     t->u = u;
-    t->h1 = x;
     t->cbs = *cbs;
     t->ud = ud;
     x->pool = pool;
-    sb_buf_init(&x->req, o->body_len + (64u << 10));
-    sb_buf_init(&x->head, H1_MAX_HEAD);
-    sb_buf_init(&x->held, H1_MAX_HELD);
-    sb_buf_init(&x->dec, H1_MAX_HELD);
     if (build_request(x, o, path) != 0) {
         xfer_free(t);
         return NULL;
@@ -767,6 +823,13 @@ void sb_h1_close(struct sb_upstream *u)
 
 void sb_h1_free(struct sb_upstream *u)
 {
+    struct h1_pair *pr;
+    while ((pr = SB_SPARES_TAKE(&u->h1->spare, struct h1_pair, spare))) {
+        struct sb_buf *bufs[] = H1_BUFS(&pr->x);
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            sb_spares_show_buf(bufs[i]);
+        pair_free(pr);
+    }
     struct h1_pool *p = u->h1->pools;
     while (p) {
         struct h1_pool *next = p->next;
