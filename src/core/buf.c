@@ -199,3 +199,110 @@ void sb_str_copy(char *dst, size_t cap, const char *src)
         memcpy(dst, src, n);
     dst[n] = '\0';
 }
+
+static const char digit_pairs[201] = "00010203040506070809"
+                                     "10111213141516171819"
+                                     "20212223242526272829"
+                                     "30313233343536373839"
+                                     "40414243444546474849"
+                                     "50515253545556575859"
+                                     "60616263646566676869"
+                                     "70717273747576777879"
+                                     "80818283848586878889"
+                                     "90919293949596979899";
+
+char *sb_put_u64(char *p, uint64_t v)
+{
+    /* The length first, so the digits go straight to their place: most values the gateway
+     * writes (statuses, token counts, milliseconds) have one to four digits. */
+    static const uint64_t pow10[SB_PUT_INT_MAX - 1] = {
+        10u,
+        100u,
+        1000u,
+        10000u,
+        100000u,
+        1000000u,
+        10000000u,
+        100000000u,
+        1000000000u,
+        10000000000u,
+        100000000000u,
+        1000000000000u,
+        10000000000000u,
+        100000000000000u,
+        1000000000000000u,
+        10000000000000000u,
+        100000000000000000u,
+        1000000000000000000u,
+        10000000000000000000u,
+    };
+    size_t n = 1;
+    while (n < SB_PUT_INT_MAX && v >= pow10[n - 1])
+        n++;
+    char *end = p + n;
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        end -= 2;
+        memcpy(end, digit_pairs + 2 * r, 2);
+    }
+    if (v >= 10)
+        memcpy(end - 2, digit_pairs + 2 * v, 2);
+    else
+        end[-1] = (char)('0' + v);
+    return p + n;
+}
+
+char *sb_put_i64(char *p, int64_t v)
+{
+    if (v >= 0)
+        return sb_put_u64(p, (uint64_t)v);
+    *p++ = '-';
+    return sb_put_u64(p, (uint64_t)0 - (uint64_t)v);
+}
+
+char *sb_put_3digits(char *p, unsigned v)
+{
+    v %= 1000;
+    p[0] = (char)('0' + v / 100);
+    memcpy(p + 1, digit_pairs + 2 * (v % 100), 2);
+    return p + 3;
+}
+
+char *sb_put_json_str(char *p, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    *p++ = '"';
+    for (size_t i = 0; i < n;) {
+        size_t run = sb_plain_run(s, i, n, false);
+        if (run > i) {
+            memcpy(p, s + i, run - i);
+            p += run - i;
+            i = run;
+            continue;
+        }
+        unsigned char c = (unsigned char)s[i++];
+        *p++ = '\\';
+        switch (c) {
+        case '"':
+        case '\\':
+            *p++ = (char)c;
+            break;
+        case '\n':
+            *p++ = 'n';
+            break;
+        case '\r':
+            *p++ = 'r';
+            break;
+        case '\t':
+            *p++ = 't';
+            break;
+        default:
+            p = SB_PUT_LIT(p, "u00");
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 15];
+        }
+    }
+    *p++ = '"';
+    return p;
+}
