@@ -418,13 +418,38 @@ static size_t len_or_0(const char *s)
     return s ? strlen(s) : 0;
 }
 
+/* A path segment starts with "sk-". */
+static bool has_key_segment(const char *p, size_t n)
+{
+    if (n >= 3 && memcmp(p, "sk-", 3) == 0)
+        return true;
+    for (const char *s = p, *end = p + n; (s = memchr(s, '/', (size_t)(end - s))) != NULL; s++)
+        if (end - s >= 4 && memcmp(s + 1, "sk-", 3) == 0)
+            return true;
+    return false;
+}
+
+/* sb_api_append_dollars' format through the cursor; at most 1 + SB_PUT_INT_MAX + 10 bytes. */
+static char *put_dollars(char *p, int64_t nano)
+{
+    uint64_t u = nano < 0 ? 0 - (uint64_t)nano : (uint64_t)nano;
+    if (nano < 0)
+        *p++ = '-';
+    p = sb_put_u64(p, u / 1000000000u);
+    *p++ = '.';
+    unsigned f = (unsigned)(u % 1000000000u);
+    p = sb_put_3digits(p, f / 1000000u);
+    p = sb_put_3digits(p, f / 1000u % 1000u);
+    return sb_put_3digits(p, f % 1000u);
+}
+
 /* The path as a JSON string, with any path segment that looks like a key ("sk-...", as in
  * /key/<key>/regenerate) masked to its last four characters: keys never reach a log. n <= 256;
  * at most SB_PUT_JSON_STR_MAX(256) bytes. */
 static char *put_path(char *out, const char *p, size_t n)
 {
-    if (n < 3 || (memcmp(p, "sk-", 3) != 0 && !memmem(p, n, "/sk-", 4)))
-        return sb_put_json_str(out, p, n); /* no segment to mask: the usual case */
+    if (!has_key_segment(p, n))
+        return sb_put_json_str(out, p, n); /* the usual case */
     char tmp[256];
     size_t k = 0;
     for (size_t i = 0; i < n && k < sizeof tmp;) {
@@ -547,9 +572,7 @@ static void append_access_line(struct sb_gw_worker *gw_w, const struct sb_api_re
     p = put_tokens(p, rec->tokens_reasoning);
     if (rec->cost_nano >= 0) {
         p = SB_PUT_LIT(p, ",\"cost_usd\":");
-        sb_buf_commit(b, p); /* room reserved above: cannot fail */
-        (void)sb_api_append_dollars(b, rec->cost_nano);
-        p = sb_buf_end(b);
+        p = put_dollars(p, rec->cost_nano);
     }
     if (rec->dep && !rec->priced)
         p = SB_PUT_LIT(p, ",\"price_missing\":true");

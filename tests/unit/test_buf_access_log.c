@@ -315,6 +315,9 @@ static void test_paths(void **state)
         "",
         "/",
         "/v1/models?x=\"q\"\\\x01",
+        "/v1/x/",   /* ends with the slash */
+        "/v1/x/sk", /* a slash too near the end */
+        "//sk-abcdefghijklmnopqrst",
     };
     struct fix f;
     fix_init(&f);
@@ -426,6 +429,33 @@ static void test_record(void **state)
     fix_free(&f);
 }
 
+/* The cost as sb_api_append_dollars writes it, at the digit boundaries. */
+static void test_dollars(void **state)
+{
+    (void)state;
+    static const int64_t v[] = {0,     1,           999,        1000,       999999,       1000000,
+                                22000, 999999999,   1000000000, 1000000001, 123456789012, INT64_MAX,
+                                -1,    -1000000000, INT64_MIN};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        struct sb_buf want;
+        sb_buf_init(&want, 64);
+        assert_int_equal(sb_api_append_dollars(&want, v[i]), 0);
+        char got[1 + SB_PUT_INT_MAX + 10];
+        char *end = put_dollars(got, v[i]);
+        assert_int_equal((size_t)(end - got), want.len);
+        assert_memory_equal(got, want.data, want.len);
+        sb_buf_free(&want);
+    }
+    /* And in the line, for a few of them. */
+    struct fix f;
+    fix_full(&f);
+    for (size_t i = 0; i < 11; i++) {
+        f.r.rec.cost_nano = v[i];
+        check_line(&f, false, 200, &ts1, 0.5, 0.25, 0.1);
+    }
+    fix_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,6 +466,7 @@ int main(void)
         cmocka_unit_test(test_escapes_and_extremes),
         cmocka_unit_test(test_full_batch_drops_whole_line),
         cmocka_unit_test(test_record),
+        cmocka_unit_test(test_dollars),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

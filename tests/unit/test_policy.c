@@ -84,6 +84,10 @@ static void test_hash_and_duration(void **state)
     char h[65];
     sb_policy_hash_key("sk-1234", 7, h);
     assert_string_equal(h, "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b");
+    sb_policy_hash_key("abc", 3, h); /* FIPS 180-2's vector: every digit position */
+    assert_string_equal(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    sb_policy_hash_key("", 0, h);
+    assert_string_equal(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     assert_int_equal(sb_policy_duration_s("30s"), 30);
     assert_int_equal(sb_policy_duration_s("1m"), 60);
     assert_int_equal(sb_policy_duration_s("30m"), 1800);
