@@ -3,6 +3,7 @@
 #include "core/log.h"
 #include "core/rand.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -389,48 +390,67 @@ static double ns_to_s(uint64_t ns)
     return (double)ns / 1e9;
 }
 
-/* ,"name": */
-static void log_key(struct sb_buf *b, const char *name)
-{
-    sb_buf_append(b, ",\"", 2);
-    sb_buf_append_str(b, name);
-    sb_buf_append(b, "\":", 2);
-}
+/* The access-log line below the strings whose length it is given: every key, number and
+ * null the line can hold (about 700 bytes at most) with room to spare. */
+#define LOG_LINE_FIXED_MAX 1024
 
-/* Seconds as milliseconds with three decimals, without printf (once per request). */
-static void log_ms(struct sb_buf *b, const char *name, double seconds)
+/* Seconds as milliseconds with three decimals, without printf; at most SB_PUT_INT_MAX + 4. */
+static char *put_ms(char *p, double seconds)
 {
-    log_key(b, name);
     uint64_t us = seconds > 0 ? (uint64_t)(seconds * 1e6 + 0.5) : 0;
-    char frac[4] = {(char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10), (char)('0' + us % 10),
-                    0};
-    sb_buf_append_u64(b, us / 1000);
-    sb_buf_append_char(b, '.');
-    sb_buf_append(b, frac, 3);
+    p = sb_put_u64(p, us / 1000);
+    *p++ = '.';
+    return sb_put_3digits(p, (unsigned)(us % 1000));
 }
 
-static void log_json_field(struct sb_buf *b, const char *name, const char *v)
+/* A JSON string, or null for NULL; at most SB_PUT_JSON_STR_MAX(n) + 4 bytes. */
+static char *put_json_or_null(char *p, const char *v, size_t n)
 {
-    log_key(b, name);
-    if (v)
-        sb_buf_append_json_str(b, v, strlen(v));
-    else
-        sb_buf_append_str(b, "null");
+    return v ? sb_put_json_str(p, v, n) : SB_PUT_LIT(p, "null");
 }
 
-static void log_tokens(struct sb_buf *b, const char *name, int64_t v)
+static char *put_tokens(char *p, int64_t v)
 {
-    log_key(b, name);
-    if (v < 0)
-        sb_buf_append_str(b, "null");
-    else
-        sb_buf_append_i64(b, v);
+    return v < 0 ? SB_PUT_LIT(p, "null") : sb_put_i64(p, v);
+}
+
+static size_t len_or_0(const char *s)
+{
+    return s ? strlen(s) : 0;
+}
+
+/* A path segment starts with "sk-". */
+static bool has_key_segment(const char *p, size_t n)
+{
+    if (n >= 3 && memcmp(p, "sk-", 3) == 0)
+        return true;
+    for (const char *s = p, *end = p + n; (s = memchr(s, '/', (size_t)(end - s))) != NULL; s++)
+        if (end - s >= 4 && memcmp(s + 1, "sk-", 3) == 0)
+            return true;
+    return false;
+}
+
+/* sb_api_append_dollars' format through the cursor; at most 1 + SB_PUT_INT_MAX + 10 bytes. */
+static char *put_dollars(char *p, int64_t nano)
+{
+    uint64_t u = nano < 0 ? 0 - (uint64_t)nano : (uint64_t)nano;
+    if (nano < 0)
+        *p++ = '-';
+    p = sb_put_u64(p, u / 1000000000u);
+    *p++ = '.';
+    unsigned f = (unsigned)(u % 1000000000u);
+    p = sb_put_3digits(p, f / 1000000u);
+    p = sb_put_3digits(p, f / 1000u % 1000u);
+    return sb_put_3digits(p, f % 1000u);
 }
 
 /* The path as a JSON string, with any path segment that looks like a key ("sk-...", as in
- * /key/<key>/regenerate) masked to its last four characters: keys never reach a log. */
-static void log_path(struct sb_buf *b, const char *p, size_t n)
+ * /key/<key>/regenerate) masked to its last four characters: keys never reach a log. n <= 256;
+ * at most SB_PUT_JSON_STR_MAX(256) bytes. */
+static char *put_path(char *out, const char *p, size_t n)
 {
+    if (!has_key_segment(p, n))
+        return sb_put_json_str(out, p, n); /* the usual case */
     char tmp[256];
     size_t k = 0;
     for (size_t i = 0; i < n && k < sizeof tmp;) {
@@ -449,7 +469,131 @@ static void log_path(struct sb_buf *b, const char *p, size_t n)
         }
         tmp[k++] = p[i++];
     }
-    sb_buf_append_json_str(b, tmp, k);
+    return sb_put_json_str(out, tmp, k);
+}
+
+/* Appends the exchange's access-log line to the worker's batch, all of it or (the batch is
+ * full) none of it. `ts` is the wall clock, the durations in seconds (< 0: none). The room for
+ * the longest line these strings can make is reserved once, so the pieces are written with
+ * no check each. */
+static void append_access_line(struct sb_gw_worker *gw_w, const struct sb_api_req *r, bool aborted,
+                               int status, const struct timespec *ts, double total, double upstream,
+                               double ttfb)
+{
+    const struct sb_exchange *x = r->x;
+    const struct sb_request_record *rec = &r->rec;
+    const struct sb_config *cfg = gw_w->gw->cfg;
+    const struct sb_deployment *d = rec->dep;
+    if (ts->tv_sec != gw_w->ts_sec) { /* the formatted second is reused until it changes */
+        struct tm tm;
+        gmtime_r(&ts->tv_sec, &tm);
+        if (strftime(gw_w->ts_prefix, sizeof gw_w->ts_prefix, "%Y-%m-%dT%H:%M:%S.", &tm) == 0)
+            gw_w->ts_prefix[0] = '\0';
+        gw_w->ts_sec = ts->tv_sec;
+    }
+    const char *model = rec->model >= 0 ? cfg->model_names[rec->model] : NULL;
+    const char *route = sb_route_name(rec->route);
+    const char *provider = d ? d->provider_name : NULL;
+    const char *deployment = d ? d->litellm_model : NULL;
+    const char *fallback = rec->served_by >= 0 ? cfg->model_names[rec->served_by] : NULL;
+    size_t ts_n = strlen(gw_w->ts_prefix);
+    bool keyed = !r->master && r->adm.key_hash[0];
+    const char *team = keyed && r->adm.team_id[0] ? r->adm.team_id : NULL;
+    const char *error = rec->error_code ? rec->error_code : (aborted ? "client_closed" : NULL);
+    size_t rid_n = strlen(r->request_id), model_n = len_or_0(model), route_n = len_or_0(route),
+           provider_n = len_or_0(provider), deployment_n = len_or_0(deployment),
+           fallback_n = len_or_0(fallback), key_n = keyed ? strlen(r->adm.key_hash) : 0,
+           team_n = len_or_0(team), error_n = len_or_0(error);
+    size_t method_n = x->req.method.n, path_n = x->req.path.n < 256 ? x->req.path.n : 256;
+    /* Each string's worst case on its own (no sum of lengths can overflow: each is bounded by
+     * memory the process holds). */
+    size_t room = LOG_LINE_FIXED_MAX + ts_n + SB_PUT_JSON_STR_MAX(rid_n) +
+                  SB_PUT_JSON_STR_MAX(method_n) + SB_PUT_JSON_STR_MAX(256) +
+                  SB_PUT_JSON_STR_MAX(route_n) + SB_PUT_JSON_STR_MAX(model_n) +
+                  SB_PUT_JSON_STR_MAX(provider_n) + SB_PUT_JSON_STR_MAX(deployment_n) +
+                  SB_PUT_JSON_STR_MAX(fallback_n) + SB_PUT_JSON_STR_MAX(key_n) +
+                  SB_PUT_JSON_STR_MAX(team_n) + SB_PUT_JSON_STR_MAX(error_n);
+    struct sb_buf *b = &gw_w->access_log;
+    if (sb_buf_reserve(b, room) != 0)
+        return; /* the batch is full: drop this line rather than write half of it */
+    char *start = sb_buf_end(b);
+    char *p = SB_PUT_LIT(start, "{\"ts\":\"");
+    p = sb_put(p, gw_w->ts_prefix, ts_n);
+    p = sb_put_3digits(p, (unsigned)(ts->tv_nsec / 1000000));
+    p = SB_PUT_LIT(p, "Z\",\"request_id\":");
+    p = sb_put_json_str(p, r->request_id, rid_n);
+    p = SB_PUT_LIT(p, ",\"method\":");
+    p = sb_put_json_str(p, x->req.method.p, method_n);
+    p = SB_PUT_LIT(p, ",\"path\":");
+    p = put_path(p, x->req.path.p, path_n);
+    p = SB_PUT_LIT(p, ",\"route\":");
+    p = put_json_or_null(p, route, route_n);
+    p = SB_PUT_LIT(p, ",\"model\":");
+    p = put_json_or_null(p, model, model_n);
+    p = SB_PUT_LIT(p, ",\"provider\":");
+    p = put_json_or_null(p, provider, provider_n);
+    p = SB_PUT_LIT(p, ",\"deployment\":");
+    p = put_json_or_null(p, deployment, deployment_n);
+    p = SB_PUT_LIT(p, ",\"status\":");
+    p = sb_put_i64(p, status);
+    p = rec->stream ? SB_PUT_LIT(p, ",\"stream\":true") : SB_PUT_LIT(p, ",\"stream\":false");
+    p = SB_PUT_LIT(p, ",\"latency_ms\":");
+    p = put_ms(p, total);
+    if (upstream >= 0) {
+        p = SB_PUT_LIT(p, ",\"upstream_ms\":");
+        p = put_ms(p, upstream);
+        p = SB_PUT_LIT(p, ",\"overhead_ms\":");
+        p = put_ms(p, total > upstream ? total - upstream : 0);
+    } else {
+        p = SB_PUT_LIT(p, ",\"upstream_ms\":null,\"overhead_ms\":null");
+    }
+    if (rec->upstream_ttfb_s >= 0 && rec->upstream_start_ns) {
+        p = SB_PUT_LIT(p, ",\"upstream_ttfb_ms\":");
+        p = put_ms(p, rec->upstream_ttfb_s);
+    }
+    if (ttfb >= 0) {
+        p = SB_PUT_LIT(p, ",\"ttfb_ms\":");
+        p = put_ms(p, ttfb);
+    }
+    if (rec->attempts) {
+        p = SB_PUT_LIT(p, ",\"attempts\":");
+        p = sb_put_i64(p, rec->attempts);
+    }
+    if (rec->served_by >= 0) {
+        p = SB_PUT_LIT(p, ",\"fallback_model\":");
+        p = put_json_or_null(p, fallback, fallback_n);
+    }
+    p = SB_PUT_LIT(p, ",\"tokens_in\":");
+    p = put_tokens(p, rec->tokens_in);
+    p = SB_PUT_LIT(p, ",\"tokens_out\":");
+    p = put_tokens(p, rec->tokens_out);
+    p = SB_PUT_LIT(p, ",\"tokens_cached\":");
+    p = put_tokens(p, rec->tokens_cached);
+    p = SB_PUT_LIT(p, ",\"tokens_reasoning\":");
+    p = put_tokens(p, rec->tokens_reasoning);
+    if (rec->cost_nano >= 0) {
+        p = SB_PUT_LIT(p, ",\"cost_usd\":");
+        p = put_dollars(p, rec->cost_nano);
+    }
+    if (rec->dep && !rec->priced)
+        p = SB_PUT_LIT(p, ",\"price_missing\":true");
+    if (keyed) {
+        p = SB_PUT_LIT(p, ",\"key_hash\":");
+        p = sb_put_json_str(p, r->adm.key_hash, key_n);
+        if (team) {
+            p = SB_PUT_LIT(p, ",\"team_id\":");
+            p = sb_put_json_str(p, team, team_n);
+        }
+    }
+    p = SB_PUT_LIT(p, ",\"bytes_in\":");
+    p = sb_put_u64(p, x->bytes_in);
+    p = SB_PUT_LIT(p, ",\"bytes_out\":");
+    p = sb_put_u64(p, x->bytes_out);
+    p = SB_PUT_LIT(p, ",\"error\":");
+    p = put_json_or_null(p, error, error_n);
+    p = SB_PUT_LIT(p, "}\n");
+    assert((size_t)(p - start) <= room);
+    sb_buf_commit(b, p);
 }
 
 static void record(struct sb_api_req *r, bool aborted)
@@ -479,80 +623,9 @@ static void record(struct sb_api_req *r, bool aborted)
     sb_metrics_observe(gw_w->gw->metrics, gw_w->index, &s);
     if (gw_w->gw->access_fd < 0)
         return;
-
-    struct sb_buf *b = &gw_w->access_log;
-    size_t mark = b->len;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    if (ts.tv_sec != gw_w->ts_sec) { /* the formatted second is reused until it changes */
-        struct tm tm;
-        gmtime_r(&ts.tv_sec, &tm);
-        strftime(gw_w->ts_prefix, sizeof gw_w->ts_prefix, "%Y-%m-%dT%H:%M:%S.", &tm);
-        gw_w->ts_sec = ts.tv_sec;
-    }
-    long ms = ts.tv_nsec / 1000000;
-    char msd[3] = {(char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10)};
-    const struct sb_deployment *d = rec->dep;
-    const char *model = rec->model >= 0 ? gw_w->gw->cfg->model_names[rec->model] : NULL;
-    int rc = sb_buf_append_str(b, "{\"ts\":\"");
-    sb_buf_append_str(b, gw_w->ts_prefix);
-    sb_buf_append(b, msd, 3);
-    sb_buf_append(b, "Z\"", 2);
-    log_json_field(b, "request_id", r->request_id);
-    sb_buf_append_str(b, ",\"method\":");
-    sb_buf_append_json_str(b, x->req.method.p, x->req.method.n);
-    sb_buf_append_str(b, ",\"path\":");
-    log_path(b, x->req.path.p, x->req.path.n < 256 ? x->req.path.n : 256);
-    log_json_field(b, "route", sb_route_name(rec->route));
-    log_json_field(b, "model", model);
-    log_json_field(b, "provider", d ? d->provider_name : NULL);
-    log_json_field(b, "deployment", d ? d->litellm_model : NULL);
-    log_key(b, "status");
-    sb_buf_append_i64(b, status);
-    sb_buf_append_str(b, rec->stream ? ",\"stream\":true" : ",\"stream\":false");
-    log_ms(b, "latency_ms", total);
-    if (upstream >= 0) {
-        log_ms(b, "upstream_ms", upstream);
-        log_ms(b, "overhead_ms", total > upstream ? total - upstream : 0);
-    } else {
-        sb_buf_append_str(b, ",\"upstream_ms\":null,\"overhead_ms\":null");
-    }
-    if (rec->upstream_ttfb_s >= 0 && rec->upstream_start_ns)
-        log_ms(b, "upstream_ttfb_ms", rec->upstream_ttfb_s);
-    if (ttfb >= 0)
-        log_ms(b, "ttfb_ms", ttfb);
-    if (rec->attempts) {
-        log_key(b, "attempts");
-        sb_buf_append_i64(b, rec->attempts);
-    }
-    if (rec->served_by >= 0)
-        log_json_field(b, "fallback_model", gw_w->gw->cfg->model_names[rec->served_by]);
-    log_tokens(b, "tokens_in", rec->tokens_in);
-    log_tokens(b, "tokens_out", rec->tokens_out);
-    log_tokens(b, "tokens_cached", rec->tokens_cached);
-    log_tokens(b, "tokens_reasoning", rec->tokens_reasoning);
-    if (rec->cost_nano >= 0) {
-        log_key(b, "cost_usd");
-        sb_api_append_dollars(b, rec->cost_nano);
-    }
-    if (rec->dep && !rec->priced) {
-        log_key(b, "price_missing");
-        sb_buf_append_str(b, "true");
-    }
-    if (!r->master && r->adm.key_hash[0]) {
-        log_json_field(b, "key_hash", r->adm.key_hash);
-        if (r->adm.team_id[0])
-            log_json_field(b, "team_id", r->adm.team_id);
-    }
-    log_key(b, "bytes_in");
-    sb_buf_append_u64(b, x->bytes_in);
-    log_key(b, "bytes_out");
-    sb_buf_append_u64(b, x->bytes_out);
-    log_json_field(b, "error",
-                   rec->error_code ? rec->error_code : (aborted ? "client_closed" : NULL));
-    rc = sb_buf_append_str(b, "}\n");
-    if (rc != 0)
-        b->len = mark; /* the batch is full: drop this line rather than write half of it */
+    append_access_line(gw_w, r, aborted, status, &ts, total, upstream, ttfb);
 }
 
 /* ---------------------------------------------------------------- responses */

@@ -72,84 +72,45 @@ int sb_buf_append_slow(struct sb_buf *b, const void *p, size_t n)
     return 0;
 }
 
-/* v in decimal, ending at end: two digits per division. Returns where the digits start. */
-static char *format_u64(char *end, uint64_t v)
-{
-    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
-                                "25262728293031323334353637383940414243444546474849"
-                                "50515253545556575859606162636465666768697071727374"
-                                "75767778798081828384858687888990919293949596979899";
-    char *p = end;
-    while (v >= 100) {
-        unsigned r = (unsigned)(v % 100);
-        v /= 100;
-        p -= 2;
-        memcpy(p, pairs + 2 * r, 2);
-    }
-    if (v >= 10) {
-        p -= 2;
-        memcpy(p, pairs + 2 * v, 2);
-    } else {
-        *--p = (char)('0' + v);
-    }
-    return p;
-}
-
 int sb_buf_append_u64(struct sb_buf *b, uint64_t v)
 {
-    char tmp[20]; /* UINT64_MAX has 20 digits */
-    char *p = format_u64(tmp + sizeof tmp, v);
-    return sb_buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
+    char tmp[SB_PUT_INT_MAX];
+    return sb_buf_append(b, tmp, (size_t)(sb_put_u64(tmp, v) - tmp));
 }
 
 int sb_buf_append_i64(struct sb_buf *b, int64_t v)
 {
-    char tmp[21];
-    char *end = tmp + sizeof tmp;
-    char *p = format_u64(end, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
-    if (v < 0)
-        *--p = '-';
-    return sb_buf_append(b, p, (size_t)(end - p));
+    char tmp[SB_PUT_INT_MAX + 1];
+    return sb_buf_append(b, tmp, (size_t)(sb_put_i64(tmp, v) - tmp));
 }
 
-int sb_buf_append_json_str(struct sb_buf *b, const char *s, size_t n)
+/* The length of s[0, n) as sb_put_json_str writes it, quotes included. */
+static size_t json_str_len(const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    int rc = sb_buf_reserve(b, n + 2); /* the usual case: nothing to escape */
-    if (rc == 0)
-        rc = sb_buf_append_char(b, '"');
-    for (size_t i = 0; i < n && rc == 0;) {
+    size_t len = n + 2;
+    for (size_t i = 0; i < n;) {
         size_t run = sb_plain_run(s, i, n, false);
         if (run > i) {
-            rc = sb_buf_append(b, s + i, run - i);
             i = run;
             continue;
         }
         unsigned char c = (unsigned char)s[i++];
-        char e[6] = {'\\', (char)c};
-        size_t elen = 2;
-        switch (c) {
-        case '"':
-        case '\\':
-            break;
-        case '\n':
-            e[1] = 'n';
-            break;
-        case '\r':
-            e[1] = 'r';
-            break;
-        case '\t':
-            e[1] = 't';
-            break;
-        default:
-            e[1] = 'u', e[2] = '0', e[3] = '0', e[4] = hex[c >> 4], e[5] = hex[c & 15];
-            elen = 6;
-        }
-        rc = sb_buf_append(b, e, elen);
+        len += c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' ? 1 : 5;
     }
-    if (rc == 0)
-        rc = sb_buf_append_char(b, '"');
-    return rc;
+    return len;
+}
+
+int sb_buf_append_json_str(struct sb_buf *b, const char *s, size_t n)
+{
+    /* Room for the worst case is usually there already; else the exact length is counted
+     * first, so the string goes in whole or not at all. */
+    if (n > (SIZE_MAX - 2) / 6 || SB_PUT_JSON_STR_MAX(n) >= b->cap - b->len) {
+        int rc = sb_buf_reserve(b, json_str_len(s, n));
+        if (rc)
+            return rc;
+    }
+    sb_buf_commit(b, sb_put_json_str(sb_buf_end(b), s, n));
+    return 0;
 }
 
 int sb_buf_vprintf(struct sb_buf *b, const char *fmt, va_list ap)
@@ -215,4 +176,111 @@ void sb_str_copy(char *dst, size_t cap, const char *src)
     if (n > 0)
         memcpy(dst, src, n);
     dst[n] = '\0';
+}
+
+static const char digit_pairs[201] = "00010203040506070809"
+                                     "10111213141516171819"
+                                     "20212223242526272829"
+                                     "30313233343536373839"
+                                     "40414243444546474849"
+                                     "50515253545556575859"
+                                     "60616263646566676869"
+                                     "70717273747576777879"
+                                     "80818283848586878889"
+                                     "90919293949596979899";
+
+char *sb_put_u64(char *p, uint64_t v)
+{
+    /* The length first, so the digits go straight to their place: most values the gateway
+     * writes (statuses, token counts, milliseconds) have one to four digits. */
+    static const uint64_t pow10[SB_PUT_INT_MAX - 1] = {
+        10u,
+        100u,
+        1000u,
+        10000u,
+        100000u,
+        1000000u,
+        10000000u,
+        100000000u,
+        1000000000u,
+        10000000000u,
+        100000000000u,
+        1000000000000u,
+        10000000000000u,
+        100000000000000u,
+        1000000000000000u,
+        10000000000000000u,
+        100000000000000000u,
+        1000000000000000000u,
+        10000000000000000000u,
+    };
+    size_t n = 1;
+    while (n < SB_PUT_INT_MAX && v >= pow10[n - 1])
+        n++;
+    char *end = p + n;
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        end -= 2;
+        memcpy(end, digit_pairs + 2 * r, 2);
+    }
+    if (v >= 10)
+        memcpy(end - 2, digit_pairs + 2 * v, 2);
+    else
+        end[-1] = (char)('0' + v);
+    return p + n;
+}
+
+char *sb_put_i64(char *p, int64_t v)
+{
+    if (v >= 0)
+        return sb_put_u64(p, (uint64_t)v);
+    *p++ = '-';
+    return sb_put_u64(p, (uint64_t)0 - (uint64_t)v);
+}
+
+char *sb_put_3digits(char *p, unsigned v)
+{
+    v %= 1000;
+    p[0] = (char)('0' + v / 100);
+    memcpy(p + 1, digit_pairs + 2 * (v % 100), 2);
+    return p + 3;
+}
+
+char *sb_put_json_str(char *p, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    *p++ = '"';
+    for (size_t i = 0; i < n;) {
+        size_t run = sb_plain_run(s, i, n, false);
+        if (run > i) {
+            memcpy(p, s + i, run - i);
+            p += run - i;
+            i = run;
+            continue;
+        }
+        unsigned char c = (unsigned char)s[i++];
+        *p++ = '\\';
+        switch (c) {
+        case '"':
+        case '\\':
+            *p++ = (char)c;
+            break;
+        case '\n':
+            *p++ = 'n';
+            break;
+        case '\r':
+            *p++ = 'r';
+            break;
+        case '\t':
+            *p++ = 't';
+            break;
+        default:
+            p = SB_PUT_LIT(p, "u00");
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 15];
+        }
+    }
+    *p++ = '"';
+    return p;
 }

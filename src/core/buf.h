@@ -73,6 +73,45 @@ void sb_buf_consume(struct sb_buf *b, size_t n);
 char *sb_buf_take(struct sb_buf *b, size_t *len);
 void sb_buf_swap(struct sb_buf *a, struct sb_buf *b);
 
+/* Cursor writes, for a line built from many small pieces whose total has a known maximum:
+ * reserve that maximum once with sb_buf_reserve, take the cursor with sb_buf_end, write with
+ * the sb_put_* functions (which check nothing: each states the most it writes, and the
+ * caller's reserve must cover the sum), then end with sb_buf_commit. Nothing is NUL-terminated
+ * until the commit. */
+static inline char *sb_buf_end(struct sb_buf *b)
+{
+    return b->data + b->len;
+}
+
+/* Makes [data, end) the content and writes the NUL the reserve left room for. */
+static inline void sb_buf_commit(struct sb_buf *b, char *end)
+{
+    b->len = (size_t)(end - b->data);
+    *end = '\0';
+}
+
+static inline char *sb_put(char *p, const void *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+/* A string literal, its length known at compile time (the "" refuses anything else). */
+#define SB_PUT_LIT(p, lit) sb_put((p), "" lit, sizeof(lit) - 1)
+
+/* The most sb_put_u64 / sb_put_i64 write. */
+#define SB_PUT_INT_MAX 20
+/* The most sb_put_json_str writes for n bytes: every byte escaped as \u00XX, two quotes. */
+#define SB_PUT_JSON_STR_MAX(n) (6 * (size_t)(n) + 2)
+
+/* Decimal, two digits at a time; at most SB_PUT_INT_MAX bytes. */
+char *sb_put_u64(char *p, uint64_t v);
+char *sb_put_i64(char *p, int64_t v);
+/* Exactly three digits: v % 1000 zero-padded ("007"), as after a decimal point. */
+char *sb_put_3digits(char *p, unsigned v);
+/* What sb_buf_append_json_str appends, byte for byte; at most SB_PUT_JSON_STR_MAX(n) bytes. */
+char *sb_put_json_str(char *p, const char *s, size_t n);
+
 /* Copies the C string `src` (NULL: empty) into dst[cap] (cap >= 1), cut at cap - 1 bytes,
  * always NUL-terminated: snprintf(dst, cap, "%s", src) without the format machinery. */
 void sb_str_copy(char *dst, size_t cap, const char *src);

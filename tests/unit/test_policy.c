@@ -84,6 +84,10 @@ static void test_hash_and_duration(void **state)
     char h[65];
     sb_policy_hash_key("sk-1234", 7, h);
     assert_string_equal(h, "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b");
+    sb_policy_hash_key("abc", 3, h); /* FIPS 180-2's vector: every digit position */
+    assert_string_equal(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    sb_policy_hash_key("", 0, h);
+    assert_string_equal(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     assert_int_equal(sb_policy_duration_s("30s"), 30);
     assert_int_equal(sb_policy_duration_s("1m"), 60);
     assert_int_equal(sb_policy_duration_s("30m"), 1800);
@@ -155,6 +159,58 @@ static void test_auth_refusals(void **state)
     r = req_for("sk-blocked", "gpt-4o");
     assert_int_equal(sb_policy_admit(p, &r, &a), 0);
     sb_policy_release(p, &a);
+    sb_policy_free(p);
+}
+
+/* Key ids are compared word by word in constant time when 64 bytes long, byte by byte
+ * otherwise: a difference in any one byte, in any word, is a miss. */
+static void test_key_id_compare(void **state)
+{
+    (void)state;
+    struct sb_policy *p = sb_policy_new();
+    char h[65];
+    sb_policy_hash_key("sk-cmp", 6, h);
+    assert_int_equal(put(p, SB_ENT_KEY, h, "{}"), 0);
+    assert_int_equal(put(p, SB_ENT_KEY, "short-id", "{}"), 0);
+    char id70[71];
+    memset(id70, 'e', 70);
+    id70[70] = '\0';
+    assert_int_equal(put(p, SB_ENT_KEY, id70, "{}"), 0);
+    json_t *j = sb_policy_get(p, SB_ENT_KEY, h);
+    assert_non_null(j);
+    json_decref(j);
+    for (size_t i = 0; i < 64; i++) {
+        char other[65];
+        memcpy(other, h, sizeof other);
+        other[i] = other[i] == '0' ? '1' : '0';
+        assert_null(sb_policy_get(p, SB_ENT_KEY, other));
+        other[i] = (char)(h[i] ^ 0x80); /* the high bit of the byte alone */
+        assert_null(sb_policy_get(p, SB_ENT_KEY, other));
+    }
+    /* A prefix or an extension of a stored id is another id. */
+    char cut[64];
+    memcpy(cut, h, 63);
+    cut[63] = '\0';
+    assert_null(sb_policy_get(p, SB_ENT_KEY, cut));
+    j = sb_policy_get(p, SB_ENT_KEY, "short-id");
+    assert_non_null(j);
+    json_decref(j);
+    assert_null(sb_policy_get(p, SB_ENT_KEY, "short-iD"));
+    j = sb_policy_get(p, SB_ENT_KEY, id70);
+    assert_non_null(j);
+    json_decref(j);
+    id70[69] = 'f';
+    assert_null(sb_policy_get(p, SB_ENT_KEY, id70));
+
+    /* Through admission, with the precomputed hash: one byte off in the last word refuses. */
+    struct sb_admission a;
+    struct sb_admit_req r = req_for("sk-cmp", "gpt-4o");
+    r.key_hash = h;
+    assert_int_equal(sb_policy_admit(p, &r, &a), 0);
+    sb_policy_release(p, &a);
+    assert_int_equal(sb_policy_authenticate(p, "sk-cmp", 6, T0_MS, &a), 0);
+    assert_int_equal(sb_policy_authenticate(p, "sk-cmq", 6, T0_MS, &a), 401);
+    assert_string_equal(a.code, "invalid_api_key");
     sb_policy_free(p);
 }
 
@@ -1230,6 +1286,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hash_and_duration),
         cmocka_unit_test(test_auth_refusals),
+        cmocka_unit_test(test_key_id_compare),
         cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_bad_records),
         cmocka_unit_test(test_admin),
