@@ -24,7 +24,6 @@ enum stmt_id {
     ST_MODEL_SPEND_DELETE,
     ST_MODEL_SPEND_ADD,
     ST_LOG_INSERT,
-    ST_LOG_INSERT_N,
     ST_ADD_KEY,
     ST_ADD_TEAM,
     ST_ADD_USER,
@@ -57,14 +56,7 @@ enum stmt_id {
     "cost_nano, cost_known, start_ms, end_ms, status, cache_hit, route"
 /* What a row insert writes: LOG_COLS and key_id (schema.h, version 3). */
 #define LOG_INSERT_COLS LOG_COLS ", key_id"
-#define LOG_NCOL        21
 #define LOG_ROW         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-#define LOG_ROWS2       LOG_ROW ", " LOG_ROW
-#define LOG_ROWS4       LOG_ROWS2 ", " LOG_ROWS2
-#define LOG_ROWS8       LOG_ROWS4 ", " LOG_ROWS4
-#define LOG_ROWS16      LOG_ROWS8 ", " LOG_ROWS8
-/* Rows per multi-row INSERT (LOG_ROWS16); a batch's remainder goes one row at a time. */
-#define LOG_CHUNK 16
 #define LOG_FILTER                                                                                 \
     "(?2 IS NULL OR team_id = ?2) AND (?3 IS NULL OR user_id = ?3) "                               \
     "AND (?4 IS NULL OR end_user = ?4) AND (?5 IS NULL OR request_id = ?5) "                       \
@@ -154,10 +146,6 @@ static const char *const stmt_sql[ST__N] = {
                            "VALUES (?1, ?2, ?3) ON CONFLICT (token, model) DO UPDATE SET "
                            "spend_nano = spend_nano + excluded.spend_nano",
     [ST_LOG_INSERT] = "INSERT OR IGNORE INTO sb_spend_logs (" LOG_INSERT_COLS ") VALUES " LOG_ROW,
-    /* RETURNING names the rows actually inserted (an ignored one is not returned), so the
-     * totals stay exactly-once; sqlite3_changes() alone could not say which. */
-    [ST_LOG_INSERT_N] = "INSERT OR IGNORE INTO sb_spend_logs (" LOG_INSERT_COLS
-                        ") VALUES " LOG_ROWS16 " RETURNING request_id",
     [ST_ADD_KEY] = "UPDATE sb_keys SET spend_nano = spend_nano + ?2 WHERE token = ?1",
     [ST_ADD_TEAM] = "UPDATE sb_teams SET spend_nano = spend_nano + ?2 WHERE team_id = ?1",
     [ST_ADD_USER] = "UPDATE sb_users SET spend_nano = spend_nano + ?2 WHERE user_id = ?1",
@@ -782,49 +770,6 @@ static void bind_row(sqlite3_stmt *st, int base, const struct sb_spend_row *r)
     sqlite3_bind_int64(st, base + 21, key_id(r->key_hash));
 }
 
-/* Inserts LOG_CHUNK rows in one statement; ins[j] tells whether rows[j] was inserted. A row
- * is new exactly when RETURNING names its request_id; of two rows of the chunk with the same
- * id, the first is the one inserted (VALUES rows are inserted in order). The order of the
- * returned rows is not relied on. */
-static int insert_chunk(struct sb_sqlite *q, const struct sb_spend_row *rows, bool *ins)
-{
-    int rc = 0;
-    sqlite3_stmt *st = stmt_prepared(q, ST_LOG_INSERT_N, true, &rc);
-    if (st == NULL)
-        return rc;
-    for (int j = 0; j < LOG_CHUNK; j++)
-        bind_row(st, j * LOG_NCOL, &rows[j]);
-    char ids[LOG_CHUNK][sizeof(rows->request_id)];
-    size_t got = 0;
-    int r;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        const unsigned char *v = sqlite3_column_text(st, 0);
-        size_t len = (size_t)sqlite3_column_bytes(st, 0);
-        if (got == LOG_CHUNK || v == NULL || len >= sizeof(ids[0])) {
-            sqlite3_reset(st);
-            return SB_STORE_E_FAILED; /* more rows, or another id, than were given */
-        }
-        memcpy(ids[got], v, len);
-        ids[got][len] = '\0';
-        got++;
-    }
-    if (r != SQLITE_DONE)
-        return step_err(st, r);
-    sqlite3_reset(st);
-    bool all = got == LOG_CHUNK; /* then no id repeats in the chunk either */
-    for (int j = 0; j < LOG_CHUNK; j++)
-        ins[j] = all;
-    for (size_t g = 0; !all && g < got; g++) {
-        int j = 0;
-        while (j < LOG_CHUNK && strcmp(rows[j].request_id, ids[g]) != 0)
-            j++;
-        if (j == LOG_CHUNK)
-            return SB_STORE_E_FAILED;
-        ins[j] = true;
-    }
-    return 0;
-}
-
 static int insert_one(struct sb_sqlite *q, const struct sb_spend_row *r, bool *ins)
 {
     int rc = 0;
@@ -846,19 +791,13 @@ static int q_spend_write(struct sb_store *s, const struct sb_spend_row *rows, si
     int rc = tx_begin(q);
     if (rc != 0)
         return rc;
-    size_t i = 0;
-    while (i < n && rc == 0) {
-        bool new_row[LOG_CHUNK];
-        size_t k = n - i >= LOG_CHUNK ? LOG_CHUNK : 1;
-        rc = k == LOG_CHUNK ? insert_chunk(q, &rows[i], new_row) : insert_one(q, &rows[i], new_row);
-        /* A request_id already in the ledger was billed once, earlier. */
-        for (size_t j = 0; j < k && rc == 0; j++) {
-            if (!new_row[j])
-                continue;
-            ins++;
-            rc = bill_row(q, agg, &nagg, &rows[i + j]);
-        }
-        i += k;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        bool new_row = false;
+        rc = insert_one(q, &rows[i], &new_row);
+        if (rc != 0 || !new_row)
+            continue; /* a request_id already in the ledger: billed once, earlier */
+        ins++;
+        rc = bill_row(q, agg, &nagg, &rows[i]);
     }
     if (rc == 0)
         rc = agg_flush(q, agg, &nagg);

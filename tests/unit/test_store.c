@@ -1069,9 +1069,8 @@ static void logs_of_key(struct sb_store *s, const char *key, char *out, size_t o
     json_decref(arr);
 }
 
-/* Batches around the multi-row insert's chunk of 16: sizes on each side of one and two
- * chunks, a repeated id inside a chunk (the first row wins, even with another cost), one
- * repeated across the chunk and the single-row remainder, and old rows among new ones. */
+/* Batches of 15 to 33 rows: a repeated id (the first row wins, even with another cost), ids
+ * repeated far apart and at the end, and old rows among new ones. */
 static void t_spend_chunk_edges(struct sb_store *s)
 {
     put_ok(s, SB_ENT_KEY, KEY_A, "{}");
