@@ -12,7 +12,8 @@
  * The ledger takes tens of thousands of rows a second, so sb_spend_logs has only two indexes
  * besides its key: by time, and by key and time (the reports filter by key or time; by team,
  * user or end user they read the time index). Request ids start with the time, so every
- * index grows at its end. */
+ * index grows at its end. On SQLite, version 3 indexes the key as an integer (see there);
+ * PostgreSQL stays at version 2. */
 #ifndef SB_STORE_SCHEMA_H
 #define SB_STORE_SCHEMA_H
 
@@ -97,10 +98,21 @@
     " at INTEGER NOT NULL);"                                                                       \
     "CREATE INDEX sb_changes_at ON sb_changes (at);"
 
+/* Version 3: the per-key index on an integer instead of the 64-character key hash. key_id is
+ * the first 15 hex digits of api_key as an integer (sb_key_id(), defined by sqlite.c on every
+ * connection it opens; 0 for ""); a query filters on key_id AND api_key, so two keys with the
+ * same 15 digits are never mixed. The integer index costs about a third less per row written
+ * than the text one. */
+#define SB_SCHEMA_SQLITE_V3                                                                        \
+    "ALTER TABLE sb_spend_logs ADD COLUMN key_id INTEGER NOT NULL DEFAULT 0;"                      \
+    "UPDATE sb_spend_logs SET key_id = sb_key_id(api_key) WHERE api_key <> '';"                    \
+    "DROP INDEX sb_spend_logs_api_key;"                                                            \
+    "CREATE INDEX sb_spend_logs_key_id ON sb_spend_logs (key_id, start_ms);"
+
 /* Initializer of `static const char *const migrations[]`: entry i is version i + 1. */
 #define SB_SCHEMA_SQLITE                                                                           \
     {                                                                                              \
-        SB_SCHEMA_SQLITE_V1, SB_SCHEMA_SQLITE_V2                                                   \
+        SB_SCHEMA_SQLITE_V1, SB_SCHEMA_SQLITE_V2, SB_SCHEMA_SQLITE_V3                              \
     }
 
 /* ---- PostgreSQL ---- */

@@ -29,6 +29,7 @@ enum stmt_id {
     ST_ADD_USER,
     ST_ADD_CUSTOMER,
     ST_LOGS,
+    ST_LOGS_KEY,
     ST_TOTALS_KEY,
     ST_TOTALS_MODEL,
     ST_TOTALS_TEAM,
@@ -53,6 +54,14 @@ enum stmt_id {
     "request_id, api_key, team_id, user_id, end_user, model, deployment, provider, "               \
     "prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, "  \
     "cost_nano, cost_known, start_ms, end_ms, status, cache_hit, route"
+/* What a row insert writes: LOG_COLS and key_id (schema.h, version 3). */
+#define LOG_INSERT_COLS LOG_COLS ", key_id"
+#define LOG_ROW         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#define LOG_FILTER                                                                                 \
+    "(?2 IS NULL OR team_id = ?2) AND (?3 IS NULL OR user_id = ?3) "                               \
+    "AND (?4 IS NULL OR end_user = ?4) AND (?5 IS NULL OR request_id = ?5) "                       \
+    "AND (?6 = 0 OR start_ms >= ?6) AND (?7 = 0 OR start_ms < ?7) "                                \
+    "ORDER BY start_ms DESC, request_id DESC LIMIT ?8"
 #define TIME_WHERE " WHERE (?1 = 0 OR start_ms >= ?1) AND (?2 = 0 OR start_ms < ?2) "
 
 /* Bind layout of create/upsert: ?1 id, ?2 key_alias, ?3 team_id, ?4 user_id,
@@ -136,9 +145,7 @@ static const char *const stmt_sql[ST__N] = {
     [ST_MODEL_SPEND_ADD] = "INSERT INTO sb_key_model_spend (token, model, spend_nano) "
                            "VALUES (?1, ?2, ?3) ON CONFLICT (token, model) DO UPDATE SET "
                            "spend_nano = spend_nano + excluded.spend_nano",
-    [ST_LOG_INSERT] = "INSERT OR IGNORE INTO sb_spend_logs (" LOG_COLS ") VALUES (?1, ?2, ?3, "
-                      "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
-                      "?19, ?20)",
+    [ST_LOG_INSERT] = "INSERT OR IGNORE INTO sb_spend_logs (" LOG_INSERT_COLS ") VALUES " LOG_ROW,
     [ST_ADD_KEY] = "UPDATE sb_keys SET spend_nano = spend_nano + ?2 WHERE token = ?1",
     [ST_ADD_TEAM] = "UPDATE sb_teams SET spend_nano = spend_nano + ?2 WHERE team_id = ?1",
     [ST_ADD_USER] = "UPDATE sb_users SET spend_nano = spend_nano + ?2 WHERE user_id = ?1",
@@ -146,11 +153,12 @@ static const char *const stmt_sql[ST__N] = {
         "INSERT INTO sb_customers (user_id, spend_nano, data, created_at, updated_at) "
         "VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (user_id) DO UPDATE SET "
         "spend_nano = spend_nano + excluded.spend_nano",
+    /* Without a key: the start_ms index, newest first. With one (?9 its key_id): the
+     * (key_id, start_ms) index; api_key = ?1 keeps keys that share a key_id apart. */
     [ST_LOGS] = "SELECT " LOG_COLS " FROM sb_spend_logs WHERE (?1 IS NULL OR api_key = ?1) "
-                "AND (?2 IS NULL OR team_id = ?2) AND (?3 IS NULL OR user_id = ?3) "
-                "AND (?4 IS NULL OR end_user = ?4) AND (?5 IS NULL OR request_id = ?5) "
-                "AND (?6 = 0 OR start_ms >= ?6) AND (?7 = 0 OR start_ms < ?7) "
-                "ORDER BY start_ms DESC, request_id DESC LIMIT ?8",
+                "AND " LOG_FILTER,
+    [ST_LOGS_KEY] = "SELECT " LOG_COLS " FROM sb_spend_logs WHERE key_id = ?9 AND api_key = ?1 "
+                    "AND " LOG_FILTER,
     [ST_TOTALS_KEY] = "SELECT api_key, SUM(cost_nano), SUM(prompt_tokens + completion_tokens), "
                       "COUNT(*) FROM sb_spend_logs" TIME_WHERE "AND api_key <> '' "
                       "GROUP BY api_key ORDER BY 2 DESC, 1 ASC",
@@ -229,8 +237,9 @@ static int map_rc(int rc)
     }
 }
 
-/* The cached statement, reset and with its bindings cleared; NULL with *rc set on error. */
-static sqlite3_stmt *stmt_get(struct sb_sqlite *q, enum stmt_id id, int *rc)
+/* The cached statement, reset, its bindings cleared unless the caller binds every parameter
+ * (`all_bound`); NULL with *rc set on error. */
+static sqlite3_stmt *stmt_prepared(struct sb_sqlite *q, enum stmt_id id, bool all_bound, int *rc)
 {
     sqlite3_stmt *st = q->stmt[id];
     if (st == NULL) {
@@ -244,9 +253,15 @@ static sqlite3_stmt *stmt_get(struct sb_sqlite *q, enum stmt_id id, int *rc)
         q->stmt[id] = st;
     } else {
         sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
+        if (!all_bound)
+            sqlite3_clear_bindings(st);
     }
     return st;
+}
+
+static sqlite3_stmt *stmt_get(struct sb_sqlite *q, enum stmt_id id, int *rc)
+{
+    return stmt_prepared(q, id, false, rc);
 }
 
 /* Runs a statement that returns no rows; leaves it reset. */
@@ -708,6 +723,65 @@ static int bill_row(struct sb_sqlite *q, struct agg *a, size_t *n, const struct 
     return rc;
 }
 
+/* key_id of a key hash (schema.h, version 3): its first 15 characters read as hex digits
+ * (any other byte still gives some digit: equal strings, equal ids). 0 for "". */
+static int64_t key_id(const char *k)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 15 && k[i] != '\0'; i++) {
+        unsigned c = (unsigned char)k[i];
+        v = (v << 4) | ((c + (c >> 6) * 9) & 0xf);
+    }
+    return (int64_t)v;
+}
+
+/* sb_key_id(text) for the version 3 migration, which fills key_id of existing rows. */
+static void sql_key_id(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    const unsigned char *t = sqlite3_value_text(argv[0]);
+    sqlite3_result_int64(ctx, t != NULL ? key_id((const char *)t) : 0);
+}
+
+/* Binds one row as parameters base + 1 .. base + LOG_NCOL. The row outlives the step, hence
+ * SQLITE_STATIC (bind_text). */
+static void bind_row(sqlite3_stmt *st, int base, const struct sb_spend_row *r)
+{
+    bind_text(st, base + 1, r->request_id);
+    bind_text(st, base + 2, r->key_hash);
+    bind_text(st, base + 3, r->team_id);
+    bind_text(st, base + 4, r->user_id);
+    bind_text(st, base + 5, r->end_user);
+    bind_text(st, base + 6, r->model);
+    bind_text(st, base + 7, r->deployment);
+    bind_text(st, base + 8, r->provider);
+    sqlite3_bind_int64(st, base + 9, r->prompt_tokens);
+    sqlite3_bind_int64(st, base + 10, r->completion_tokens);
+    sqlite3_bind_int64(st, base + 11, r->cache_read_tokens);
+    sqlite3_bind_int64(st, base + 12, r->cache_write_tokens);
+    sqlite3_bind_int64(st, base + 13, r->reasoning_tokens);
+    sqlite3_bind_int64(st, base + 14, r->cost_nano);
+    sqlite3_bind_int(st, base + 15, r->cost_known ? 1 : 0);
+    sqlite3_bind_int64(st, base + 16, r->start_ms);
+    sqlite3_bind_int64(st, base + 17, r->end_ms);
+    sqlite3_bind_int(st, base + 18, r->status);
+    sqlite3_bind_int(st, base + 19, r->cache_hit ? 1 : 0);
+    bind_text(st, base + 20, r->route);
+    sqlite3_bind_int64(st, base + 21, key_id(r->key_hash));
+}
+
+static int insert_one(struct sb_sqlite *q, const struct sb_spend_row *r, bool *ins)
+{
+    int rc = 0;
+    sqlite3_stmt *st = stmt_prepared(q, ST_LOG_INSERT, true, &rc);
+    if (st == NULL)
+        return rc;
+    bind_row(st, 0, r);
+    rc = stmt_done(st);
+    *ins = rc == 0 && sqlite3_changes(q->db) > 0;
+    return rc;
+}
+
 static int q_spend_write(struct sb_store *s, const struct sb_spend_row *rows, size_t n,
                          size_t *inserted)
 {
@@ -718,35 +792,12 @@ static int q_spend_write(struct sb_store *s, const struct sb_spend_row *rows, si
     if (rc != 0)
         return rc;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        const struct sb_spend_row *r = &rows[i];
-        sqlite3_stmt *st = stmt_get(q, ST_LOG_INSERT, &rc);
-        if (st == NULL)
-            break;
-        bind_text(st, 1, r->request_id);
-        bind_text(st, 2, r->key_hash);
-        bind_text(st, 3, r->team_id);
-        bind_text(st, 4, r->user_id);
-        bind_text(st, 5, r->end_user);
-        bind_text(st, 6, r->model);
-        bind_text(st, 7, r->deployment);
-        bind_text(st, 8, r->provider);
-        sqlite3_bind_int64(st, 9, r->prompt_tokens);
-        sqlite3_bind_int64(st, 10, r->completion_tokens);
-        sqlite3_bind_int64(st, 11, r->cache_read_tokens);
-        sqlite3_bind_int64(st, 12, r->cache_write_tokens);
-        sqlite3_bind_int64(st, 13, r->reasoning_tokens);
-        sqlite3_bind_int64(st, 14, r->cost_nano);
-        sqlite3_bind_int(st, 15, r->cost_known ? 1 : 0);
-        sqlite3_bind_int64(st, 16, r->start_ms);
-        sqlite3_bind_int64(st, 17, r->end_ms);
-        sqlite3_bind_int(st, 18, r->status);
-        sqlite3_bind_int(st, 19, r->cache_hit ? 1 : 0);
-        bind_text(st, 20, r->route);
-        rc = stmt_done(st);
-        if (rc != 0 || sqlite3_changes(q->db) == 0)
+        bool new_row = false;
+        rc = insert_one(q, &rows[i], &new_row);
+        if (rc != 0 || !new_row)
             continue; /* a request_id already in the ledger: billed once, earlier */
         ins++;
-        rc = bill_row(q, agg, &nagg, r);
+        rc = bill_row(q, agg, &nagg, &rows[i]);
     }
     if (rc == 0)
         rc = agg_flush(q, agg, &nagg);
@@ -771,10 +822,12 @@ static int q_spend_logs(struct sb_store *s, const struct sb_spend_filter *f, jso
 {
     struct sb_sqlite *q = sq(s);
     int rc = 0;
-    sqlite3_stmt *st = stmt_get(q, ST_LOGS, &rc);
+    sqlite3_stmt *st = stmt_get(q, f->key_hash != NULL ? ST_LOGS_KEY : ST_LOGS, &rc);
     if (st == NULL)
         return rc;
     bind_text(st, 1, f->key_hash);
+    if (f->key_hash != NULL)
+        sqlite3_bind_int64(st, 9, key_id(f->key_hash));
     bind_text(st, 2, f->team_id);
     bind_text(st, 3, f->user_id);
     bind_text(st, 4, f->end_user);
@@ -1132,6 +1185,12 @@ struct sb_store *sb_store_sqlite_open(const char *path, char *err, size_t err_le
         goto fail;
     }
     sqlite3_extended_result_codes(q->db, 1);
+    if (sqlite3_create_function(q->db, "sb_key_id", 1,
+                                SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
+                                sql_key_id, NULL, NULL) != SQLITE_OK) {
+        sb_store_set_err(err, err_len, "sqlite: %s", sqlite3_errmsg(q->db));
+        goto fail;
+    }
     /* The busy timeout first: the journal_mode change itself needs the lock. */
     sqlite3_busy_timeout(q->db, 5000);
     /* 16 KiB pages for a new database (an existing one keeps its own until a VACUUM): the

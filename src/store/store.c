@@ -23,6 +23,15 @@ static bool utf8_valid(const unsigned char *p, size_t n)
 {
     size_t i = 0;
     while (i < n) {
+        /* Ids, models and routes are ASCII: eight bytes at a time while no high bit is set. */
+        if (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, p + i, sizeof(w));
+            if ((w & UINT64_C(0x8080808080808080)) == 0) {
+                i += 8;
+                continue;
+            }
+        }
         unsigned c = p[i];
         size_t need;
         unsigned min;

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "store/schema.h"
 #include "store/store.h"
 
 /* ---- helpers ---- */
@@ -1049,6 +1050,136 @@ static void t_spend_batch_totals(struct sb_store *s)
     free(ref);
 }
 
+/* Ids of the logs of one key, newest first, joined by ','. */
+static void logs_of_key(struct sb_store *s, const char *key, char *out, size_t out_len)
+{
+    json_t *arr = NULL;
+    struct sb_spend_filter f = {.key_hash = key};
+    assert_int_equal(sb_store_spend_logs(s, &f, &arr), 0);
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        json_t *o = json_array_get(arr, i);
+        assert_string_equal(str_member(o, "api_key"), key);
+        int w =
+            snprintf(out + used, out_len - used, "%s%s", i ? "," : "", str_member(o, "request_id"));
+        assert_true(w > 0 && (size_t)w < out_len - used);
+        used += (size_t)w;
+    }
+    json_decref(arr);
+}
+
+/* Batches of 15 to 33 rows: a repeated id (the first row wins, even with another cost), ids
+ * repeated far apart and at the end, and old rows among new ones. */
+static void t_spend_chunk_edges(struct sb_store *s)
+{
+    put_ok(s, SB_ENT_KEY, KEY_A, "{}");
+    static const size_t sizes[] = {15, 16, 17, 31, 32, 33};
+    struct sb_spend_row rows[40];
+    int64_t total = 0, count = 0;
+    int next = 0;
+    for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
+        for (size_t i = 0; i < sizes[z]; i++) {
+            char id[32];
+            snprintf(id, sizeof(id), "edge-%04d", next++);
+            rows[i] = row(id, KEY_A, "", "", "", "gpt-4o", 1000 + next, 1000 + next);
+            total += 1000 + next;
+        }
+        size_t ins = 0;
+        assert_int_equal(sb_store_spend_write(s, rows, sizes[z], &ins), 0);
+        assert_int_equal(ins, sizes[z]);
+        count += (int64_t)sizes[z];
+        /* Replayed whole: nothing. */
+        assert_int_equal(sb_store_spend_write(s, rows, sizes[z], &ins), 0);
+        assert_int_equal(ins, 0);
+    }
+    assert_int_equal(count_of(s), count);
+    assert_dollars(spend_of(s, SB_ENT_KEY, KEY_A), total);
+
+    /* 33 rows: [0, 16) a chunk, [16, 32) a chunk, 32 alone. */
+    for (int i = 0; i < 33; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "mix-%02d", i);
+        rows[i] = row(id, KEY_A, "", "", "", "gpt-4o", 1, 5000 + i);
+    }
+    rows[5] = row("mix-01", KEY_A, "", "", "", "gpt-4o", 777, 5005);  /* repeat, other cost */
+    rows[15] = row("edge-0003", KEY_A, "", "", "", "gpt-4o", 999, 1); /* already billed */
+    rows[20] = row("mix-16", KEY_A, "", "", "", "gpt-4o", 555, 5020); /* repeat in chunk 2 */
+    rows[32] = row("mix-17", KEY_A, "", "", "", "gpt-4o", 333, 5032); /* repeat, last alone */
+    size_t ins = 0;
+    assert_int_equal(sb_store_spend_write(s, rows, 33, &ins), 0);
+    assert_int_equal(ins, 29);
+    total += 29;
+    assert_dollars(spend_of(s, SB_ENT_KEY, KEY_A), total);
+    assert_int_equal(count_of(s), count + 29);
+    json_t *arr = NULL;
+    struct sb_spend_filter f = {.request_id = "mix-01"};
+    assert_int_equal(sb_store_spend_logs(s, &f, &arr), 0);
+    assert_int_equal(json_array_size(arr), 1);
+    assert_dollars(json_real_value(json_object_get(json_array_get(arr, 0), "spend")), 1);
+    json_decref(arr);
+    /* The same batch again: nothing, and nothing added. */
+    assert_int_equal(sb_store_spend_write(s, rows, 33, &ins), 0);
+    assert_int_equal(ins, 0);
+    assert_dollars(spend_of(s, SB_ENT_KEY, KEY_A), total);
+
+    /* A chunk of 16 copies of one new id: one row, billed once. */
+    for (int i = 0; i < 16; i++)
+        rows[i] = row("same", KEY_A, "", "", "", "gpt-4o", 10 + i, 9000);
+    assert_int_equal(sb_store_spend_write(s, rows, 16, &ins), 0);
+    assert_int_equal(ins, 1);
+    assert_dollars(spend_of(s, SB_ENT_KEY, KEY_A), total + 10);
+    json_t *k = get_ok(s, SB_ENT_KEY, KEY_A);
+    assert_dollars(json_real_value(json_object_get(json_object_get(k, "model_spend"), "gpt-4o")),
+                   total + 10);
+    json_decref(k);
+}
+
+/* Keys that share their first 15 hex digits (SQLite indexes those as an integer) or are not
+ * hex at all: a key's logs and totals never take another key's rows. */
+static void t_spend_logs_similar_keys(struct sb_store *s)
+{
+    static const char *k1 = "aaaa000000000000000000000000000000000000000000000000000000000001";
+    static const char *k2 = "aaaa000000000000000000000000000000000000000000000000000000000009";
+    static const char *k3 = "aaaa00000000000f";
+    static const char *k4 = "zz'; DROP TABLE sb_spend_logs; --";
+    struct sb_spend_row rows[20];
+    const char *keys[] = {k1, k2, k3, k4};
+    for (int i = 0; i < 20; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "sk-%02d", i);
+        rows[i] = row(id, keys[i % 4], "", "", "", "m", 10 * (i % 4 + 1), 100 + i);
+    }
+    assert_int_equal(sb_store_spend_write(s, rows, 20, NULL), 0);
+    char got[256];
+    logs_of_key(s, k1, got, sizeof(got));
+    assert_string_equal(got, "sk-16,sk-12,sk-08,sk-04,sk-00");
+    logs_of_key(s, k2, got, sizeof(got));
+    assert_string_equal(got, "sk-17,sk-13,sk-09,sk-05,sk-01");
+    logs_of_key(s, k3, got, sizeof(got));
+    assert_string_equal(got, "sk-18,sk-14,sk-10,sk-06,sk-02");
+    logs_of_key(s, k4, got, sizeof(got));
+    assert_string_equal(got, "sk-19,sk-15,sk-11,sk-07,sk-03");
+    logs_of_key(s, "aaaa0000000000000", got, sizeof(got)); /* a prefix is another key */
+    assert_string_equal(got, "");
+    /* With a time window and a limit too. */
+    json_t *arr = NULL;
+    struct sb_spend_filter f = {.key_hash = k2, .start_ms = 105, .end_ms = 117, .limit = 1};
+    assert_int_equal(sb_store_spend_logs(s, &f, &arr), 0);
+    assert_int_equal(json_array_size(arr), 1);
+    assert_string_equal(str_member(json_array_get(arr, 0), "request_id"), "sk-13");
+    json_decref(arr);
+    assert_int_equal(sb_store_spend_totals(s, SB_SPEND_BY_KEY, 0, 0, &arr), 0);
+    assert_int_equal(json_array_size(arr), 4);
+    for (int i = 0; i < 4; i++) {
+        json_t *e = json_array_get(arr, (size_t)i);
+        assert_string_equal(str_member(e, "api_key"), keys[3 - i]);
+        assert_dollars(json_real_value(json_object_get(e, "total_spend")), 50 * (4 - i));
+        assert_int_equal(json_integer_value(json_object_get(e, "requests")), 5);
+    }
+    json_decref(arr);
+}
+
 /* ---- the change feed ---- */
 
 static size_t changes_ok(struct sb_store *s, int64_t after, struct sb_change *out, size_t max,
@@ -1351,6 +1482,8 @@ static const struct tcase cases[] = {
     CASE(t_large_batch),
     CASE(t_many_entities),
     CASE(t_spend_batch_totals),
+    CASE(t_spend_chunk_edges),
+    CASE(t_spend_logs_similar_keys),
     CASE(t_model_at_full_sums),
     CASE(t_change_feed),
     CASE(t_change_prune),
@@ -1605,6 +1738,76 @@ static void test_file_reopen(void **state)
     remove_db_files(dir);
 }
 
+/* A version 2 file with rows (as an older release wrote it) opens, migrates, and its rows
+ * stay queryable by key and billed exactly once. */
+static void test_file_migrate_v2(void **state)
+{
+    (void)state;
+    char dir[64], url[160], err[256];
+    assert_int_equal(new_temp_db(dir, sizeof(dir), url, sizeof(url)), 0);
+    sqlite3 *db = raw_open(url);
+    assert_int_equal(sqlite3_exec(db,
+                                  SB_SCHEMA_SQLITE_BOOT SB_SCHEMA_SQLITE_V1 SB_SCHEMA_SQLITE_V2
+                                  "INSERT INTO sb_schema (version) VALUES (1), (2);"
+                                  "INSERT INTO sb_keys (token, spend_nano, data, created_at, "
+                                  "updated_at) VALUES ('aaaa000000000000000000000000000000000000"
+                                  "000000000000000000000001', 300, '{}', 1, 1);",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    static const char *const old[][2] = {
+        {"old-1", "aaaa000000000000000000000000000000000000000000000000000000000001"},
+        {"old-2", "bbbb000000000000000000000000000000000000000000000000000000000002"},
+        {"old-3", "aaaa000000000000000000000000000000000000000000000000000000000001"},
+        {"old-4", ""},
+    };
+    for (int i = 0; i < 4; i++) {
+        char sql[512];
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO sb_spend_logs VALUES ('%s', '%s', '', '', '', 'gpt-4o', 'd', 'p', "
+                 "1, 2, 0, 0, 0, 100, 1, %d, %d, 200, 0, 'chat_completions')",
+                 old[i][0], old[i][1], 1000 + i, 1001 + i);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    }
+    sqlite3_close(db);
+
+    struct sb_store *s = sb_store_open(url, err, sizeof(err));
+    assert_non_null(s);
+    char got[256];
+    logs_of_key(s, KEY_A, got, sizeof(got));
+    assert_string_equal(got, "old-3,old-1");
+    logs_of_key(s, KEY_B, got, sizeof(got));
+    assert_string_equal(got, "old-2");
+    json_t *arr = NULL;
+    assert_int_equal(sb_store_spend_totals(s, SB_SPEND_BY_KEY, 0, 0, &arr), 0);
+    assert_int_equal(json_array_size(arr), 2);
+    assert_string_equal(str_member(json_array_get(arr, 0), "api_key"), KEY_A);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(arr, 0), "requests")), 2);
+    json_decref(arr);
+    struct sb_spend_filter all = {.limit = 0};
+    assert_int_equal(sb_store_spend_logs(s, &all, &arr), 0);
+    assert_int_equal(json_array_size(arr), 4);
+    json_decref(arr);
+    /* Replaying an old row bills nothing; a new one is billed and found by key. */
+    struct sb_spend_row r[2] = {row("old-1", KEY_A, "", "", "", "gpt-4o", 100, 1000),
+                                row("new-1", KEY_A, "", "", "", "gpt-4o", 50, 2000)};
+    size_t ins = 0;
+    assert_int_equal(sb_store_spend_write(s, r, 2, &ins), 0);
+    assert_int_equal(ins, 1);
+    assert_dollars(spend_of(s, SB_ENT_KEY, KEY_A), 350);
+    logs_of_key(s, KEY_A, got, sizeof(got));
+    assert_string_equal(got, "new-1,old-3,old-1");
+    sb_store_close(s);
+
+    db = raw_open(url);
+    assert_int_equal(raw_int(db, "SELECT MAX(version) FROM sb_schema"), 3);
+    assert_int_equal(raw_int(db, "SELECT COUNT(*) FROM sb_schema"), 3);
+    assert_int_equal(raw_int(db, "SELECT COUNT(*) FROM sb_spend_logs WHERE key_id = 0"), 1);
+    assert_int_equal(
+        raw_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'sb_spend_logs_api_key'"), 0);
+    sqlite3_close(db);
+    remove_db_files(dir);
+}
+
 static void test_file_two_handles(void **state)
 {
     (void)state;
@@ -1740,7 +1943,7 @@ int main(void)
     const struct CMUnitTest file_tests[] = {
         cmocka_unit_test(test_file_reopen),  cmocka_unit_test(test_file_two_handles),
         cmocka_unit_test(test_file_locked),  cmocka_unit_test(test_open_errors),
-        cmocka_unit_test(test_relative_url),
+        cmocka_unit_test(test_relative_url), cmocka_unit_test(test_file_migrate_v2),
     };
     failed += cmocka_run_group_tests_name("store sqlite file only", file_tests, NULL, NULL);
     return failed;
