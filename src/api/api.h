@@ -175,6 +175,9 @@ void sb_api_bill(struct sb_api_req *r, int status);
 
 /* Appends nano-dollars as dollars with nine decimals ("0.000022000"), without floating point. */
 int sb_api_append_dollars(struct sb_buf *b, int64_t nano);
+/* The same through core/buf's cursor: at most SB_API_DOLLARS_MAX bytes. */
+#define SB_API_DOLLARS_MAX (1 + SB_PUT_INT_MAX + 10)
+char *sb_api_put_dollars(char *p, int64_t nano);
 
 /* The price of a deployment: the config's per-token prices where given, else the built-in
  * table. false: no price known. */

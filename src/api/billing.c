@@ -26,18 +26,25 @@ bool sb_api_price(const struct sb_deployment *d, struct sb_price *out)
     return true;
 }
 
-int sb_api_append_dollars(struct sb_buf *b, int64_t nano)
+char *sb_api_put_dollars(char *p, int64_t nano)
 {
     uint64_t u = nano < 0 ? 0 - (uint64_t)nano : (uint64_t)nano;
-    char frac[10];
-    uint64_t f = u % 1000000000u;
-    for (int i = 8; i >= 0; i--, f /= 10)
-        frac[i] = (char)('0' + f % 10);
-    frac[9] = '.';
-    int rc = nano < 0 ? sb_buf_append_char(b, '-') : 0;
-    rc = rc ? rc : sb_buf_append_u64(b, u / 1000000000u);
-    rc = rc ? rc : sb_buf_append_char(b, '.');
-    return rc ? rc : sb_buf_append(b, frac, 9);
+    if (nano < 0)
+        *p++ = '-';
+    p = sb_put_u64(p, u / 1000000000u);
+    *p++ = '.';
+    unsigned f = (unsigned)(u % 1000000000u);
+    p = sb_put_3digits(p, f / 1000000u);
+    p = sb_put_3digits(p, f / 1000u % 1000u);
+    return sb_put_3digits(p, f % 1000u);
+}
+
+int sb_api_append_dollars(struct sb_buf *b, int64_t nano)
+{
+    int rc = sb_buf_reserve(b, SB_API_DOLLARS_MAX);
+    if (rc == 0)
+        sb_buf_commit(b, sb_api_put_dollars(sb_buf_end(b), nano));
+    return rc;
 }
 
 static int64_t now_ms(void)

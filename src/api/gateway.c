@@ -430,20 +430,6 @@ static bool has_key_segment(const char *p, size_t n)
     return false;
 }
 
-/* sb_api_append_dollars' format through the cursor; at most 1 + SB_PUT_INT_MAX + 10 bytes. */
-static char *put_dollars(char *p, int64_t nano)
-{
-    uint64_t u = nano < 0 ? 0 - (uint64_t)nano : (uint64_t)nano;
-    if (nano < 0)
-        *p++ = '-';
-    p = sb_put_u64(p, u / 1000000000u);
-    *p++ = '.';
-    unsigned f = (unsigned)(u % 1000000000u);
-    p = sb_put_3digits(p, f / 1000000u);
-    p = sb_put_3digits(p, f / 1000u % 1000u);
-    return sb_put_3digits(p, f % 1000u);
-}
-
 /* The path as a JSON string, with any path segment that looks like a key ("sk-...", as in
  * /key/<key>/regenerate) masked to its last four characters: keys never reach a log. n <= 256;
  * at most SB_PUT_JSON_STR_MAX(256) bytes. */
@@ -573,7 +559,7 @@ static void append_access_line(struct sb_gw_worker *gw_w, const struct sb_api_re
     p = put_tokens(p, rec->tokens_reasoning);
     if (rec->cost_nano >= 0) {
         p = SB_PUT_LIT(p, ",\"cost_usd\":");
-        p = put_dollars(p, rec->cost_nano);
+        p = sb_api_put_dollars(p, rec->cost_nano);
     }
     if (rec->dep && !rec->priced)
         p = SB_PUT_LIT(p, ",\"price_missing\":true");

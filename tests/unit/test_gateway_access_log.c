@@ -437,14 +437,20 @@ static void test_dollars(void **state)
                                 22000, 999999999,   1000000000, 1000000001, 123456789012, INT64_MAX,
                                 -1,    -1000000000, INT64_MIN};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
-        struct sb_buf want;
-        sb_buf_init(&want, 64);
-        assert_int_equal(sb_api_append_dollars(&want, v[i]), 0);
-        char got[1 + SB_PUT_INT_MAX + 10];
-        char *end = put_dollars(got, v[i]);
-        assert_int_equal((size_t)(end - got), want.len);
-        assert_memory_equal(got, want.data, want.len);
-        sb_buf_free(&want);
+        uint64_t u = v[i] < 0 ? 0 - (uint64_t)v[i] : (uint64_t)v[i];
+        char want[64];
+        snprintf(want, sizeof want, "%s%" PRIu64 ".%09" PRIu64, v[i] < 0 ? "-" : "",
+                 u / 1000000000u, u % 1000000000u);
+        struct sb_buf b;
+        sb_buf_init(&b, 64);
+        assert_int_equal(sb_api_append_dollars(&b, v[i]), 0);
+        assert_string_equal(b.data, want);
+        char got[SB_API_DOLLARS_MAX + 1];
+        char *end = sb_api_put_dollars(got, v[i]);
+        assert_true((size_t)(end - got) <= SB_API_DOLLARS_MAX);
+        *end = '\0';
+        assert_string_equal(got, want);
+        sb_buf_free(&b);
     }
     /* And in the line, for a few of them. */
     struct fix f;
