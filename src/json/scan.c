@@ -542,7 +542,7 @@ static inline enum sb_json_type type_of(unsigned char c)
 /* The value starting at p[i]: fills *out and returns 0, or SB_JSON_BAD if it cannot be
  * delimited before `end`. Containers are matched by counting brackets, which is exact on a
  * validated document and merely bounded on anything else. */
-static int skip_value(const unsigned char *p, size_t i, size_t end, struct sb_json_span *out)
+static inline int skip_value(const unsigned char *p, size_t i, size_t end, struct sb_json_span *out)
 {
     if (i >= end)
         return SB_JSON_BAD;
@@ -676,7 +676,7 @@ static bool iter_init(struct member_iter *it, const char *s, size_t n,
 }
 
 /* 1 and the next member, 0 at the end, or SB_JSON_BAD. */
-static int iter_next(struct member_iter *it, struct sb_json_member *m, bool *key_esc)
+static inline int iter_next(struct member_iter *it, struct sb_json_member *m, bool *key_esc)
 {
     const unsigned char *p = it->p;
     size_t i = skip_ws(p, it->i, it->end);
