@@ -104,6 +104,19 @@ static inline size_t skip_ws(const unsigned char *p, size_t i, size_t end)
     return i;
 }
 
+/* The first byte at or after *pi that is not whitespace, with *pi moved to it; 0 at the end
+ * of the input. 0 is never what the validator expects next, so the end needs no test of its
+ * own, and the common case (no whitespace) costs one bounds test and one compare. */
+static inline unsigned char next_byte(const unsigned char *p, size_t *pi, size_t n)
+{
+    size_t i = *pi;
+    if (i < n && p[i] > ' ')
+        return p[i];
+    i = skip_ws(p, i, n);
+    *pi = i;
+    return i < n ? p[i] : 0;
+}
+
 static inline bool is_digit(unsigned char c)
 {
     return c >= '0' && c <= '9';
@@ -366,8 +379,8 @@ value:
     case '{':
         if (depth >= limit)
             return SB_JSON_BAD;
-        i = skip_ws(p, i + 1, n);
-        if (i < n && p[i] == '}') {
+        i++;
+        if (next_byte(p, &i, n) == '}') {
             i++;
             goto after; /* an empty container leaves depth and in_obj as they were */
         }
@@ -378,8 +391,8 @@ value:
     case '[':
         if (depth >= limit)
             return SB_JSON_BAD;
-        i = skip_ws(p, i + 1, n);
-        if (i < n && p[i] == ']') {
+        i++;
+        if (next_byte(p, &i, n) == ']') {
             i++;
             goto after;
         }
@@ -426,12 +439,10 @@ key:
     } else {
         i = check_string(p, n, i);
     }
-    if (!i)
+    if (!i || next_byte(p, &i, n) != ':')
         return SB_JSON_BAD;
-    i = skip_ws(p, i, n);
-    if (i >= n || p[i] != ':')
-        return SB_JSON_BAD;
-    i = skip_ws(p, i + 1, n);
+    i++;
+    (void)next_byte(p, &i, n);
     if (rec && depth == 1)
         member_value = i;
     goto value;
@@ -452,16 +463,15 @@ after:
         i = skip_ws(p, i, n);
         return i == n ? 0 : SB_JSON_BAD;
     }
-    i = skip_ws(p, i, n);
-    if (i >= n)
-        return SB_JSON_BAD;
-    if (p[i] == ',') {
-        i = skip_ws(p, i + 1, n);
+    unsigned char c = next_byte(p, &i, n);
+    if (c == ',') {
+        i++;
+        (void)next_byte(p, &i, n);
         if (in_obj)
             goto key;
         goto value;
     }
-    if (p[i] != (in_obj ? '}' : ']'))
+    if (c != (in_obj ? '}' : ']'))
         return SB_JSON_BAD;
     i++;
     depth--;
@@ -542,7 +552,8 @@ static inline enum sb_json_type type_of(unsigned char c)
 /* The value starting at p[i]: fills *out and returns 0, or SB_JSON_BAD if it cannot be
  * delimited before `end`. Containers are matched by counting brackets, which is exact on a
  * validated document and merely bounded on anything else. */
-static inline int skip_value(const unsigned char *p, size_t i, size_t end, struct sb_json_span *out)
+static inline __attribute__((always_inline)) int skip_value(const unsigned char *p, size_t i,
+                                                            size_t end, struct sb_json_span *out)
 {
     if (i >= end)
         return SB_JSON_BAD;
@@ -676,7 +687,8 @@ static bool iter_init(struct member_iter *it, const char *s, size_t n,
 }
 
 /* 1 and the next member, 0 at the end, or SB_JSON_BAD. */
-static inline int iter_next(struct member_iter *it, struct sb_json_member *m, bool *key_esc)
+static inline __attribute__((always_inline)) int iter_next(struct member_iter *it,
+                                                           struct sb_json_member *m, bool *key_esc)
 {
     const unsigned char *p = it->p;
     size_t i = skip_ws(p, it->i, it->end);
