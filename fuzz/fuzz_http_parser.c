@@ -4,9 +4,15 @@
  * chunked, the bytes after the head are the body; otherwise the whole input is fed to the
  * decoder too, so the decoder is exercised by every input. The body is decoded twice: in one
  * feed, and in small irregular pieces whose sizes come from the input's own bytes. Both runs
- * must agree exactly, which is what "byte-at-a-time safe" means. Invariants abort. */
+ * must agree exactly, which is what "byte-at-a-time safe" means. Invariants abort.
+ *
+ * The head parser is also compared, result and every field, with a plain reference parser
+ * written from the header's contract below: one byte at a time, character classes spelled
+ * out as sets instead of a table, no word or vector scans. It is slow and obvious on
+ * purpose, so a faster sb_http_parse_request has something to agree with. */
 #include "http/parser.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +130,264 @@ static void fuzz_body(const uint8_t *body, size_t len, const uint8_t *sizes, siz
     sb_buf_free(&pieces);
 }
 
+/* ---- Reference head parser ----------------------------------------------------------- */
+
+static bool ref_alnum(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool ref_tchar(unsigned char c)
+{
+    return ref_alnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static bool ref_vchar(unsigned char c)
+{
+    return c >= 0x21 && c <= 0x7e;
+}
+
+static bool ref_field_byte(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+static bool ref_ows(unsigned char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static unsigned char ref_lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
+}
+
+static bool ref_ieq(const char *p, size_t n, const char *lit)
+{
+    if (n != strlen(lit))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (ref_lower((unsigned char)p[i]) != ref_lower((unsigned char)lit[i]))
+            return false;
+    return true;
+}
+
+static int ref_target(struct sb_http_request *r)
+{
+    const char *t = r->target.p;
+    size_t n = r->target.n, ps = 0;
+    if (t[0] == '*') {
+        if (n != 1 || r->method.n != 7 || memcmp(r->method.p, "OPTIONS", 7) != 0)
+            return SB_HTTP_E_BAD;
+        r->path = r->target;
+        r->query = (struct sb_http_str){t + n, 0};
+        return 0;
+    }
+    if (t[0] != '/') {
+        size_t i = 0;
+        if (!((t[0] >= 'a' && t[0] <= 'z') || (t[0] >= 'A' && t[0] <= 'Z')))
+            return SB_HTTP_E_BAD;
+        while (i < n &&
+               (ref_alnum((unsigned char)t[i]) || t[i] == '+' || t[i] == '-' || t[i] == '.'))
+            i++;
+        if (n - i < 4 || memcmp(t + i, "://", 3) != 0)
+            return SB_HTTP_E_BAD;
+        i += 3;
+        size_t a = i;
+        while (i < n && t[i] != '/' && t[i] != '?' && t[i] != '#')
+            i++;
+        if (i == a)
+            return SB_HTTP_E_BAD;
+        ps = i;
+    }
+    size_t pe = ps;
+    while (pe < n && t[pe] != '?')
+        pe++;
+    r->path = pe == ps ? (struct sb_http_str){"/", 1} : (struct sb_http_str){t + ps, pe - ps};
+    r->query =
+        pe < n ? (struct sb_http_str){t + pe + 1, n - pe - 1} : (struct sb_http_str){t + n, 0};
+    return 0;
+}
+
+/* buf[start..end) is a complete head whose every LF follows a CR. */
+static int ref_head(const char *buf, size_t start, size_t end, struct sb_http_request *r)
+{
+    size_t i = start, s;
+    for (s = i; ref_tchar((unsigned char)buf[i]); i++)
+        ;
+    if (i == s || buf[i] != ' ')
+        return SB_HTTP_E_BAD;
+    r->method = (struct sb_http_str){buf + s, i - s};
+    for (s = ++i; ref_vchar((unsigned char)buf[i]); i++)
+        ;
+    if (i == s || buf[i] != ' ')
+        return SB_HTTP_E_BAD;
+    r->target = (struct sb_http_str){buf + s, i - s};
+    for (s = ++i; ref_vchar((unsigned char)buf[i]); i++)
+        ;
+    if (buf[i] != '\r' || buf[i + 1] != '\n')
+        return SB_HTTP_E_BAD;
+    const char *v = buf + s;
+    if (i - s != 8 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.' ||
+        v[7] < '0' || v[7] > '9')
+        return SB_HTTP_E_BAD;
+    if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
+        return SB_HTTP_E_VERSION;
+    r->minor_version = v[7] - '0';
+    i += 2;
+    int rc = ref_target(r);
+    if (rc)
+        return rc;
+    r->nheaders = 0;
+    r->content_length = -1;
+    r->expect_continue = r->expect_other = false;
+    bool cl = false, te = false, te_chunked = false, close = false, keep = false;
+    int hosts = 0;
+    while (buf[i] != '\r') {
+        if (ref_ows((unsigned char)buf[i]))
+            return SB_HTTP_E_BAD;
+        for (s = i; ref_tchar((unsigned char)buf[i]); i++)
+            ;
+        if (i == s || buf[i] != ':')
+            return SB_HTTP_E_BAD;
+        struct sb_http_str name = {buf + s, i - s};
+        for (i++; ref_ows((unsigned char)buf[i]); i++)
+            ;
+        for (s = i; ref_field_byte((unsigned char)buf[i]); i++)
+            ;
+        if (buf[i] != '\r' || buf[i + 1] != '\n')
+            return SB_HTTP_E_BAD;
+        size_t e = i;
+        while (e > s && ref_ows((unsigned char)buf[e - 1]))
+            e--;
+        i += 2;
+        if (r->nheaders == SB_HTTP_MAX_HEADERS)
+            return SB_HTTP_E_TOO_LARGE;
+        struct sb_http_str val = {buf + s, e - s};
+        r->headers[r->nheaders++] = (struct sb_http_header){name, val};
+        if (ref_ieq(name.p, name.n, "host")) {
+            for (size_t k = 0; k < val.n; k++) {
+                unsigned char c = (unsigned char)val.p[k];
+                if (!ref_alnum(c) && !(c && strchr("-._~%!$&'()*+,;=[]:", c)))
+                    return SB_HTTP_E_BAD;
+            }
+            hosts++;
+        } else if (ref_ieq(name.p, name.n, "expect")) {
+            if (ref_ieq(val.p, val.n, "100-continue"))
+                r->expect_continue = true;
+            else
+                r->expect_other = true;
+        } else if (ref_ieq(name.p, name.n, "connection")) {
+            size_t k = 0;
+            while (k <= val.n) {
+                size_t a = k;
+                while (k < val.n && val.p[k] != ',')
+                    k++;
+                size_t b = k;
+                while (a < b && ref_ows((unsigned char)val.p[a]))
+                    a++;
+                while (b > a && ref_ows((unsigned char)val.p[b - 1]))
+                    b--;
+                close |= ref_ieq(val.p + a, b - a, "close");
+                keep |= ref_ieq(val.p + a, b - a, "keep-alive");
+                k++;
+            }
+        } else if (ref_ieq(name.p, name.n, "content-length")) {
+            if (cl || val.n == 0)
+                return SB_HTTP_E_BAD;
+            cl = true;
+            int64_t x = 0;
+            for (size_t k = 0; k < val.n; k++) {
+                if (val.p[k] < '0' || val.p[k] > '9' || x > (INT64_MAX - (val.p[k] - '0')) / 10)
+                    return SB_HTTP_E_BAD;
+                x = x * 10 + (val.p[k] - '0');
+            }
+            r->content_length = x;
+        } else if (ref_ieq(name.p, name.n, "transfer-encoding")) {
+            if (te || r->minor_version == 0 || val.n == 0)
+                return SB_HTTP_E_BAD;
+            te = true;
+            te_chunked = ref_ieq(val.p, val.n, "chunked");
+        }
+    }
+    if (buf[i + 1] != '\n') /* a bare CR where the blank line should be */
+        return SB_HTTP_E_BAD;
+    if (te && cl)
+        return SB_HTTP_E_BAD;
+    if (te && !te_chunked)
+        return SB_HTTP_E_NOT_IMPLEMENTED;
+    if (hosts > 1 || (hosts == 0 && r->minor_version == 1))
+        return SB_HTTP_E_BAD;
+    r->chunked = te;
+    if (r->minor_version == 0)
+        r->expect_continue = false;
+    r->keep_alive = !close && (r->minor_version == 1 || keep);
+    r->head_len = end;
+    return (int)end;
+}
+
+static int ref_parse(const char *buf, size_t len, size_t max_head, struct sb_http_request *r)
+{
+    size_t limit = len < max_head ? len : max_head, line = 0, start = 0;
+    bool seen = false;
+    for (size_t i = 0; i < limit; i++) {
+        if (buf[i] != '\n')
+            continue;
+        if (i == 0 || buf[i - 1] != '\r')
+            return SB_HTTP_E_BAD;
+        if (i - line == 1) {
+            if (seen)
+                return ref_head(buf, start, i + 1, r);
+            start = i + 1;
+        } else {
+            seen = true;
+        }
+        line = i + 1;
+    }
+    return len >= max_head ? SB_HTTP_E_TOO_LARGE : SB_HTTP_AGAIN;
+}
+
+static bool same_str(const struct sb_http_str *a, const struct sb_http_str *b)
+{
+    return a->n == b->n && (a->p == b->p || (a->n == 1 && memcmp(a->p, b->p, 1) == 0));
+}
+
+/* Same result, and on success the same fields pointing at the same bytes. */
+static void check_reference(const char *buf, size_t len, size_t max_head, int rc,
+                            const struct sb_http_request *got)
+{
+    static struct sb_http_request want;
+    int ref = ref_parse(buf, len, max_head, &want);
+    CHECK(ref == rc);
+    if (rc <= 0)
+        return;
+    CHECK(same_str(&got->method, &want.method) && same_str(&got->target, &want.target));
+    CHECK(same_str(&got->path, &want.path) && same_str(&got->query, &want.query));
+    CHECK(got->minor_version == want.minor_version && got->nheaders == want.nheaders);
+    for (size_t i = 0; i < want.nheaders; i++) {
+        CHECK(same_str(&got->headers[i].name, &want.headers[i].name));
+        CHECK(same_str(&got->headers[i].value, &want.headers[i].value));
+    }
+    CHECK(got->content_length == want.content_length && got->chunked == want.chunked);
+    CHECK(got->keep_alive == want.keep_alive && got->expect_continue == want.expect_continue);
+    CHECK(got->expect_other == want.expect_other && got->head_len == want.head_len);
+    /* Lookups: each name, as sent and upper-cased, finds its first occurrence. */
+    for (size_t i = 0; i < want.nheaders && i < 8; i++) {
+        char name[64];
+        const struct sb_http_str *n = &want.headers[i].name;
+        if (n->n >= sizeof name)
+            continue;
+        for (size_t k = 0; k < n->n; k++)
+            name[k] = (char)(n->p[k] >= 'a' && n->p[k] <= 'z' ? n->p[k] - 32 : n->p[k]);
+        name[n->n] = '\0';
+        size_t first = 0;
+        while (!ref_ieq(want.headers[first].name.p, want.headers[first].name.n, name))
+            first++;
+        const struct sb_http_str *v = sb_http_header_get(got, name);
+        CHECK(v == &got->headers[first].value);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -141,6 +405,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     int rc = sb_http_parse_request(buf, size, MAX_HEAD, req);
+    check_reference(buf, size, MAX_HEAD, rc, req);
+    /* A small bound too, so heads cut by max_head are compared as well. */
+    check_reference(buf, size, 64, sb_http_parse_request(buf, size, 64, req), req);
+    rc = sb_http_parse_request(buf, size, MAX_HEAD, req);
     CHECK(rc >= SB_HTTP_E_NOT_IMPLEMENTED);
     CHECK(sb_http_strerror(rc) != NULL);
     if (rc < 0)

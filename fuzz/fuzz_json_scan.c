@@ -13,10 +13,16 @@
  * 2. On valid input, every lookup and splice is run on the root, each output is validated
  *    again, and values are compared with jansson's tree where jansson has one.
  * 3. On any input, the lookups run on whatever sb_json_root finds, so reads past the input
- *    show under ASan (the functions promise to stay inside [0, n) on unvalidated input). */
+ *    show under ASan (the functions promise to stay inside [0, n) on unvalidated input).
+ * 4. Exact agreement, on every input and at several depth limits, with a plain recursive
+ *    reference validator written from RFC 8259 and RFC 3629 below (one byte at a time, code
+ *    points decoded and range-checked rather than looked up). Unlike jansson it has no
+ *    exceptions, so lone surrogate escapes, raw NUL bytes and depth limits are covered too;
+ *    it also records the root object's members, which sb_json_validate_index must match. */
 #include "json/scan.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,6 +274,269 @@ static void poke(const char *s, size_t n)
     }
 }
 
+/* ---- Reference validator ------------------------------------------------------------- */
+
+struct ref {
+    const unsigned char *p;
+    size_t n, i;
+    int limit;
+    size_t root_end;
+    size_t members; /* root object members seen */
+    struct sb_json_member m[SB_JSON_INDEX_MAX];
+};
+
+static void ref_ws(struct ref *r)
+{
+    while (r->i < r->n &&
+           (r->p[r->i] == ' ' || r->p[r->i] == '\t' || r->p[r->i] == '\n' || r->p[r->i] == '\r'))
+        r->i++;
+}
+
+static bool ref_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* One UTF-8 sequence: the shortest form of a scalar value (RFC 3629 section 4). */
+static bool ref_utf8(struct ref *r)
+{
+    unsigned char c = r->p[r->i];
+    size_t len;
+    uint32_t cp, min;
+    if ((c & 0xE0) == 0xC0) {
+        len = 2, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+        len = 3, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+        len = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+        return false;
+    }
+    if (r->n - r->i < len)
+        return false;
+    for (size_t k = 1; k < len; k++) {
+        unsigned char t = r->p[r->i + k];
+        if ((t & 0xC0) != 0x80)
+            return false;
+        cp = (cp << 6) | (t & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return false;
+    r->i += len;
+    return true;
+}
+
+static bool ref_string(struct ref *r)
+{
+    if (r->i >= r->n || r->p[r->i] != '"')
+        return false;
+    r->i++;
+    for (;;) {
+        if (r->i >= r->n)
+            return false;
+        unsigned char c = r->p[r->i];
+        if (c == '"') {
+            r->i++;
+            return true;
+        }
+        if (c == '\\') {
+            if (r->n - r->i < 2)
+                return false;
+            unsigned char e = r->p[r->i + 1];
+            if (e == 'u') {
+                if (r->n - r->i < 6)
+                    return false;
+                for (size_t k = 2; k < 6; k++)
+                    if (!ref_hex(r->p[r->i + k]))
+                        return false;
+                r->i += 6;
+            } else if (e && strchr("\"\\/bfnrt", e)) {
+                r->i += 2;
+            } else {
+                return false;
+            }
+        } else if (c < 0x20) {
+            return false;
+        } else if (c >= 0x80) {
+            if (!ref_utf8(r))
+                return false;
+        } else {
+            r->i++;
+        }
+    }
+}
+
+static bool ref_digits(struct ref *r)
+{
+    size_t start = r->i;
+    while (r->i < r->n && r->p[r->i] >= '0' && r->p[r->i] <= '9')
+        r->i++;
+    return r->i > start;
+}
+
+static bool ref_number(struct ref *r)
+{
+    if (r->p[r->i] == '-')
+        r->i++;
+    if (r->i >= r->n)
+        return false;
+    if (r->p[r->i] == '0')
+        r->i++;
+    else if (!ref_digits(r))
+        return false;
+    if (r->i < r->n && r->p[r->i] == '.') {
+        r->i++;
+        if (!ref_digits(r))
+            return false;
+    }
+    if (r->i < r->n && (r->p[r->i] == 'e' || r->p[r->i] == 'E')) {
+        r->i++;
+        if (r->i < r->n && (r->p[r->i] == '+' || r->p[r->i] == '-'))
+            r->i++;
+        if (!ref_digits(r))
+            return false;
+    }
+    return true;
+}
+
+static bool ref_word(struct ref *r, const char *w)
+{
+    size_t len = strlen(w);
+    if (r->n - r->i < len || memcmp(r->p + r->i, w, len) != 0)
+        return false;
+    r->i += len;
+    return true;
+}
+
+static enum sb_json_type ref_type(unsigned char c)
+{
+    switch (c) {
+    case '{':
+        return SB_JSON_OBJECT;
+    case '[':
+        return SB_JSON_ARRAY;
+    case '"':
+        return SB_JSON_STRING;
+    case 't':
+        return SB_JSON_TRUE;
+    case 'f':
+        return SB_JSON_FALSE;
+    case 'n':
+        return SB_JSON_NULL;
+    default:
+        return (c == '-' || (c >= '0' && c <= '9')) ? SB_JSON_NUMBER : SB_JSON_INVALID;
+    }
+}
+
+/* `depth`: containers open around this value. */
+static bool ref_value(struct ref *r, int depth)
+{
+    if (r->i >= r->n)
+        return false;
+    unsigned char c = r->p[r->i];
+    if (c == '{' || c == '[') {
+        if (depth >= r->limit)
+            return false;
+        char close = c == '{' ? '}' : ']';
+        r->i++;
+        ref_ws(r);
+        if (r->i < r->n && r->p[r->i] == close) {
+            r->i++;
+            return true;
+        }
+        for (;;) {
+            struct sb_json_member m;
+            if (c == '{') {
+                m.key.start = r->i;
+                if (!ref_string(r))
+                    return false;
+                m.key.end = r->i;
+                m.key.type = SB_JSON_STRING;
+                ref_ws(r);
+                if (r->i >= r->n || r->p[r->i] != ':')
+                    return false;
+                r->i++;
+                ref_ws(r);
+            }
+            m.value.start = r->i;
+            if (!ref_value(r, depth + 1))
+                return false;
+            if (c == '{' && depth == 0) {
+                m.value.end = r->i;
+                m.value.type = ref_type(r->p[m.value.start]);
+                if (r->members < SB_JSON_INDEX_MAX)
+                    r->m[r->members] = m;
+                r->members++;
+            }
+            ref_ws(r);
+            if (r->i >= r->n)
+                return false;
+            if (r->p[r->i] == close) {
+                r->i++;
+                return true;
+            }
+            if (r->p[r->i] != ',')
+                return false;
+            r->i++;
+            ref_ws(r);
+        }
+    }
+    if (c == '"')
+        return ref_string(r);
+    if (c == '-' || (c >= '0' && c <= '9'))
+        return ref_number(r);
+    return ref_word(r, c == 't' ? "true" : c == 'f' ? "false" : "null");
+}
+
+static int ref_validate(const char *s, size_t n, int max_depth, struct ref *r)
+{
+    r->p = (const unsigned char *)s;
+    r->n = n;
+    r->i = 0;
+    r->limit = max_depth < 0 ? 0 : max_depth > SB_JSON_MAX_DEPTH ? SB_JSON_MAX_DEPTH : max_depth;
+    r->members = 0;
+    ref_ws(r);
+    if (!ref_value(r, 0))
+        return SB_JSON_BAD;
+    r->root_end = r->i;
+    ref_ws(r);
+    return r->i == n ? 0 : SB_JSON_BAD;
+}
+
+/* sb_json_validate and sb_json_validate_index against the reference, at several limits. */
+static void check_reference(const char *s, size_t n)
+{
+    static const int depths[] = {SB_JSON_MAX_DEPTH, 64, 3, 1, 0, -1, SB_JSON_MAX_DEPTH + 5};
+    static struct ref r; /* the members array makes it large for a fuzzer's stack */
+    for (size_t d = 0; d < sizeof depths / sizeof depths[0]; d++) {
+        int want = ref_validate(s, n, depths[d], &r);
+        CHECK(sb_json_validate(s, n, depths[d]) == want);
+        struct sb_json_index idx;
+        CHECK(sb_json_validate_index(s, n, depths[d], &idx) == want);
+        if (want != 0)
+            continue;
+        size_t lead = 0;
+        while (lead < n &&
+               (s[lead] == ' ' || s[lead] == '\t' || s[lead] == '\n' || s[lead] == '\r'))
+            lead++;
+        CHECK(idx.root.start == lead && idx.root.end == r.root_end &&
+              idx.root.type == ref_type((unsigned char)s[lead]));
+        if (idx.root.type != SB_JSON_OBJECT) {
+            CHECK(idx.n == 0 && idx.complete);
+            continue;
+        }
+        CHECK(idx.complete == (r.members <= SB_JSON_INDEX_MAX));
+        CHECK(idx.n == (r.members < SB_JSON_INDEX_MAX ? r.members : SB_JSON_INDEX_MAX));
+        for (size_t k = 0; k < idx.n; k++) {
+            const struct sb_json_member *a = &idx.members[k], *b = &r.m[k];
+            CHECK(a->key.start == b->key.start && a->key.end == b->key.end &&
+                  a->key.type == SB_JSON_STRING);
+            CHECK(a->value.start == b->value.start && a->value.end == b->value.end &&
+                  a->value.type == b->value.type);
+        }
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -277,6 +546,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     int ours = sb_json_validate(s, size, SB_JSON_MAX_DEPTH);
     CHECK(ours == 0 || ours == SB_JSON_BAD);
+    check_reference(s, size);
 
     json_error_t err;
     json_t *j = json_loadb(s, size, FLAGS, &err);

@@ -7,6 +7,11 @@
 #include <limits.h>
 #include <string.h>
 
+#if defined(__SSE2__) && !defined(SB_JSON_NO_SIMD)
+#include <emmintrin.h>
+#define SCAN_SIMD 1
+#endif
+
 #define ONES  0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
 
@@ -37,16 +42,53 @@ static inline size_t first_flagged(uint64_t m)
     return (size_t)__builtin_ctzll(m) >> 3;
 }
 
+#ifdef SCAN_SIMD
+/* The same questions 16 bytes at a time, as a bit per byte (bit k: p[k]); exact, no false
+ * flags. A signed compare with 0x20 flags both the control characters and every byte >= 0x80. */
+static inline unsigned string_special16(const unsigned char *p)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i m = _mm_or_si128(
+        _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+        _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
+    return (unsigned)_mm_movemask_epi8(m);
+}
+
+/* '"' or '\\'. */
+static inline unsigned quote_special16(const unsigned char *p)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i m =
+        _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+    return (unsigned)_mm_movemask_epi8(m);
+}
+
+/* '"' or a bracket; OR-ing 0x20 folds '[' onto '{' and ']' onto '}', and no other byte lands
+ * on either. */
+static inline unsigned bracket_special16(const unsigned char *p)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i f = _mm_or_si128(v, _mm_set1_epi8(0x20));
+    __m128i m = _mm_or_si128(
+        _mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+        _mm_or_si128(_mm_cmpeq_epi8(f, _mm_set1_epi8('{')), _mm_cmpeq_epi8(f, _mm_set1_epi8('}'))));
+    return (unsigned)_mm_movemask_epi8(m);
+}
+#endif
+
 static inline bool is_ws(unsigned char c)
 {
     return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
 
-/* Pretty-printed bodies are mostly indentation, so runs of spaces go 8 at a time. */
+/* Nothing above the space is whitespace, so compact JSON costs one compare per call. */
 static inline size_t skip_ws(const unsigned char *p, size_t i, size_t end)
 {
     while (i < end) {
         unsigned char c = p[i];
+        if (c > ' ')
+            break;
+        /* Pretty-printed bodies are mostly indentation, so runs of spaces go 8 at a time. */
         if (c == ' ' && end - i >= 8) {
             uint64_t w;
             memcpy(&w, p + i, 8);
@@ -62,9 +104,33 @@ static inline size_t skip_ws(const unsigned char *p, size_t i, size_t end)
     return i;
 }
 
+/* The first byte at or after *pi that is not whitespace, with *pi moved to it; 0 at the end
+ * of the input. 0 is never what the validator expects next, so the end needs no test of its
+ * own, and the common case (no whitespace) costs one bounds test and one compare. */
+static inline unsigned char next_byte(const unsigned char *p, size_t *pi, size_t n)
+{
+    size_t i = *pi;
+    if (i < n && p[i] > ' ')
+        return p[i];
+    i = skip_ws(p, i, n);
+    *pi = i;
+    return i < n ? p[i] : 0;
+}
+
 static inline bool is_digit(unsigned char c)
 {
     return c >= '0' && c <= '9';
+}
+
+/* A byte that can occur in a number: "+-.0123456789Ee". Bit k of the mask is the byte
+ * 0x2b + k, so one shift and one test replace seven compares. */
+static inline bool number_byte(unsigned char c)
+{
+    const uint64_t mask = (0x3FFULL << ('0' - 0x2b)) | (1ULL << ('+' - 0x2b)) |
+                          (1ULL << ('-' - 0x2b)) | (1ULL << ('.' - 0x2b)) | (1ULL << ('E' - 0x2b)) |
+                          (1ULL << ('e' - 0x2b));
+    unsigned d = (unsigned)c - 0x2b;
+    return d < 64 && ((mask >> d) & 1);
 }
 
 /* Four hex digits at p[i..i+4), or -1. The caller checked the bounds. */
@@ -116,29 +182,18 @@ static size_t check_utf8(const unsigned char *p, size_t i, size_t n)
     return len;
 }
 
-/* p[*pi] is the opening quote. On success *pi is just past the closing quote. */
-static bool check_string(const unsigned char *p, size_t n, size_t *pi)
+/* Everything in a string after the first byte that needs a look: escapes, controls, UTF-8.
+ * p[i] is that byte. Returns the index just past the closing quote, or 0. Kept out of line
+ * so the plain-ASCII scan that precedes it stays small where it is inlined. */
+static size_t check_string_slow(const unsigned char *p, size_t n, size_t i)
 {
-    size_t i = *pi + 1;
     for (;;) {
-        while (n - i >= 8) {
-            uint64_t m = string_special(load_le64(p + i));
-            if (m) {
-                i += first_flagged(m); /* straight to the byte that needs a look */
-                break;
-            }
-            i += 8;
-        }
-        if (i >= n)
-            return false;
         unsigned char c = p[i];
-        if (c == '"') {
-            *pi = i + 1;
-            return true;
-        }
+        if (c == '"')
+            return i + 1;
         if (c == '\\') {
             if (n - i < 2)
-                return false;
+                return 0;
             switch (p[i + 1]) {
             case '"':
             case '\\':
@@ -154,131 +209,197 @@ static bool check_string(const unsigned char *p, size_t n, size_t *pi)
                 /* Lone surrogate escapes are grammatical (RFC 8259 section 8.2), so they
                  * pass here; sb_json_string_copy turns them into U+FFFD. */
                 if (n - i < 6 || hex4(p, i + 2) < 0)
-                    return false;
+                    return 0;
                 i += 6;
                 break;
             default:
-                return false;
+                return 0;
             }
         } else if (c < 0x20) {
-            return false;
+            return 0;
         } else if (c < 0x80) {
             i++;
         } else {
             size_t len = check_utf8(p, i, n);
             if (!len)
-                return false;
+                return 0;
             i += len;
         }
+#ifdef SCAN_SIMD
+        while (n - i >= 16) {
+            unsigned m = string_special16(p + i);
+            if (m) {
+                i += (size_t)__builtin_ctz(m);
+                goto look;
+            }
+            i += 16;
+        }
+#endif
+        while (n - i >= 8) {
+            uint64_t m = string_special(load_le64(p + i));
+            if (m) {
+                i += first_flagged(m);
+                goto look;
+            }
+            i += 8;
+        }
+        while (i < n && p[i] >= 0x20 && p[i] < 0x80 && p[i] != '"' && p[i] != '\\')
+            i++;
+        if (i >= n)
+            return 0;
+    look:;
     }
 }
 
-/* RFC 8259 section 6: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)? */
-static bool check_number(const unsigned char *p, size_t n, size_t *pi)
+/* p[i] is the opening quote. Returns the index just past the closing quote, or 0 (no valid
+ * string ends before n; a string always ends past index 0). Most strings are short keys and values
+ * with nothing but plain ASCII, so the first block is looked at before any loop is entered. */
+static inline size_t check_string(const unsigned char *p, size_t n, size_t i)
 {
-    size_t i = *pi;
+    i++;
+#ifdef SCAN_SIMD
+    while (n - i >= 16) {
+        unsigned m = string_special16(p + i);
+        if (m) {
+            i += (size_t)__builtin_ctz(m);
+            if (p[i] == '"')
+                return i + 1;
+            return check_string_slow(p, n, i);
+        }
+        i += 16;
+    }
+#endif
+    while (n - i >= 8) {
+        uint64_t m = string_special(load_le64(p + i));
+        if (m) {
+            i += first_flagged(m);
+            if (p[i] == '"')
+                return i + 1;
+            return check_string_slow(p, n, i);
+        }
+        i += 8;
+    }
+    while (i < n && p[i] >= 0x20 && p[i] < 0x80 && p[i] != '"' && p[i] != '\\')
+        i++;
+    if (i >= n)
+        return 0;
+    if (p[i] == '"')
+        return i + 1;
+    return check_string_slow(p, n, i);
+}
+
+/* RFC 8259 section 6: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
+ * Returns the index just past the number, or 0. */
+static inline size_t check_number(const unsigned char *p, size_t n, size_t i)
+{
     if (p[i] == '-')
         i++;
     if (i >= n)
-        return false;
+        return 0;
     if (p[i] == '0') {
         i++;
     } else if (p[i] >= '1' && p[i] <= '9') {
+        i++;
         while (i < n && is_digit(p[i]))
             i++;
     } else {
-        return false;
+        return 0;
     }
     if (i < n && p[i] == '.') {
         i++;
         if (i >= n || !is_digit(p[i]))
-            return false;
+            return 0;
         while (i < n && is_digit(p[i]))
             i++;
     }
-    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+    if (i < n && (p[i] | 0x20) == 'e') {
         i++;
         if (i < n && (p[i] == '+' || p[i] == '-'))
             i++;
         if (i >= n || !is_digit(p[i]))
-            return false;
+            return 0;
         while (i < n && is_digit(p[i]))
             i++;
     }
-    *pi = i;
-    return true;
+    return i;
 }
 
-static bool check_literal(const unsigned char *p, size_t n, size_t *pi, const char *lit, size_t len)
+/* The literal at p[i], or 0. */
+static inline size_t check_literal(const unsigned char *p, size_t n, size_t i, const char *lit,
+                                   size_t len)
 {
-    if (n - *pi < len || memcmp(p + *pi, lit, len) != 0)
-        return false;
-    *pi += len;
-    return true;
+    if (n - i < len || memcmp(p + i, lit, len) != 0)
+        return 0;
+    return i + len;
 }
 
-/* One pass, no recursion: the only state is a bit per open container (1 = object). */
-static enum sb_json_type type_of(unsigned char c);
+static inline enum sb_json_type type_of(unsigned char c);
 
-/* The validator. With `idx`, it also records the root span and, when the root is an
- * object, its members (key and value spans), so a caller that needs a few root keys scans
- * the document once instead of once for validation and once per lookup. */
-static int validate_impl(const char *s, size_t n, int max_depth, struct sb_json_index *idx)
+/* The validator: one pass, no recursion; the only state is a bit per open container
+ * (1 = object) and, in `in_obj`, the innermost one's bit. With `idx`, it also records the root
+ * span and, when the root is an object, its members (key and value spans), so a caller that
+ * needs a few root keys scans the document once instead of once for validation and once per
+ * lookup. Always inlined into its two callers, so the one without `idx` carries none of the
+ * indexing. */
+static inline __attribute__((always_inline)) int
+validate_impl(const char *s, size_t n, int max_depth, struct sb_json_index *idx)
 {
     size_t member_key = 0, member_key_end = 0, member_value = 0;
-    bool member_pending = false;
     const unsigned char *p = (const unsigned char *)s;
     uint64_t kinds[SB_JSON_MAX_DEPTH / 64];
     size_t depth = 0;
+    bool in_obj = false;
     size_t limit = max_depth < 0 ? 0 : (size_t)max_depth;
     if (limit > SB_JSON_MAX_DEPTH)
         limit = SB_JSON_MAX_DEPTH;
     if (!s)
         return SB_JSON_BAD;
     size_t i = skip_ws(p, 0, n);
+    /* Members are recorded only for a root object: at depth 1 every value ends in `after`
+     * exactly once, when it is a member's value. */
+    bool rec = false;
     if (idx) {
         idx->n = 0;
         idx->complete = true;
         idx->root.start = i;
         idx->root.type = i < n ? type_of(p[i]) : SB_JSON_INVALID;
+        rec = idx->root.type == SB_JSON_OBJECT;
     }
 
 value:
     if (i >= n)
         return SB_JSON_BAD;
-    if (idx && depth == 1 && idx->root.type == SB_JSON_OBJECT) {
-        member_value = i;
-        member_pending = true;
+    if (p[i] == '"') {
+        i = check_string(p, n, i);
+        if (!i)
+            return SB_JSON_BAD;
+        goto after;
     }
     switch (p[i]) {
     case '{':
         if (depth >= limit)
             return SB_JSON_BAD;
+        i++;
+        if (next_byte(p, &i, n) == '}') {
+            i++;
+            goto after; /* an empty container leaves depth and in_obj as they were */
+        }
         kinds[depth / 64] |= 1ULL << (depth % 64);
         depth++;
-        i = skip_ws(p, i + 1, n);
-        if (i < n && p[i] == '}') {
-            i++;
-            depth--;
-            goto after;
-        }
+        in_obj = true;
         goto key;
     case '[':
         if (depth >= limit)
             return SB_JSON_BAD;
-        kinds[depth / 64] &= ~(1ULL << (depth % 64));
-        depth++;
-        i = skip_ws(p, i + 1, n);
-        if (i < n && p[i] == ']') {
+        i++;
+        if (next_byte(p, &i, n) == ']') {
             i++;
-            depth--;
             goto after;
         }
+        kinds[depth / 64] &= ~(1ULL << (depth % 64));
+        depth++;
+        in_obj = false;
         goto value;
-    case '"':
-        if (!check_string(p, n, &i))
-            return SB_JSON_BAD;
-        goto after;
     case '-':
     case '0':
     case '1':
@@ -290,43 +411,44 @@ value:
     case '7':
     case '8':
     case '9':
-        if (!check_number(p, n, &i))
-            return SB_JSON_BAD;
-        goto after;
+        i = check_number(p, n, i);
+        break;
     case 't':
-        if (!check_literal(p, n, &i, "true", 4))
-            return SB_JSON_BAD;
-        goto after;
+        i = check_literal(p, n, i, "true", 4);
+        break;
     case 'f':
-        if (!check_literal(p, n, &i, "false", 5))
-            return SB_JSON_BAD;
-        goto after;
+        i = check_literal(p, n, i, "false", 5);
+        break;
     case 'n':
-        if (!check_literal(p, n, &i, "null", 4))
-            return SB_JSON_BAD;
-        goto after;
+        i = check_literal(p, n, i, "null", 4);
+        break;
     default:
         return SB_JSON_BAD;
     }
+    if (!i)
+        return SB_JSON_BAD;
+    goto after;
 
 key:
-    if (depth == 1) {
+    if (i >= n || p[i] != '"')
+        return SB_JSON_BAD;
+    if (rec && depth == 1) {
         member_key = i;
-        member_key_end = 0;
-    }
-    if (i >= n || p[i] != '"' || !check_string(p, n, &i))
-        return SB_JSON_BAD;
-    if (depth == 1)
+        i = check_string(p, n, i);
         member_key_end = i;
-    i = skip_ws(p, i, n);
-    if (i >= n || p[i] != ':')
+    } else {
+        i = check_string(p, n, i);
+    }
+    if (!i || next_byte(p, &i, n) != ':')
         return SB_JSON_BAD;
-    i = skip_ws(p, i + 1, n);
+    i++;
+    (void)next_byte(p, &i, n);
+    if (rec && depth == 1)
+        member_value = i;
     goto value;
 
 after:
-    if (idx && depth == 1 && member_pending) {
-        member_pending = false;
+    if (rec && depth == 1) {
         if (idx->n < SB_JSON_INDEX_MAX) {
             struct sb_json_member *m = &idx->members[idx->n++];
             m->key = (struct sb_json_span){member_key, member_key_end, SB_JSON_STRING};
@@ -341,26 +463,19 @@ after:
         i = skip_ws(p, i, n);
         return i == n ? 0 : SB_JSON_BAD;
     }
-    i = skip_ws(p, i, n);
-    if (i >= n)
-        return SB_JSON_BAD;
-    if (kinds[(depth - 1) / 64] & (1ULL << ((depth - 1) % 64))) {
-        if (p[i] == ',') {
-            i = skip_ws(p, i + 1, n);
+    unsigned char c = next_byte(p, &i, n);
+    if (c == ',') {
+        i++;
+        (void)next_byte(p, &i, n);
+        if (in_obj)
             goto key;
-        }
-        if (p[i] != '}')
-            return SB_JSON_BAD;
-    } else {
-        if (p[i] == ',') {
-            i = skip_ws(p, i + 1, n);
-            goto value;
-        }
-        if (p[i] != ']')
-            return SB_JSON_BAD;
+        goto value;
     }
+    if (c != (in_obj ? '}' : ']'))
+        return SB_JSON_BAD;
     i++;
     depth--;
+    in_obj = depth > 0 && ((kinds[(depth - 1) / 64] >> ((depth - 1) % 64)) & 1);
     goto after;
 }
 
@@ -378,62 +493,67 @@ int sb_json_validate_index(const char *s, size_t n, int max_depth, struct sb_jso
 
 /* p[i] is the opening quote. Returns the index just past the closing quote, or 0 if the
  * string is not closed before `end`. *esc tells whether it holds a backslash. */
-static size_t skip_string(const unsigned char *p, size_t i, size_t end, bool *esc)
+static inline size_t skip_string(const unsigned char *p, size_t i, size_t end, bool *esc)
 {
     bool seen = false;
     i++;
     for (;;) {
+#ifdef SCAN_SIMD
+        while (end - i >= 16) {
+            unsigned m = quote_special16(p + i);
+            if (m) {
+                i += (size_t)__builtin_ctz(m);
+                goto look;
+            }
+            i += 16;
+        }
+#endif
         while (end - i >= 8) {
             uint64_t w = load_le64(p + i);
             uint64_t m = sb_plain_has_zero(w ^ (ONES * '"')) | sb_plain_has_zero(w ^ (ONES * '\\'));
             if (m) {
                 i += first_flagged(m);
-                break;
+                goto look;
             }
             i += 8;
         }
+        while (i < end && p[i] != '"' && p[i] != '\\')
+            i++;
         if (i >= end)
             return 0;
+    look:
         if (p[i] == '"') {
             if (esc)
                 *esc = seen;
             return i + 1;
         }
-        if (p[i] == '\\') {
-            seen = true;
-            if (end - i < 2)
-                return 0;
-            i += 2;
-        } else {
-            i++;
-        }
+        seen = true;
+        if (end - i < 2)
+            return 0;
+        i += 2;
     }
 }
 
-static enum sb_json_type type_of(unsigned char c)
+/* What a value starting with that byte would be: one load instead of a chain of compares,
+ * since the object getters ask it for every member. */
+static const unsigned char value_types[256] = {
+    ['{'] = SB_JSON_OBJECT, ['['] = SB_JSON_ARRAY,  ['"'] = SB_JSON_STRING, ['t'] = SB_JSON_TRUE,
+    ['f'] = SB_JSON_FALSE,  ['n'] = SB_JSON_NULL,   ['-'] = SB_JSON_NUMBER, ['0'] = SB_JSON_NUMBER,
+    ['1'] = SB_JSON_NUMBER, ['2'] = SB_JSON_NUMBER, ['3'] = SB_JSON_NUMBER, ['4'] = SB_JSON_NUMBER,
+    ['5'] = SB_JSON_NUMBER, ['6'] = SB_JSON_NUMBER, ['7'] = SB_JSON_NUMBER, ['8'] = SB_JSON_NUMBER,
+    ['9'] = SB_JSON_NUMBER,
+};
+
+static inline enum sb_json_type type_of(unsigned char c)
 {
-    switch (c) {
-    case '{':
-        return SB_JSON_OBJECT;
-    case '[':
-        return SB_JSON_ARRAY;
-    case '"':
-        return SB_JSON_STRING;
-    case 't':
-        return SB_JSON_TRUE;
-    case 'f':
-        return SB_JSON_FALSE;
-    case 'n':
-        return SB_JSON_NULL;
-    default:
-        return (c == '-' || is_digit(c)) ? SB_JSON_NUMBER : SB_JSON_INVALID;
-    }
+    return (enum sb_json_type)value_types[c];
 }
 
 /* The value starting at p[i]: fills *out and returns 0, or SB_JSON_BAD if it cannot be
  * delimited before `end`. Containers are matched by counting brackets, which is exact on a
  * validated document and merely bounded on anything else. */
-static int skip_value(const unsigned char *p, size_t i, size_t end, struct sb_json_span *out)
+static inline __attribute__((always_inline)) int skip_value(const unsigned char *p, size_t i,
+                                                            size_t end, struct sb_json_span *out)
 {
     if (i >= end)
         return SB_JSON_BAD;
@@ -451,6 +571,16 @@ static int skip_value(const unsigned char *p, size_t i, size_t end, struct sb_js
         for (;;) {
             /* Only quotes and brackets matter here; c | 0x20 folds '[' onto '{' and ']'
              * onto '}', and no other byte lands on either. */
+#ifdef SCAN_SIMD
+            while (end - j >= 16) {
+                unsigned m = bracket_special16(p + j);
+                if (m) {
+                    j += (size_t)__builtin_ctz(m);
+                    goto look;
+                }
+                j += 16;
+            }
+#endif
             while (end - j >= 8) {
                 uint64_t w;
                 memcpy(&w, p + j, 8);
@@ -462,6 +592,9 @@ static int skip_value(const unsigned char *p, size_t i, size_t end, struct sb_js
             }
             if (j >= end)
                 return SB_JSON_BAD;
+#ifdef SCAN_SIMD
+        look:;
+#endif
             unsigned char c = p[j];
             if (c == '"') {
                 j = skip_string(p, j, end, NULL);
@@ -480,8 +613,7 @@ static int skip_value(const unsigned char *p, size_t i, size_t end, struct sb_js
         break;
     }
     case SB_JSON_NUMBER:
-        while (j < end && (is_digit(p[j]) || p[j] == '-' || p[j] == '+' || p[j] == '.' ||
-                           p[j] == 'e' || p[j] == 'E'))
+        while (j < end && number_byte(p[j]))
             j++;
         break;
     case SB_JSON_TRUE:
@@ -555,7 +687,8 @@ static bool iter_init(struct member_iter *it, const char *s, size_t n,
 }
 
 /* 1 and the next member, 0 at the end, or SB_JSON_BAD. */
-static int iter_next(struct member_iter *it, struct sb_json_member *m, bool *key_esc)
+static inline __attribute__((always_inline)) int iter_next(struct member_iter *it,
+                                                           struct sb_json_member *m, bool *key_esc)
 {
     const unsigned char *p = it->p;
     size_t i = skip_ws(p, it->i, it->end);
@@ -666,12 +799,9 @@ static size_t decode_unit(const unsigned char *p, size_t *pi, size_t end, unsign
     return 4;
 }
 
-/* String content p[a..b) (quotes excluded), unescaped, equals str[0..len). */
-static bool content_eq(const unsigned char *p, size_t a, size_t b, bool esc, const char *str,
-                       size_t len)
+/* String content p[a..b) (quotes excluded) holding an escape, unescaped, equals str[0..len). */
+static bool content_eq_esc(const unsigned char *p, size_t a, size_t b, const char *str, size_t len)
 {
-    if (!esc)
-        return b - a == len && memcmp(p + a, str, len) == 0;
     const unsigned char *q = (const unsigned char *)str;
     size_t j = 0;
     while (a < b) {
@@ -682,6 +812,17 @@ static bool content_eq(const unsigned char *p, size_t a, size_t b, bool esc, con
         j += k;
     }
     return j == len;
+}
+
+/* String content p[a..b) (quotes excluded), unescaped, equals str[0..len). Most keys differ
+ * from the one sought in length or in their first byte, which settles it without a call. */
+static inline bool content_eq(const unsigned char *p, size_t a, size_t b, bool esc, const char *str,
+                              size_t len)
+{
+    if (esc)
+        return content_eq_esc(p, a, b, str, len);
+    return b - a == len &&
+           (len == 0 || (p[a] == (unsigned char)str[0] && memcmp(p + a, str, len) == 0));
 }
 
 static int object_get_n(const char *s, size_t n, const struct sb_json_span *obj, const char *key,
@@ -725,6 +866,7 @@ struct key_set {
     const char *const *keys;
     size_t lens[SB_JSON_MANY_MAX];
     size_t n;
+    uint64_t lens_seen; /* bit L: a key of length L (bit 63: any of 63 or more) */
     struct sb_json_member *out;
     int *counts;
 };
@@ -736,17 +878,24 @@ static void key_set_init(struct key_set *ks, const char *const *keys, size_t nke
     ks->n = nkeys;
     ks->out = out;
     ks->counts = counts;
+    ks->lens_seen = 0;
     for (size_t k = 0; k < nkeys; k++) {
         ks->lens[k] = strlen(keys[k]);
+        ks->lens_seen |= 1ULL << (ks->lens[k] < 63 ? ks->lens[k] : 63);
         counts[k] = 0;
         memset(&out[k], 0, sizeof out[k]);
     }
 }
 
 /* Counts member m against the keys (its first occurrence kept; counts capped at 2). */
-static void key_set_add(struct key_set *ks, const unsigned char *p, const struct sb_json_member *m,
-                        bool esc)
+static inline void key_set_add(struct key_set *ks, const unsigned char *p,
+                               const struct sb_json_member *m, bool esc)
 {
+    /* Most members are none of the keys, and most of those differ from all of them in length
+     * (an escaped key may shrink when unescaped, so it always goes through the loop). */
+    size_t len = m->key.end - m->key.start - 2;
+    if (!esc && len < 63 && !((ks->lens_seen >> len) & 1))
+        return;
     for (size_t k = 0; k < ks->n; k++) {
         if (!content_eq(p, m->key.start + 1, m->key.end - 1, esc, ks->keys[k], ks->lens[k]))
             continue;
@@ -775,6 +924,21 @@ int sb_json_object_get_many(const char *s, size_t n, const struct sb_json_span *
     return rc < 0 ? rc : 0;
 }
 
+/* Whether p[a..b) (inside p[0..n)) holds a backslash. Keys are short, so one 16-byte look
+ * usually settles it. */
+static inline bool has_backslash(const unsigned char *p, size_t a, size_t b, size_t n)
+{
+#ifdef SCAN_SIMD
+    if (b - a <= 16 && n - a >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + a));
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+        return (m & ((1u << (b - a)) - 1)) != 0;
+    }
+#endif
+    (void)n;
+    return memchr(p + a, '\\', b - a) != NULL;
+}
+
 int sb_json_index_get_many(const char *s, size_t n, const struct sb_json_index *idx,
                            const char *const *keys, size_t nkeys, struct sb_json_member *out,
                            int *counts)
@@ -788,7 +952,7 @@ int sb_json_index_get_many(const char *s, size_t n, const struct sb_json_index *
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < idx->n; i++) {
         const struct sb_json_member *m = &idx->members[i];
-        bool esc = memchr(p + m->key.start + 1, '\\', m->key.end - m->key.start - 2) != NULL;
+        bool esc = has_backslash(p, m->key.start + 1, m->key.end - 1, n);
         key_set_add(&ks, p, m, esc);
     }
     return 0;

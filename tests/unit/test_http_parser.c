@@ -479,6 +479,172 @@ static void test_host_value(void **state)
     assert_int_equal(parse("GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n"), SB_HTTP_E_BAD);
 }
 
+/* ---- block boundaries ----
+ * Field values, the target and the search for the blank line are scanned 16 bytes at a time
+ * while that many bytes remain. Each case puts the byte of interest at every offset of a
+ * block, on an exactly sized copy (parse_n), so reads past the end show under ASan. */
+
+static int parse_parts(const char *a, const char *mid, size_t mid_len, const char *b,
+                       struct sb_http_request *req)
+{
+    char buf[512];
+    size_t n = 0, la = strlen(a), lb = strlen(b);
+    assert_true(la + mid_len + lb <= sizeof buf);
+    memcpy(buf, a, la);
+    n += la;
+    memcpy(buf + n, mid, mid_len);
+    n += mid_len;
+    memcpy(buf + n, b, lb);
+    n += lb;
+    return parse_n(buf, n, req);
+}
+
+static void test_value_bytes_at_every_offset(void **state)
+{
+    (void)state;
+    struct sb_http_request req;
+    char mid[64];
+    for (int c = 0; c < 256; c++) {
+        bool ok = c == '\t' || (c >= 0x20 && c != 0x7f);
+        if (c == '\r')
+            continue; /* a bare CR: covered below */
+        for (size_t pre = 0; pre <= 34; pre++) {
+            /* 'u' first, so a leading SP or HTAB is inside the value, not trimmed OWS */
+            mid[0] = 'u';
+            memset(mid + 1, 'v', pre);
+            mid[pre + 1] = (char)c;
+            mid[pre + 2] = 'w';
+            int rc =
+                parse_parts("GET / HTTP/1.1\r\nHost: h\r\nX-V: ", mid, pre + 3, "\r\n\r\n", &req);
+            if (c == '\n' || !ok) {
+                assert_int_equal(rc, SB_HTTP_E_BAD); /* a bare LF, a control byte or DEL */
+                continue;
+            }
+            assert_true(rc > 0);
+            assert_int_equal(req.nheaders, 2);
+            assert_int_equal(req.headers[1].value.n, pre + 3);
+            assert_int_equal((unsigned char)req.headers[1].value.p[pre + 1], c);
+        }
+    }
+    /* values of every length, ending right before CRLF CRLF at the buffer's end */
+    for (size_t len = 0; len <= 40; len++) {
+        memset(mid, 'v', len);
+        assert_true(parse_parts("GET / HTTP/1.1\r\nHost: h\r\nX-V: ", mid, len, "\r\n\r\n", &req) >
+                    0);
+        assert_int_equal(req.headers[1].value.n, len);
+        /* and a bare CR at the end of it */
+        assert_int_equal(
+            parse_parts("GET / HTTP/1.1\r\nHost: h\r\nX-V: ", mid, len, "\rx\r\n\r\n", &req),
+            SB_HTTP_E_BAD);
+    }
+}
+
+static void test_target_bytes_at_every_offset(void **state)
+{
+    (void)state;
+    struct sb_http_request req;
+    char mid[64];
+    static const unsigned char bad[] = {0x00, 0x01, '\t', 0x1f, 0x7f, 0x80, 0xc3, 0xff};
+    for (size_t pre = 0; pre <= 40; pre++) {
+        mid[0] = '/';
+        memset(mid + 1, 'p', pre);
+        int rc = parse_parts("GET ", mid, pre + 1, " HTTP/1.1\r\nHost: h\r\n\r\n", &req);
+        assert_true(rc > 0);
+        assert_int_equal(req.target.n, pre + 1);
+        assert_int_equal(req.path.n, pre + 1);
+        for (size_t b = 0; b < sizeof bad; b++) {
+            mid[pre + 1] = (char)bad[b];
+            mid[pre + 2] = 'q';
+            assert_int_equal(
+                parse_parts("GET ", mid, pre + 3, " HTTP/1.1\r\nHost: h\r\n\r\n", &req),
+                SB_HTTP_E_BAD);
+        }
+        /* every VCHAR is taken as it is */
+        for (int c = 0x21; c < 0x7f; c++) {
+            mid[pre + 1] = (char)c;
+            assert_true(parse_parts("GET ", mid, pre + 2, " HTTP/1.1\r\nHost: h\r\n\r\n", &req) >
+                        0);
+            assert_int_equal(req.target.n, pre + 2);
+        }
+    }
+}
+
+/* The blank line and a bare LF, at every offset; an incomplete head is SB_HTTP_AGAIN. */
+static void test_head_end_at_every_offset(void **state)
+{
+    (void)state;
+    struct sb_http_request req;
+    char mid[64];
+    for (size_t len = 0; len <= 40; len++) {
+        memset(mid, 'h', len);
+        int rc = parse_parts("GET / HTTP/1.1\r\nHost: ", mid, len, "\r\n\r\n", &req);
+        assert_int_equal(rc, (int)(len + 16 + 6 + 4));
+        assert_int_equal(req.head_len, (size_t)rc);
+        assert_int_equal(parse_parts("GET / HTTP/1.1\r\nHost: ", mid, len, "\r\n\r", &req),
+                         SB_HTTP_AGAIN);
+        assert_int_equal(parse_parts("GET / HTTP/1.1\r\nHost: ", mid, len, "\n", &req),
+                         SB_HTTP_E_BAD);
+        assert_int_equal(parse_parts("GET / HTTP/1.1\r\nHost: ", mid, len, "\r\n\n", &req),
+                         SB_HTTP_E_BAD);
+    }
+}
+
+/* Every byte in a Host value: accepted exactly for uri-host [":" port] characters. */
+static void test_host_every_byte(void **state)
+{
+    (void)state;
+    struct sb_http_request req;
+    for (int c = 0; c < 256; c++) {
+        bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  (c && strchr("-._~%!$&'()*+,;=[]:", c));
+        bool field = c == '\t' || (c >= 0x20 && c != 0x7f);
+        char mid[3] = {'a', (char)c, 'b'};
+        int rc = parse_parts("GET / HTTP/1.1\r\nHost: ", mid, 3, "\r\n\r\n", &req);
+        if (c == '\n' || c == '\r' || !field)
+            assert_int_equal(rc, SB_HTTP_E_BAD);
+        else if (ok)
+            assert_true(rc > 0);
+        else
+            assert_int_equal(rc, SB_HTTP_E_BAD);
+    }
+}
+
+/* Names and values matched case-insensitively, and near misses that are not matches. */
+static void test_case_and_near_names(void **state)
+{
+    (void)state;
+    struct sb_http_request req;
+    assert_true(parse_n("POST / HTTP/1.1\r\nhOsT: h\r\nTRANSFER-ENCODING: ChUnKeD\r\n"
+                        "CONNECTION: Keep-Alive, CLOSE\r\nEXPECT: 100-CONTINUE\r\n\r\n",
+                        109, &req) > 0);
+    assert_true(req.chunked);
+    assert_false(req.keep_alive);
+    assert_true(req.expect_continue);
+    const char *near = "GET / HTTP/1.1\r\nHost: h\r\nContent_Length: 5\r\nContent-Lengthx: 1\r\n"
+                       "Transfer-Encodin: chunked\r\nXontent-length: 7\r\nExpect: 100-continu\r\n"
+                       "Connection: clos\r\n\r\n";
+    assert_true(parse_n(near, strlen(near), &req) > 0);
+    assert_int_equal(req.content_length, -1);
+    assert_false(req.chunked);
+    assert_true(req.keep_alive);
+    assert_false(req.expect_continue);
+    assert_true(req.expect_other);
+    /* a value that differs from "chunked" only in one byte's case bit outside the letters */
+    const char *te = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\x7f\r\n\r\n";
+    assert_int_equal(parse_n(te, strlen(te), &req), SB_HTTP_E_BAD);
+    te = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunke\xc4\r\n\r\n";
+    assert_int_equal(parse_n(te, strlen(te), &req), SB_HTTP_E_NOT_IMPLEMENTED);
+    te = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunkeD\r\n\r\n";
+    assert_true(parse_n(te, strlen(te), &req) > 0);
+    /* lookups: exact case, other case, and a name of the same length that differs */
+    const char *h = "GET / HTTP/1.1\r\nHost: h\r\nX-Api-Key: k1\r\nx-api-key: k2\r\n\r\n";
+    assert_true(parse_n(h, strlen(h), &req) > 0);
+    assert_true(str_is(*sb_http_header_get(&req, "X-Api-Key"), "k1"));
+    assert_true(str_is(*sb_http_header_get(&req, "x-API-key"), "k1"));
+    assert_null(sb_http_header_get(&req, "x-api-kez"));
+    assert_null(sb_http_header_get(&req, "x_api-key"));
+}
+
 static void test_too_many_headers(void **state)
 {
     (void)state;
@@ -864,6 +1030,11 @@ int main(void)
         cmocka_unit_test(test_refuse_missing_host),
         cmocka_unit_test(test_refuse_two_hosts),
         cmocka_unit_test(test_host_value),
+        cmocka_unit_test(test_value_bytes_at_every_offset),
+        cmocka_unit_test(test_target_bytes_at_every_offset),
+        cmocka_unit_test(test_head_end_at_every_offset),
+        cmocka_unit_test(test_host_every_byte),
+        cmocka_unit_test(test_case_and_near_names),
         cmocka_unit_test(test_too_many_headers),
         cmocka_unit_test(test_head_limit),
         cmocka_unit_test(test_every_prefix_again),

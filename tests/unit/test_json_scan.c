@@ -1179,6 +1179,217 @@ static void test_validate_index(void **state)
     assert_int_equal(v, 36);
 }
 
+/* ---- Block boundaries ------------------------------------------------------------------
+ * Strings, keys and skipped values are scanned 16 and 8 bytes at a time while that many
+ * bytes remain, then byte by byte. Every case below runs on an exactly sized heap copy, so a
+ * read past the end shows under ASan, and it is placed so that the byte of interest falls at
+ * every offset of a block, and the document ends at every offset too. */
+
+static int validate_exact(const char *doc, size_t n)
+{
+    char *copy = malloc(n ? n : 1);
+    assert_non_null(copy);
+    memcpy(copy, doc, n);
+    int rc = sb_json_validate(copy, n, DEPTH);
+    struct sb_json_index idx;
+    assert_int_equal(sb_json_validate_index(copy, n, DEPTH, &idx), rc);
+    free(copy);
+    return rc;
+}
+
+/* "<pre><ins><post>" as a root string, and as a value and a key of a root object. */
+static void string_case(size_t pre, const char *ins, size_t ins_len, size_t post, int want)
+{
+    char doc[160];
+    size_t n = 0;
+    assert_true(pre + ins_len + post + 16 < sizeof doc);
+    doc[n++] = '"';
+    memset(doc + n, 'a', pre);
+    n += pre;
+    memcpy(doc + n, ins, ins_len);
+    n += ins_len;
+    memset(doc + n, 'b', post);
+    n += post;
+    doc[n++] = '"';
+    assert_int_equal(validate_exact(doc, n), want);
+
+    char obj[200];
+    size_t m = 0;
+    memcpy(obj + m, "{\"k\":", 5);
+    m += 5;
+    memcpy(obj + m, doc, n);
+    m += n;
+    obj[m++] = '}';
+    assert_int_equal(validate_exact(obj, m), want);
+    m = 0;
+    obj[m++] = '{';
+    memcpy(obj + m, doc, n);
+    m += n;
+    memcpy(obj + m, ":1}", 3);
+    m += 3;
+    assert_int_equal(validate_exact(obj, m), want);
+}
+
+static void test_string_block_boundaries(void **state)
+{
+    (void)state;
+    /* plain strings of every length up to past two blocks, closed and not */
+    for (size_t len = 0; len <= 40; len++) {
+        string_case(len, "", 0, 0, OK);
+        char doc[64];
+        doc[0] = '"';
+        memset(doc + 1, 'a', len);
+        assert_int_equal(validate_exact(doc, len + 1), BAD);
+        /* a backslash as the very last byte: the escape is cut short */
+        doc[len + 1] = '\\';
+        assert_int_equal(validate_exact(doc, len + 2), BAD);
+    }
+    static const struct {
+        const char *ins;
+        size_t len;
+        int want;
+    } ins[] = {
+        {"\\n", 2, OK},
+        {"\\\"", 2, OK},
+        {"\\\\", 2, OK},
+        {"\\/", 2, OK},
+        {"\\u00e9", 6, OK},
+        {"\\uD83D\\uDE00", 12, OK},
+        {"\\ud800", 6, OK}, /* lone surrogate escape: valid text */
+        {"\\u00g9", 6, BAD},
+        {"\\x", 2, BAD},
+        {"\\U00e9", 6, BAD},
+        {"\x7f", 1, OK},
+        {"\xc3\xa9", 2, OK},
+        {"\xe2\x82\xac", 3, OK},
+        {"\xf0\x9f\x98\x80", 4, OK},
+        {"\xf4\x8f\xbf\xbf", 4, OK},
+        {"\xef\xbf\xbf", 3, OK},
+        {"\x00", 1, BAD},
+        {"\x01", 1, BAD},
+        {"\t", 1, BAD},
+        {"\n", 1, BAD},
+        {"\x1f", 1, BAD},
+        {"\x80", 1, BAD},     /* lone continuation byte */
+        {"\xc0\x80", 2, BAD}, /* overlong */
+        {"\xc1\xbf", 2, BAD},
+        {"\xe0\x80\x80", 3, BAD},
+        {"\xe0\x9f\xbf", 3, BAD},
+        {"\xed\xa0\x80", 3, BAD}, /* UTF-8 encoded surrogate */
+        {"\xf0\x8f\xbf\xbf", 4, BAD},
+        {"\xf4\x90\x80\x80", 4, BAD}, /* above U+10FFFF */
+        {"\xf5\x80\x80\x80", 4, BAD},
+        {"\xff", 1, BAD},
+        {"\xc3", 1, BAD}, /* truncated by the next byte */
+        {"\xe2\x82", 2, BAD},
+        {"\xf0\x9f\x98", 3, BAD},
+        {"\xc3\xc3", 2, BAD},
+    };
+    for (size_t k = 0; k < sizeof ins / sizeof ins[0]; k++)
+        for (size_t pre = 0; pre <= 33; pre++)
+            for (size_t post = 0; post <= 17; post += 1)
+                string_case(pre, ins[k].ins, ins[k].len, post, ins[k].want);
+}
+
+/* A string cut inside an escape or a UTF-8 sequence at the buffer's end. */
+static void test_string_cut_at_end(void **state)
+{
+    (void)state;
+    static const char *const tails[] = {"\\",     "\\u",      "\\u0",         "\\u00",
+                                        "\\u00e", "\xc3",     "\xe2",         "\xe2\x82",
+                                        "\xf0",   "\xf0\x9f", "\xf0\x9f\x98", "\xe9"};
+    for (size_t t = 0; t < sizeof tails / sizeof tails[0]; t++) {
+        for (size_t pre = 0; pre <= 34; pre++) {
+            char doc[64];
+            size_t n = 0;
+            doc[n++] = '"';
+            memset(doc + n, 'a', pre);
+            n += pre;
+            memcpy(doc + n, tails[t], strlen(tails[t]));
+            n += strlen(tails[t]);
+            assert_int_equal(validate_exact(doc, n), BAD);
+        }
+    }
+}
+
+/* Keys of lengths around the blocks, looked up through the index and by scanning, with
+ * escaped keys (which may unescape to a shorter key) and keys of 62 to 64 bytes. */
+static void test_lookup_key_lengths(void **state)
+{
+    (void)state;
+    char keys[70][72];
+    const char *kp[SB_JSON_MANY_MAX];
+    static const size_t lens[] = {0, 1, 5, 7, 8, 9, 15, 16, 17, 31, 62, 63, 64, 69};
+    size_t nk = sizeof lens / sizeof lens[0];
+    char doc[2048];
+    size_t n = 0;
+    doc[n++] = '{';
+    for (size_t k = 0; k < nk; k++) {
+        memset(keys[k], 'a' + (int)k, lens[k]);
+        keys[k][lens[k]] = '\0';
+        kp[k] = keys[k];
+        n += (size_t)snprintf(doc + n, sizeof doc - n, "%s\"%s\":%zu", k ? "," : "", keys[k], k);
+    }
+    /* the 16-byte key again, escaped: a duplicate */
+    n += (size_t)snprintf(doc + n, sizeof doc - n, ",\"\\u0068hhhhhhhhhhhhhhh\":[\"]\",{\"}\":1}]");
+    doc[n++] = '}';
+    char *copy = malloc(n);
+    assert_non_null(copy);
+    memcpy(copy, doc, n);
+    struct sb_json_index idx;
+    assert_int_equal(sb_json_validate_index(copy, n, DEPTH, &idx), OK);
+    struct sb_json_member im[SB_JSON_MANY_MAX], sm[SB_JSON_MANY_MAX];
+    int ic[SB_JSON_MANY_MAX], sc[SB_JSON_MANY_MAX];
+    assert_int_equal(sb_json_index_get_many(copy, n, &idx, kp, nk, im, ic), 0);
+    assert_int_equal(sb_json_object_get_many(copy, n, &idx.root, kp, nk, sm, sc), 0);
+    for (size_t k = 0; k < nk; k++) {
+        int want = lens[k] == 16 ? 2 : 1; /* 'h' * 16 is keys[7] */
+        assert_int_equal(ic[k], want);
+        assert_int_equal(sc[k], want);
+        assert_int_equal(im[k].value.start, sm[k].value.start);
+        assert_int_equal(im[k].value.end, sm[k].value.end);
+        int64_t v;
+        assert_int_equal(sb_json_int64(copy, n, &im[k].value, &v), 0);
+        assert_int_equal(v, (int64_t)k);
+        struct sb_json_member one;
+        assert_int_equal(sb_json_object_get(copy, n, &idx.root, keys[k], &one),
+                         want == 2 ? SB_JSON_DUPLICATE : 0);
+    }
+    /* lengths no key has, and a key of a present length that is absent */
+    static const char *const absent[] = {
+        "abc", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "zzzzz"};
+    assert_int_equal(sb_json_index_get_many(copy, n, &idx, absent, 3, im, ic), 0);
+    assert_int_equal(ic[0] + ic[1] + ic[2], 0);
+    free(copy);
+}
+
+/* Skipping nested values whose strings hold brackets and escaped quotes, with the brackets
+ * at every offset of a block: the member after them is still found where it is. */
+static void test_skip_value_boundaries(void **state)
+{
+    (void)state;
+    for (size_t pad = 0; pad <= 34; pad++) {
+        char doc[160];
+        size_t n = (size_t)snprintf(doc, sizeof doc,
+                                    "{\"a\":[{\"s\":\"%.*s]}\\\"[{\"},[],{}], \"b\":-1.5e+3}",
+                                    (int)pad, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+        char *copy = malloc(n);
+        assert_non_null(copy);
+        memcpy(copy, doc, n);
+        struct sb_json_span root;
+        assert_int_equal(sb_json_validate(copy, n, DEPTH), OK);
+        assert_int_equal(sb_json_root(copy, n, &root), 0);
+        struct sb_json_member m;
+        assert_int_equal(sb_json_object_get(copy, n, &root, "b", &m), 0);
+        assert_int_equal(m.value.type, SB_JSON_NUMBER);
+        assert_int_equal(m.value.end, n - 1);
+        assert_memory_equal(copy + m.value.start, "-1.5e+3", 7);
+        assert_int_equal(sb_json_object_get(copy, n, &root, "a", &m), 0);
+        assert_int_equal(sb_json_array_len(copy, n, &m.value), 3);
+        free(copy);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1202,6 +1413,10 @@ int main(void)
         cmocka_unit_test(test_append_member),
         cmocka_unit_test(test_request_rewrite),
         cmocka_unit_test(test_fixtures),
+        cmocka_unit_test(test_string_block_boundaries),
+        cmocka_unit_test(test_string_cut_at_end),
+        cmocka_unit_test(test_lookup_key_lengths),
+        cmocka_unit_test(test_skip_value_boundaries),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
