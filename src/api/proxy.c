@@ -195,7 +195,7 @@ static void xlate_reset_stream(struct sb_proxy *p)
 /* A finished proxy's buffers keep their memory for the next request (the next request's
  * bodies are about the same size, and growing them again from empty costs several reallocs
  * each), unless they grew past this. */
-#define KEEP_BUF_CAP    ((size_t)64 << 10)
+#define KEEP_BUF_CAP    ((size_t)16 << 10)
 #define PROXY_SPARE_MAX 64
 
 /* The buffers a kept proxy holds on to. */
