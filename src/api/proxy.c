@@ -208,14 +208,10 @@ static struct sb_proxy *proxy_new(struct sb_gw_worker *gw_w, const struct sb_ser
 {
     struct sb_proxy *p = SB_SPARES_TAKE(&gw_w->proxy_spare, struct sb_proxy, spare);
     if (p) {
-        struct sb_buf *bufs[] = PROXY_BUFS(p), kept[sizeof bufs / sizeof bufs[0]];
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-            sb_spares_show_buf(bufs[i]);
-            kept[i] = *bufs[i];
-        }
-        memset(p, 0, offsetof(struct sb_proxy, tags));
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-            *bufs[i] = kept[i];
+        struct sb_buf *bufs[] = PROXY_BUFS(p);
+        sb_spares_show_bufs(bufs, sizeof bufs / sizeof bufs[0]);
+        sb_spares_zero_but_bufs(p, offsetof(struct sb_proxy, tags), bufs,
+                                sizeof bufs / sizeof bufs[0]);
     } else {
         p = malloc(sizeof *p);
         if (!p)
@@ -255,10 +251,7 @@ static void proxy_free(struct sb_proxy *p)
     sb_sse_parser_free(&p->sse);
     if (gw_w->proxy_spare.n < PROXY_SPARE_MAX) {
         struct sb_buf *bufs[] = PROXY_BUFS(p);
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-            sb_buf_recycle(bufs[i], bufs[i]->max, KEEP_BUF_CAP);
-            sb_spares_hide_buf(bufs[i]);
-        }
+        sb_spares_keep_bufs(bufs, sizeof bufs / sizeof bufs[0], KEEP_BUF_CAP);
         SB_SPARES_KEEP(&gw_w->proxy_spare, p, spare, PROXY_SPARE_MAX);
         return;
     }
@@ -270,8 +263,7 @@ void sb_proxy_spares_free(struct sb_gw_worker *gw_w)
     struct sb_proxy *p;
     while ((p = SB_SPARES_TAKE(&gw_w->proxy_spare, struct sb_proxy, spare))) {
         struct sb_buf *bufs[] = PROXY_BUFS(p);
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-            sb_spares_show_buf(bufs[i]);
+        sb_spares_show_bufs(bufs, sizeof bufs / sizeof bufs[0]);
         proxy_release(p);
     }
 }

@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SB_SPARES_ASAN 1
@@ -87,6 +89,40 @@ static inline void sb_spares_show_buf(const struct sb_buf *b)
 {
     if (b->data)
         SB_SPARES_UNPOISON(b->data, b->cap);
+}
+
+/* The buffers of a struct (up to SB_SPARES_BUFS_MAX), as it is kept: each emptied, its memory
+ * let go past `keep` bytes, and hidden. */
+#define SB_SPARES_BUFS_MAX 8
+
+static inline void sb_spares_keep_bufs(struct sb_buf *const *bufs, size_t n, size_t keep)
+{
+    for (size_t i = 0; i < n; i++) {
+        sb_buf_recycle(bufs[i], bufs[i]->max, keep);
+        sb_spares_hide_buf(bufs[i]);
+    }
+}
+
+/* ... as it is taken: usable again. */
+static inline void sb_spares_show_bufs(struct sb_buf *const *bufs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sb_spares_show_buf(bufs[i]);
+}
+
+/* Zeroes the first `len` bytes of a taken struct but for its buffers (which lie within them),
+ * so that they keep their memory. */
+static inline void sb_spares_zero_but_bufs(void *obj, size_t len, struct sb_buf *const *bufs,
+                                           size_t n)
+{
+    struct sb_buf kept[SB_SPARES_BUFS_MAX];
+    if (n > SB_SPARES_BUFS_MAX)
+        abort(); /* a caller's fixed list outgrew the bound: never at run time */
+    for (size_t i = 0; i < n; i++)
+        kept[i] = *bufs[i];
+    memset(obj, 0, len);
+    for (size_t i = 0; i < n; i++)
+        *bufs[i] = kept[i];
 }
 
 #endif

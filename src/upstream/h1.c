@@ -261,10 +261,7 @@ static void xfer_free(struct sb_transfer *t)
     struct sb_spares *sp = &t->u->h1->spare;
     if (sp->n < H1_SPARE_MAX) {
         struct sb_buf *bufs[] = H1_BUFS(&pr->x);
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-            sb_buf_recycle(bufs[i], bufs[i]->max, H1_KEEP_CAP);
-            sb_spares_hide_buf(bufs[i]);
-        }
+        sb_spares_keep_bufs(bufs, sizeof bufs / sizeof bufs[0], H1_KEEP_CAP);
         SB_SPARES_KEEP(sp, pr, spare, H1_SPARE_MAX);
         return;
     }
@@ -276,14 +273,9 @@ static struct sb_transfer *xfer_new(struct sb_upstream *u, size_t req_max)
 {
     struct h1_pair *pr = SB_SPARES_TAKE(&u->h1->spare, struct h1_pair, spare);
     if (pr) {
-        struct sb_buf *bufs[] = H1_BUFS(&pr->x), kept[sizeof bufs / sizeof bufs[0]];
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-            sb_spares_show_buf(bufs[i]);
-            kept[i] = *bufs[i];
-        }
-        memset(pr, 0, sizeof *pr);
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-            *bufs[i] = kept[i];
+        struct sb_buf *bufs[] = H1_BUFS(&pr->x);
+        sb_spares_show_bufs(bufs, sizeof bufs / sizeof bufs[0]);
+        sb_spares_zero_but_bufs(pr, sizeof *pr, bufs, sizeof bufs / sizeof bufs[0]);
     } else {
         pr = calloc(1, sizeof *pr);
         if (!pr)
@@ -826,8 +818,7 @@ void sb_h1_free(struct sb_upstream *u)
     struct h1_pair *pr;
     while ((pr = SB_SPARES_TAKE(&u->h1->spare, struct h1_pair, spare))) {
         struct sb_buf *bufs[] = H1_BUFS(&pr->x);
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-            sb_spares_show_buf(bufs[i]);
+        sb_spares_show_bufs(bufs, sizeof bufs / sizeof bufs[0]);
         pair_free(pr);
     }
     struct h1_pool *p = u->h1->pools;

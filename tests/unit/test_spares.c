@@ -104,12 +104,45 @@ static void test_recycle_limits(void **state)
     sb_buf_free(&b);
 }
 
+/* A taken struct zeroed but for its buffers, which keep their memory; the keep/show pair on a
+ * list of buffers empties them, lets large ones go, and makes them usable again. */
+static void test_zero_but_bufs(void **state)
+{
+    (void)state;
+    struct thing *t = calloc(1, sizeof *t);
+    assert_non_null(t);
+    memset(t->before, 'x', sizeof t->before);
+    memset(t->after, 'y', sizeof t->after);
+    sb_buf_init(&t->buf, 1 << 20);
+    assert_int_equal(sb_buf_append_str(&t->buf, "kept"), 0);
+    char *data = t->buf.data;
+    struct sb_buf *bufs[] = {&t->buf};
+
+    sb_spares_keep_bufs(bufs, 1, 4096);
+    sb_spares_show_bufs(bufs, 1);
+    sb_spares_zero_but_bufs(t, sizeof *t, bufs, 1);
+    assert_int_equal(t->before[0], 0);
+    assert_int_equal(t->before[39], 0);
+    assert_int_equal(t->after[23], 0);
+    assert_ptr_equal(t->buf.data, data); /* the memory stays */
+    assert_int_equal(t->buf.len, 0);
+    assert_int_equal(t->buf.max, 1 << 20);
+
+    assert_int_equal(sb_buf_reserve(&t->buf, 10000), 0);
+    sb_spares_keep_bufs(bufs, 1, 4096); /* past the keep limit: let go */
+    assert_null(t->buf.data);
+    sb_spares_show_bufs(bufs, 1);
+    sb_buf_free(&t->buf);
+    free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lifo_and_bound),
         cmocka_unit_test(test_kept_struct_is_poisoned),
         cmocka_unit_test(test_recycle_limits),
+        cmocka_unit_test(test_zero_but_bufs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
